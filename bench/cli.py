@@ -1,0 +1,5 @@
+"""CLI commands of the bench stage."""
+
+import typer
+
+app = typer.Typer()

@@ -1,0 +1,304 @@
+"""``export_model``: source folder in, gated model package out."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from tastemap.errors import InputError, ParityError
+from tastemap.export import parity
+from tastemap.export.graph import OUTPUT_NAME, export_fp32
+from tastemap.export.package import (
+    MANIFEST,
+    SCHEMA_VERSION,
+    TOKENIZER_FILES,
+    VARIANT_FILES,
+    ModelPackage,
+    atomic_directory,
+    sha256_file,
+)
+from tastemap.export.parity import ParityFigures, ParityGate
+from tastemap.export.source import SourceModel
+
+log = logging.getLogger(__name__)
+VARIANTS = tuple(VARIANT_FILES)
+DEFAULT_MODEL_DIR = Path("models/all-MiniLM-L6-v2")
+MIN_OPSET, MAX_OPSET = 14, 21
+_DEFAULT_GATES = {"fp32": ParityGate.fp32(), "int8": ParityGate.int8(), "fp16": ParityGate.fp16()}
+# Graph optimization level the runtime applies per variant, chosen by measurement on CPU (see
+# bench/quantization.py): basic fusions help every variant, the transformer fusions of
+# ORT_ENABLE_ALL were slower for MiniLM on AVX-512 CPUs.
+ORT_OPTIMIZATION = "basic"
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What to export and how. Invalid combinations are rejected here, before any work.
+
+    ``max_excluded_nodes`` bounds the int8 fallback: when the int8 gate fails, the most sensitive
+    MatMuls are kept in float (1, 2, 4, ... up to this many) and the variant is quantized again.
+    """
+
+    out: Path
+    source: str | Path | None = None
+    variants: tuple[str, ...] = VARIANTS
+    max_seq_len: int | None = None
+    opset: int = 18
+    validation: Path | None = None
+    calibration: Path | None = None
+    force: bool = False
+    gates: dict = field(default_factory=lambda: dict(_DEFAULT_GATES))
+    max_excluded_nodes: int = 16
+
+    def __post_init__(self):
+        unknown = [name for name in self.variants if name not in VARIANTS]
+        if unknown or not self.variants:
+            raise InputError(
+                f"variants={list(self.variants)} is not valid: choose one or more of {list(VARIANTS)}"
+            )
+        if len(set(self.variants)) != len(self.variants):
+            raise InputError(f"variants={list(self.variants)} lists a variant twice")
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise InputError(f"opset={self.opset} must be between {MIN_OPSET} and {MAX_OPSET}")
+        if self.max_seq_len is not None and self.max_seq_len < 1:
+            raise InputError(f"max_seq_len={self.max_seq_len} must be >= 1")
+        if self.calibration is not None and "int8" not in self.variants:
+            raise InputError("--calibration sets up static int8 quantization: add int8 to --variants")
+        if self.max_excluded_nodes < 0:
+            raise InputError(f"max_excluded_nodes={self.max_excluded_nodes} must be >= 0")
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """One variant's outcome: its file, parity figures and the gate rules it broke (if any)."""
+
+    name: str
+    file: str
+    size: int
+    figures: ParityFigures | None
+    failures: tuple[str, ...]
+    details: dict
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    package: ModelPackage | None
+    variants: tuple[VariantResult, ...]
+
+
+def export_model(config: ExportConfig) -> ExportResult:
+    """Export, quantize and gate each variant; write the package atomically to ``config.out``.
+
+    When a variant fails its gate and ``config.force`` is false, nothing is written and
+    :class:`ParityError` carries the figures of every variant.
+    """
+    source = SourceModel.resolve(config.source, config.max_seq_len)
+    texts = parity.validation_texts(config.validation)
+    calibration = parity.read_text_lines(Path(config.calibration)) if config.calibration else None
+    out = Path(config.out)
+    with atomic_directory(out) as staging:
+        _copy_tokenizer(source, staging)
+        fp32_path = staging / VARIANT_FILES["fp32"]
+        log.info("exporting fp32 graph (pooling=%s, max_seq_len=%d)", source.pooling, source.max_seq_len)
+        model = export_fp32(source, fp32_path, config.opset)
+        log.info("computing the PyTorch reference on %d validation texts", len(texts))
+        reference = parity.reference_embeddings(source, texts)
+        results = []
+        for name in config.variants:
+            results.append(_build_variant(name, staging, source, texts, reference, config, calibration))
+        if "fp32" not in config.variants:
+            fp32_path.unlink()
+        failed = [r for r in results if r.failures]
+        if failed and not config.force:
+            raise ParityError(
+                "parity gate failed, nothing was written (use --force to keep failing variants):\n"
+                + format_results(results)
+            )
+        manifest = _manifest(source, config, model, staging, results)
+        (staging / MANIFEST).write_text(_dumps(manifest), encoding="utf-8")
+    return ExportResult(package=ModelPackage.load(out), variants=tuple(results))
+
+
+def _build_variant(name, staging, source, texts, reference, config, calibration) -> VariantResult:
+    fp32_path = staging / VARIANT_FILES["fp32"]
+    path = staging / VARIANT_FILES[name]
+    gate = config.gates[name]
+    details: dict = {}
+    if name == "fp32":
+        figures = _measure(path, staging, source, texts, reference)
+    elif name == "fp16":
+        from tastemap.export.half import convert_fp16
+
+        log.info("converting to fp16")
+        convert_fp16(fp32_path, path)
+        figures = _measure_fp16(path, staging, source, texts, reference, details)
+    elif calibration is not None:
+        from tastemap.export.static_quant import quantize_static_int8
+
+        log.info("quantizing int8 (static QDQ, calibrated on %d texts)", len(calibration))
+        quantize_static_int8(fp32_path, path, _feeds(staging, source, calibration))
+        details["mode"] = "static-qdq"
+        figures = _measure(path, staging, source, texts, reference)
+    else:
+        figures = _quantize_int8_gated(fp32_path, path, staging, source, texts, reference, gate, config, details)
+    failures = tuple(gate.failures(figures)) if figures is not None else ()
+    log.info("%s: %s", name, "passed" if not failures else "FAILED " + ", ".join(failures))
+    return VariantResult(name, VARIANT_FILES[name], path.stat().st_size, figures, failures, details)
+
+
+def _quantize_int8_gated(fp32_path, path, staging, source, texts, reference, gate, config, details):
+    """Per-token dynamic int8; on a gate failure keep the most sensitive MatMuls in float and retry."""
+    from tastemap.export.quantize import quantize_int8, rank_sensitive_nodes
+
+    excluded: list[str] = []
+    ranked: list[str] | None = None
+    while True:
+        log.info("quantizing int8 (dynamic, per-token activations, per-channel weights; %d nodes kept in float)", len(excluded))
+        report = quantize_int8(fp32_path, path, exclude_nodes=excluded)
+        figures = _measure(path, staging, source, texts, reference)
+        if not gate.failures(figures) or len(excluded) >= config.max_excluded_nodes:
+            break
+        if ranked is None:
+            ranked = rank_sensitive_nodes(fp32_path, _feeds(staging, source, texts[:64]))
+        grown = min(max(1, 2 * len(excluded)), config.max_excluded_nodes, len(ranked))
+        if grown <= len(excluded):
+            break
+        log.warning("int8 gate failed (%s); keeping %d sensitive nodes in float", ", ".join(gate.failures(figures)), grown)
+        excluded = ranked[:grown]
+    details.update(mode="dynamic-per-token", quantized_nodes=len(report.quantized_nodes), float_nodes=excluded)
+    return figures
+
+
+def _measure(path, staging, source, texts, reference, providers=None) -> ParityFigures:
+    log.info("validating %s", path.name)
+    vectors = parity.onnx_embeddings(path, staging / "tokenizer.json", texts, source.max_seq_len, providers=providers)
+    return parity.compare(reference, vectors)
+
+
+def _measure_fp16(path, staging, source, texts, reference, details) -> ParityFigures | None:
+    """fp16 is validated on CUDA where present; ONNX Runtime's CPU provider lacks float16 kernels."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        details["validated_on"] = "CUDAExecutionProvider"
+        return _measure(path, staging, source, texts, reference, ["CUDAExecutionProvider"])
+    try:
+        figures = _measure(path, staging, source, texts, reference)
+    except Exception as exc:  # noqa: BLE001 - any ORT failure here means "cannot validate on CPU"
+        log.warning("fp16 not validated: no CUDA device and the CPU provider cannot run it (%s)", type(exc).__name__)
+        details["validated_on"] = None
+        return None
+    details["validated_on"] = "CPUExecutionProvider"
+    return figures
+
+
+def _feeds(staging: Path, source: SourceModel, texts: list[str]) -> dict[str, np.ndarray]:
+    """One padded batch of ``texts`` as ONNX inputs (for calibration and sensitivity ranking)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(staging / "tokenizer.json"))
+    tokenizer.enable_truncation(source.max_seq_len)
+    tokenizer.enable_padding()
+    encodings = tokenizer.encode_batch(texts)
+    feeds = {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+    }
+    inputs = {i.name for i in onnx.load(str(staging / VARIANT_FILES["fp32"])).graph.input}
+    if "token_type_ids" in inputs:
+        feeds["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+    return feeds
+
+
+def _copy_tokenizer(source: SourceModel, staging: Path) -> None:
+    for name in TOKENIZER_FILES:
+        if (source.path / name).is_file():
+            shutil.copy2(source.path / name, staging / name)
+
+
+def _manifest(source, config, model, staging, results) -> dict:
+    dim = model.graph.output[0].type.tensor_type.shape.dim[1].dim_value
+    inputs = [
+        {"name": i.name, "dtype": "int64", "shape": ["batch_size", "sequence_length"]}
+        for i in model.graph.input
+    ]
+    tokenizer_files = {n: sha256_file(staging / n) for n in TOKENIZER_FILES if (staging / n).is_file()}
+    variants = {}
+    for result in results:
+        variants[result.name] = {
+            "file": result.file,
+            "size": result.size,
+            "sha256": sha256_file(staging / result.file),
+            "precision": {"fp32": "float32", "int8": "int8", "fp16": "float16"}[result.name],
+            "target": "cuda" if result.name == "fp16" else "cpu",
+            "parity": result.figures.to_dict() if result.figures else {},
+            "passed": result.passed and result.figures is not None,
+            "details": {**result.details, "gate": _gate_dict(config.gates[result.name]), "failures": list(result.failures)},
+        }
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": source.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": {"path": str(source.path), "sha256": source.sha256},
+        "embedding_dim": dim,
+        "max_seq_len": source.max_seq_len,
+        "pooling": source.pooling,
+        "normalize": True,
+        "opset": config.opset,
+        "inputs": inputs,
+        "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch_size", dim]}],
+        "tokenizer": {"files": tokenizer_files, "pad_token_id": _pad_token_id(source), "truncation": source.max_seq_len},
+        "ort_graph_optimization": ORT_OPTIMIZATION,
+        "variants": variants,
+        "versions": _versions(),
+    }
+
+
+def _gate_dict(gate: ParityGate) -> dict:
+    return {"min_mean_cosine": gate.min_mean_cosine, "min_cosine": gate.min_cosine, "min_top10_overlap": gate.min_top10_overlap}
+
+
+def _pad_token_id(source: SourceModel) -> int:
+    import json
+
+    config = json.loads((source.path / "config.json").read_text(encoding="utf-8"))
+    return int(config.get("pad_token_id") or 0)
+
+
+def _versions() -> dict:
+    names = ("tastemap", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers")
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _dumps(data: dict) -> str:
+    import json
+
+    return json.dumps(data, indent=2) + "\n"
+
+
+def format_results(results) -> str:
+    """A plain-text table of the variants' sizes and parity figures."""
+    lines = [f"{'variant':8} {'size MB':>8} {'mean cos':>9} {'min cos':>9} {'top10':>6}  gate"]
+    for r in results:
+        f = r.figures
+        figures = f"{f.mean_cosine:9.5f} {f.min_cosine:9.5f} {f.top10_overlap:6.3f}" if f else f"{'-':>9} {'-':>9} {'-':>6}"
+        gate = "pass" if r.passed and f else ("not validated" if not f else "FAIL: " + "; ".join(r.failures))
+        lines.append(f"{r.name:8} {r.size / 1e6:8.1f} {figures}  {gate}")
+    return "\n".join(lines)

@@ -1,0 +1,44 @@
+"""Project error classes. Every message says what was received, what is allowed and how to fix it.
+
+The CLI turns any :class:`TastemapError` into a one-line message on stderr and exit code 2.
+"""
+
+
+class TastemapError(Exception):
+    """Base class for errors caused by the caller's input, files or environment."""
+
+    exit_code = 2
+
+
+class InputError(TastemapError, ValueError):
+    """Bad user input: a missing column, an unparsable value, an empty file, an impossible parameter."""
+
+
+class ModelPackageError(TastemapError):
+    """A model package (or source model folder) that is missing, corrupted or inconsistent."""
+
+
+class ParityError(TastemapError):
+    """An exported variant failed its parity gate against the PyTorch reference (exit code 1)."""
+
+    exit_code = 1
+
+
+class DeviceError(TastemapError):
+    """A requested device, execution provider or backend is not available."""
+
+
+class MissingDependencyError(TastemapError, ImportError):
+    """An optional dependency is not installed; the message gives the pip command."""
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency lazily, or fail with the install hint for its extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{module} is not installed; install it with `pip install tastemap[{extra}]`"
+        ) from exc
