@@ -67,4 +67,5 @@ def _row(variant) -> list:
     if figures is None:
         return [variant.name, variant.size / 1e6, "-", "-", "-", "not validated (needs CUDA)"]
     gate = "pass" if variant.passed else "FAIL: " + "; ".join(variant.failures)
-    return [variant.name, variant.size / 1e6, figures.mean_cosine, figures.min_cosine, figures.top10_overlap, gate]
+    cosines = (f"{figures.mean_cosine:.6f}", f"{figures.min_cosine:.6f}", f"{figures.top10_overlap:.4f}")
+    return [variant.name, f"{variant.size / 1e6:.1f}", *cosines, gate]

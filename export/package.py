@@ -54,6 +54,7 @@ class VariantInfo:
     parity: dict = field(default_factory=dict)
     passed: bool = True
     details: dict = field(default_factory=dict)
+    ort_graph_optimization: str = "basic"
 
     @classmethod
     def from_dict(cls, name: str, data: dict) -> "VariantInfo":
@@ -63,7 +64,7 @@ class VariantInfo:
         return {key: getattr(self, key) for key in _VARIANT_FIELDS}
 
 
-_VARIANT_FIELDS = ("file", "size", "sha256", "precision", "target", "parity", "passed", "details")
+_VARIANT_FIELDS = ("file", "size", "sha256", "precision", "target", "parity", "passed", "details", "ort_graph_optimization")
 
 
 @dataclass(frozen=True)

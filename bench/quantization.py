@@ -1,0 +1,234 @@
+"""int8 quantization of the encoder: quality, batch invariance and speed, side by side.
+
+Compares, on one fp32 ONNX model (with ``sentence_embedding`` output and ``tokenizer.json``
+beside it):
+
+- ``fp32``: the model itself;
+- ``int8 per-token``: :func:`tastemap.export.quantize.quantize_int8` (per-token activations,
+  per-channel weights, batch-invariant), with its ``symmetric`` (default) and ``asymmetric``
+  activation schemes;
+- ``ort per-channel``: ``quantize_dynamic(per_channel=True, op_types_to_quantize=["MatMul"],
+  weight_type=QInt8)``;
+- ``ort per-tensor``: ``quantize_dynamic`` with its defaults.
+
+Figures: mean and min cosine to fp32 on real texts (the export's validation texts plus MovieLens
+titles with genres), top-10 nearest-neighbour overlap with fp32 within that set, min cosine
+between a text encoded alone and inside one padded batch of 64, and throughput at ``--threads``
+intra-op threads on batches of ``--batch-size`` texts padded to their own longest, for each ONNX
+Runtime graph optimization level. Throughput is given per wall second and per CPU second of the
+process (thread spinning off): on a machine shared with other jobs the second one is the stable
+ratio. Timings are interleaved (round-robin over every session, ``--rounds`` times) and the median
+round is reported.
+
+Run: ``python -m tastemap.bench.quantization models/all-MiniLM-L6-v2/model.onnx``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Hashable, TypeVar
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+from tokenizers import Tokenizer
+
+from tastemap.console import print_table
+from tastemap.export.quantize import SCHEMES, quantize_int8
+
+K = TypeVar("K", bound=Hashable)
+LEVELS = {
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """One ONNX session plus its tokenizer; ``encode`` returns ``[n, dim]`` float32."""
+
+    session: ort.InferenceSession
+    tokenizer: Tokenizer
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        return np.concatenate(
+            [self._batch(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+        )
+
+    def _batch(self, texts: list[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch(texts)
+        length = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(texts), length), np.int64)
+        mask = np.zeros_like(ids)
+        for row, encoding in enumerate(encodings):
+            ids[row, : len(encoding.ids)] = encoding.ids
+            mask[row, : len(encoding.ids)] = 1
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        names = {i.name for i in self.session.get_inputs()}
+        if "token_type_ids" in names:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        return self.session.run(["sentence_embedding"], feeds)[0]
+
+
+def make_texts(n_movies: int, seed: int) -> list[str]:
+    """The export's validation texts plus ``n_movies`` more MovieLens titles with genres."""
+    validation = (resources.files("tastemap.export") / "data" / "validation.txt").read_text()
+    texts = [line.strip() for line in validation.splitlines() if line.strip()]
+    movies_path = resources.files("tastemap") / "data" / "movielens-small" / "movies.csv.gz"
+    with resources.as_file(movies_path) as path:
+        movies = pd.read_csv(path)
+    movies = movies.sample(frac=1.0, random_state=seed)
+    known = set(texts)
+    for title, genres in zip(movies["title"], movies["genres"]):
+        if len(texts) >= len(known) + n_movies:
+            break
+        text = f"{title}. Genres: {genres.replace('|', ', ')}"
+        if text not in known:
+            texts.append(text)
+    return texts
+
+
+def top10_overlap(reference: np.ndarray, vectors: np.ndarray) -> float:
+    """Mean share of each text's 10 nearest neighbours (cosine, itself excluded) kept."""
+    def neighbours(v: np.ndarray) -> np.ndarray:
+        similarity = v @ v.T
+        np.fill_diagonal(similarity, -np.inf)
+        return np.argsort(-similarity, axis=1)[:, :10]
+
+    kept = [len(set(a) & set(b)) / 10 for a, b in zip(neighbours(reference), neighbours(vectors))]
+    return float(np.mean(kept))
+
+
+def make_encoder(path: Path, tokenizer: Tokenizer, level: str, threads: int) -> Encoder:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = LEVELS[level]
+    # No spin-waiting: on a shared machine spinning threads burn the CPU time measured below.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return Encoder(session, tokenizer)
+
+
+def make_variants(fp32_path: Path, folder: Path) -> dict[str, Path]:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    variants = {"fp32": fp32_path}
+    for scheme in SCHEMES:
+        variants[f"int8 per-token {scheme}"] = folder / f"per_token_{scheme}.onnx"
+        quantize_int8(fp32_path, variants[f"int8 per-token {scheme}"], scheme=scheme)
+    variants["ort per-channel"] = folder / "ort_per_channel.onnx"
+    quantize_dynamic(
+        fp32_path,
+        variants["ort per-channel"],
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+        weight_type=QuantType.QInt8,
+    )
+    variants["ort per-tensor"] = folder / "ort_per_tensor.onnx"
+    quantize_dynamic(fp32_path, variants["ort per-tensor"])
+    return variants
+
+
+def time_encoders(
+    encoders: dict[K, Encoder], texts: list[str], batch_size: int, rounds: int
+) -> dict[K, tuple[float, float]]:
+    """(texts per wall second, texts per CPU second) per encoder.
+
+    Each figure is the median over ``rounds`` passes over ``texts``, the encoders taking turns
+    within each round. CPU seconds are the process's (all threads): on a machine shared with other
+    jobs they measure the work a variant needs, when wall time also measures the neighbours.
+    """
+    for encoder in encoders.values():
+        encoder.encode(texts[: 2 * batch_size], batch_size)
+    wall: dict[K, list[float]] = {key: [] for key in encoders}
+    cpu: dict[K, list[float]] = {key: [] for key in encoders}
+    for _ in range(rounds):
+        for key, encoder in encoders.items():
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
+            encoder.encode(texts, batch_size)
+            wall[key].append(time.perf_counter() - start_wall)
+            cpu[key].append(time.process_time() - start_cpu)
+    return {
+        key: (len(texts) / statistics.median(wall[key]), len(texts) / statistics.median(cpu[key]))
+        for key in encoders
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("fp32", type=Path, help="fp32 ONNX model with tokenizer.json beside it")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--movies", type=int, default=200, help="extra MovieLens texts")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--levels", default="basic,extended,all")
+    parser.add_argument("--quality-level", default="extended", choices=sorted(LEVELS))
+    parser.add_argument("--max-seq-len", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    tokenizer = Tokenizer.from_file(str(args.fp32.parent / "tokenizer.json"))
+    tokenizer.enable_truncation(args.max_seq_len)
+    tokenizer.no_padding()
+    texts = make_texts(args.movies, args.seed)
+    levels = [level.strip() for level in args.levels.split(",")]
+    with tempfile.TemporaryDirectory() as folder:
+        variants = make_variants(args.fp32, Path(folder))
+        sizes = {name: path.stat().st_size / 1e6 for name, path in variants.items()}
+        quality_rows = []
+        reference = make_encoder(args.fp32, tokenizer, args.quality_level, args.threads).encode(
+            texts, args.batch_size
+        )
+        for name, path in variants.items():
+            encoder = make_encoder(path, tokenizer, args.quality_level, args.threads)
+            vectors = encoder.encode(texts, args.batch_size)
+            cosine = (vectors * reference).sum(axis=1)
+            alone = encoder.encode(texts[:64], 1)
+            batched = encoder.encode(texts[:64], 64)
+            invariance = (alone * batched).sum(axis=1).min()
+            quality_rows.append(
+                [
+                    name,
+                    f"{sizes[name]:.1f}",
+                    f"{cosine.mean():.5f}",
+                    f"{cosine.min():.5f}",
+                    f"{top10_overlap(reference, vectors):.3f}",
+                    f"{invariance:.6f}",
+                ]
+            )
+        encoders = {
+            (name, level): make_encoder(path, tokenizer, level, args.threads)
+            for name, path in variants.items()
+            for level in levels
+        }
+        speed = time_encoders(encoders, texts, args.batch_size, args.rounds)
+
+    print_table(
+        f"int8 quality vs fp32 ({len(texts)} texts, batches of {args.batch_size}, "
+        f"graph optimization {args.quality_level})",
+        ["variant", "size MB", "mean cos", "min cos", "top-10 overlap", "alone vs batch-64 min cos"],
+        quality_rows,
+    )
+    for index, unit in enumerate(("wall second", "CPU second")):
+        base = speed["fp32", levels[0]][index]
+        print_table(
+            f"texts per {unit} at {args.threads} intra-op threads, batches of {args.batch_size} "
+            f"(median of {args.rounds} interleaved rounds; x = ratio to fp32 at {levels[0]})",
+            ["variant", *levels],
+            [
+                [name, *(f"{speed[name, level][index]:.1f} (x{speed[name, level][index] / base:.2f})" for level in levels)]
+                for name in variants
+            ],
+        )
+
+
+if __name__ == "__main__":
+    main()
