@@ -32,6 +32,16 @@ TOKENIZER_FILES = (
 )
 
 
+def graph_optimization_level(name: str):
+    """The :class:`onnxruntime.GraphOptimizationLevel` for a manifest's ``ort_graph_optimization``."""
+    import onnxruntime as ort
+
+    levels = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+    if name not in levels:
+        raise ModelPackageError(f"ort_graph_optimization={name!r} is not one of {sorted(levels)}")
+    return getattr(ort.GraphOptimizationLevel, levels[name])
+
+
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()

@@ -157,10 +157,6 @@ def _neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
     return float(np.mean(shared)) / k
 
 
-GRAPH_OPTIMIZATION_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
-                             "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
-
-
 def onnx_embeddings(model_path: Path, tokenizer_path: Path, texts: list[str], max_seq_len: int,
                     batch_size: int = 32, providers: list[str] | None = None,
                     graph_optimization: str = "basic") -> np.ndarray:
@@ -172,12 +168,14 @@ def onnx_embeddings(model_path: Path, tokenizer_path: Path, texts: list[str], ma
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
+    from tastemap.export.package import graph_optimization_level
+
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     tokenizer.enable_truncation(max_seq_len)
     tokenizer.enable_padding()
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVELS[graph_optimization])
+    options.graph_optimization_level = graph_optimization_level(graph_optimization)
     session = ort.InferenceSession(str(model_path), options, providers=providers or ["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
     chunks = []

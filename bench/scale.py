@@ -1,0 +1,133 @@
+"""Scale benchmark of interest modeling: profile and segment a synthetic log, time and memory per stage.
+
+    python -m tastemap.bench.scale --users 10000,30000,100000 --out scale.json
+
+Each size runs in its own process so that its peak memory is its own. Items (default 200k, with
+precomputed 384-d vectors) stay fixed; events grow with users (default 50 per user, so 100k users
+give 5M events). Stages: ``generate`` (not part of the budget), ``profile`` (align, topics,
+layers, per-user interest clusters; its sub-stages come from ``InterestProfiler.stats_``),
+``write_profiles``, ``segment`` (k-means, k chosen by silhouette over 2..12) and
+``write_segments``. Memory is the process's resident set size, sampled every 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+class StageMeter:
+    """Wall time and peak resident memory (MiB) per named stage, sampled by a background thread."""
+
+    def __init__(self, interval: float = 0.02):
+        self.interval = interval
+        self.results: dict[str, dict] = {}
+        self._peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def stage(self, name: str):
+        meter = self
+
+        class _Stage:
+            def __enter__(self):
+                meter._peak = _rss_mib()
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                meter.results[name] = {"seconds": round(time.perf_counter() - self.start, 2),
+                                       "peak_rss_mib": round(max(meter._peak, _rss_mib()), 1)}
+
+        return _Stage()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._peak = max(self._peak, _rss_mib())
+
+
+def run_size(n_users: int, n_items: int, events_per_user: int, dim: int, seed: int) -> dict:
+    """Profile and segment one synthetic log; returns the figures as a dict."""
+    from tastemap.bench.synthetic import make_synthetic
+    from tastemap.runtime.profile_io import write_profiles
+    from tastemap.runtime.profiles import InterestProfiler
+    from tastemap.runtime.segments import UserSegmenter, write_segments
+
+    meter = StageMeter()
+    with meter.stage("generate"):
+        data = make_synthetic(n_users=n_users, n_items=n_items, n_events=n_users * events_per_user,
+                              n_topics=100, dim=dim, seed=seed)
+    with tempfile.TemporaryDirectory() as out:
+        with meter.stage("profile"):
+            profiler = InterestProfiler(seed=seed)
+            profiles = profiler.fit_transform(data.events, data.catalog, data.item_vectors)
+        with meter.stage("write_profiles"):
+            write_profiles(profiler, out)
+        with meter.stage("segment"):
+            segmenter = UserSegmenter(method="kmeans", k_range=(2, 12), seed=seed).fit(profiles)
+        with meter.stage("write_segments"):
+            write_segments(segmenter, out)
+        sizes = {p.name: round(p.stat().st_size / 2**20, 1) for p in Path(out).iterdir()}
+    meter.close()
+    budget = sum(v["seconds"] for k, v in meter.results.items() if k != "generate")
+    return {
+        "n_users": n_users, "n_items": n_items, "n_events": int(len(data.events)), "dim": dim,
+        "stages": meter.results, "profile_breakdown": profiler.stats_,
+        "seconds_excluding_generate": round(budget, 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "interests_per_user": round(float(profiles.interests.counts().mean()), 3),
+        "n_segments": segmenter.n_segments_, "backend": profiler.backend_, "file_mib": sizes,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", default="10000,30000,100000", help="Comma-separated user counts.")
+    parser.add_argument("--items", type=int, default=200_000)
+    parser.add_argument("--events-per-user", type=int, default=50)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="JSON file for the figures.")
+    parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    sizes = [int(n) for n in args.users.split(",")]
+    if args.single:
+        print(json.dumps(run_size(sizes[0], args.items, args.events_per_user, args.dim, args.seed)))
+        return
+    runs = []
+    for n_users in sizes:
+        command = [sys.executable, "-m", "tastemap.bench.scale", "--single", "--users", str(n_users),
+                   "--items", str(args.items), "--events-per-user", str(args.events_per_user),
+                   "--dim", str(args.dim), "--seed", str(args.seed)]
+        done = subprocess.run(command, check=True, capture_output=True, text=True)
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(runs[-1]), flush=True)
+    base = runs[0]
+    growth = [{"n_users": r["n_users"], "users_ratio": r["n_users"] / base["n_users"],
+               "time_ratio": round(r["seconds_excluding_generate"] / base["seconds_excluding_generate"], 2),
+               "memory_ratio": round(r["peak_rss_mib"] / base["peak_rss_mib"], 2)} for r in runs]
+    report = {"runs": runs, "growth": growth}
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1))
+    print(json.dumps({"growth": growth}))
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,435 @@
+"""Events and catalog readers: CSV, Parquet or JSONL in, validated canonical tables out.
+
+:func:`read_events` returns a frame with the columns ``user_id, item_id, timestamp`` (int64
+seconds) and ``weight`` (float32 feedback weight: explicit weight x event-type weight x rating
+scaled to (0, 1]). :func:`read_catalog` returns ``item_id, title, categories`` (a list of paths per
+item, each path a tuple of levels, coarse to fine), ``tags`` (list of str) and ``description``.
+:func:`align_events` matches events to the catalog and returns the shared
+:class:`~tastemap.runtime.interactions.Interactions` plus a :class:`DataReport` that counts the
+events dropped as duplicates or for items missing from the catalog.
+
+Errors name the file, the (1-based, header excluded) data row and the column.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import string
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tastemap.errors import InputError
+from tastemap.runtime.interactions import Interactions
+
+logger = logging.getLogger(__name__)
+
+MOVIELENS_DIR = Path(__file__).resolve().parents[1] / "tastemap" / "data" / "movielens-small"
+DEFAULT_TEMPLATE = "{title}. {categories}. Tags: {tags}. {description}"
+TEMPLATE_FIELDS = ("item_id", "title", "categories", "tags", "description")
+_FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
+            ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+
+
+@dataclass(frozen=True)
+class EventColumns:
+    """Column names of an events file and how feedback becomes a weight.
+
+    ``weight``, ``rating`` and ``event_type`` are optional: a column left at its default name is
+    used when present; a name you set must exist. ``event_weights`` maps event types to weights
+    (``{"view": 0.2, "purchase": 3}``); a type not listed is an error. ``timestamp_unit`` applies to
+    numeric timestamps (``s`` or ``ms``); text timestamps are parsed as dates. Ratings are divided
+    by ``rating_scale`` (default: the largest rating in the file), so that they weigh in (0, 1].
+    """
+
+    user_id: str = "user_id"
+    item_id: str = "item_id"
+    timestamp: str = "timestamp"
+    weight: str = "weight"
+    rating: str = "rating"
+    event_type: str = "event_type"
+    event_weights: Mapping[str, float] | None = None
+    timestamp_unit: str = "s"
+    rating_scale: float | None = None
+
+    def __post_init__(self):
+        if self.timestamp_unit not in ("s", "ms"):
+            raise InputError(f"timestamp_unit={self.timestamp_unit!r} is not supported; use 's' or 'ms'")
+        if self.rating_scale is not None and not self.rating_scale > 0:
+            raise InputError(f"rating_scale={self.rating_scale} should be > 0")
+        for name, value in (self.event_weights or {}).items():
+            if not (isinstance(value, (int, float)) and value >= 0):
+                raise InputError(f"event weight for {name!r} is {value!r}; weights must be numbers >= 0")
+
+
+@dataclass(frozen=True)
+class CatalogColumns:
+    """Column names of a catalog file. Only ``item_id`` and ``title`` are required.
+
+    A ``categories`` value is a path ``Books > Fiction > Crime`` (levels split on
+    ``path_separator``), several paths joined by ``list_separator``, or a list of levels. ``tags``
+    is a list or a string split on ``list_separator``.
+    """
+
+    item_id: str = "item_id"
+    title: str = "title"
+    categories: str = "categories"
+    tags: str = "tags"
+    description: str = "description"
+    path_separator: str = ">"
+    list_separator: str = "|"
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """What :func:`align_events` kept and dropped. Dropped events are counted, never silent."""
+
+    n_events_read: int
+    n_duplicates: int
+    n_unknown_items: int
+    n_events: int
+    n_users: int
+    n_items: int
+    n_items_with_events: int
+    unknown_item_examples: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def parse_mapping(text: str, *, what: str, numeric: bool = False) -> dict:
+    """Parse ``"a=x,b=y"`` (a CLI option) into a dict; values become floats with ``numeric``."""
+    result = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise InputError(f"{what}: {part!r} is not of the form name=value; example: a=x,b=y")
+        if numeric:
+            try:
+                result[key.strip()] = float(value)
+            except ValueError:
+                raise InputError(f"{what}: value {value!r} for {key!r} is not a number") from None
+        else:
+            result[key.strip()] = value.strip()
+    return result
+
+
+def read_table(path: str | Path, *, what: str = "table") -> pd.DataFrame:
+    """Read a CSV/TSV, Parquet or JSON-lines file (optionally ``.gz``) into a DataFrame."""
+    path = Path(path)
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    fmt = _FORMATS.get(suffixes[-1] if suffixes else "")
+    if fmt is None:
+        raise InputError(
+            f"{what} file {path} has an unknown extension; use .csv, .tsv, .parquet or .jsonl (optionally .gz)"
+        )
+    if not path.is_file():
+        raise InputError(f"{what} file {path} does not exist")
+    try:
+        if fmt in ("csv", "tsv"):
+            frame = pd.read_csv(path, sep="," if fmt == "csv" else "\t")
+        elif fmt == "parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_json(path, lines=True, dtype=False)
+    except pd.errors.EmptyDataError:
+        frame = pd.DataFrame()
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise InputError(f"cannot read {what} file {path}: {exc}") from None
+    if frame.empty:
+        raise InputError(f"{what} file {path} is empty: it has no rows")
+    return frame
+
+
+def read_events(path: str | Path, columns: EventColumns = EventColumns()) -> pd.DataFrame:
+    """Read and validate an events file.
+
+    Returns a frame with ``user_id``, ``item_id``, ``timestamp`` (int64 seconds) and ``weight``
+    (float32 >= 0), one row per input row, in file order.
+    """
+    frame = read_table(path, what="events")
+    return validate_events(frame, columns, source=str(path))
+
+
+def validate_events(frame: pd.DataFrame, columns: EventColumns = EventColumns(), *, source: str = "events") -> pd.DataFrame:
+    """Validate an in-memory events frame (see :func:`read_events`)."""
+    if frame.empty:
+        raise InputError(f"{source} is empty: it has no rows")
+    defaults = EventColumns()
+    required = [columns.user_id, columns.item_id, columns.timestamp]
+    _check_columns(frame, required, source)
+    optional = {}
+    for name in ("weight", "rating", "event_type"):
+        column = getattr(columns, name)
+        if column in frame.columns:
+            optional[name] = column
+        elif column != getattr(defaults, name):
+            _check_columns(frame, [column], source)
+    for column in required[:2]:
+        _check_not_null(frame[column], source)
+    out = pd.DataFrame({"user_id": frame[columns.user_id].to_numpy(),
+                        "item_id": frame[columns.item_id].to_numpy()})
+    out["timestamp"] = _parse_timestamps(frame[columns.timestamp], columns.timestamp_unit, source)
+    weight = np.ones(len(frame), dtype=np.float64)
+    if "weight" in optional:
+        weight *= _parse_numbers(frame[optional["weight"]], source)
+    if "rating" in optional:
+        rating = _parse_numbers(frame[optional["rating"]], source)
+        scale = columns.rating_scale or float(rating.max())
+        weight *= rating / scale if scale > 0 else rating
+    if "event_type" in optional:
+        weight *= _event_type_weights(frame[optional["event_type"]], columns.event_weights, source)
+    out["weight"] = weight.astype(np.float32)
+    return out
+
+
+def read_catalog(path: str | Path, columns: CatalogColumns = CatalogColumns()) -> pd.DataFrame:
+    """Read and validate a catalog file.
+
+    Returns a frame with ``item_id``, ``title`` (str), ``categories`` (list of tuples: paths coarse
+    to fine), ``tags`` (list of str) and ``description`` (str), one row per item in file order.
+    """
+    frame = read_table(path, what="catalog")
+    return validate_catalog(frame, columns, source=str(path))
+
+
+def validate_catalog(frame: pd.DataFrame, columns: CatalogColumns = CatalogColumns(), *, source: str = "catalog") -> pd.DataFrame:
+    """Validate an in-memory catalog frame (see :func:`read_catalog`)."""
+    if frame.empty:
+        raise InputError(f"{source} is empty: it has no rows")
+    _check_columns(frame, [columns.item_id, columns.title], source)
+    defaults = CatalogColumns()
+    for name in ("categories", "tags", "description"):
+        column = getattr(columns, name)
+        if column not in frame.columns and column != getattr(defaults, name):
+            _check_columns(frame, [column], source)
+    ids = frame[columns.item_id]
+    _check_not_null(ids, source)
+    duplicated = ids.duplicated(keep="first").to_numpy()
+    if duplicated.any():
+        row = int(np.flatnonzero(duplicated)[0])
+        raise InputError(
+            f"{source}: item_id {_show(ids.iloc[row])} at row {row + 1} (column {columns.item_id!r}) "
+            f"appears more than once; each catalog item must be listed once"
+        )
+    n = len(frame)
+    out = pd.DataFrame({"item_id": ids.to_numpy()})
+    out["title"] = frame[columns.title].fillna("").astype(str).to_numpy()
+    cats = frame[columns.categories] if columns.categories in frame.columns else pd.Series([None] * n)
+    tags = frame[columns.tags] if columns.tags in frame.columns else pd.Series([None] * n)
+    out["categories"] = [_parse_paths(v, columns) for v in cats.to_numpy()]
+    out["tags"] = [_parse_list(v, columns.list_separator) for v in tags.to_numpy()]
+    desc = frame[columns.description] if columns.description in frame.columns else pd.Series([""] * n)
+    out["description"] = desc.fillna("").astype(str).to_numpy()
+    return out
+
+
+def align_events(events: pd.DataFrame, catalog: pd.DataFrame) -> tuple[Interactions, DataReport]:
+    """Match validated events to catalog rows.
+
+    Exact duplicates (same user, item and timestamp) are dropped and counted; events whose item is
+    missing from the catalog are dropped, counted and logged with examples. Returns the remaining
+    events as :class:`Interactions` (``item_ids`` is the whole catalog, in catalog order; users are
+    the sorted distinct user ids) and the :class:`DataReport`.
+    """
+    n_read = len(events)
+    duplicated = events.duplicated(["user_id", "item_id", "timestamp"]).to_numpy()
+    events = events.loc[~duplicated]
+    item_ids = catalog["item_id"].to_numpy()
+    event_items = events["item_id"].to_numpy()
+    if _id_kind(item_ids) != _id_kind(event_items):
+        item_ids, event_items = item_ids.astype(str), event_items.astype(str)
+    items = pd.Index(item_ids).get_indexer(event_items)
+    unknown = items < 0
+    examples = pd.unique(event_items[unknown])[:5].tolist()
+    if unknown.any():
+        logger.warning("%d events name items missing from the catalog (e.g. %s); they are dropped",
+                       int(unknown.sum()), examples)
+    if duplicated.any():
+        logger.warning("%d duplicate events (same user, item, timestamp) are dropped", int(duplicated.sum()))
+    known = ~unknown
+    if not known.any():
+        raise InputError(
+            f"none of the {n_read} events name an item of the catalog (e.g. {examples}); "
+            "check that the item_id columns of both files hold the same ids"
+        )
+    user_ids, users = np.unique(events["user_id"].to_numpy()[known], return_inverse=True)
+    interactions = Interactions(
+        users=users.astype(np.int64),
+        items=items[known].astype(np.int64),
+        timestamps=events["timestamp"].to_numpy(np.int64)[known],
+        weights=events["weight"].to_numpy(np.float32)[known],
+        user_ids=user_ids,
+        item_ids=catalog["item_id"].to_numpy(),
+    )
+    report = DataReport(
+        n_events_read=n_read,
+        n_duplicates=int(duplicated.sum()),
+        n_unknown_items=int(unknown.sum()),
+        n_events=interactions.n_events,
+        n_users=interactions.n_users,
+        n_items=len(catalog),
+        n_items_with_events=int(np.unique(interactions.items).size),
+        unknown_item_examples=[str(x) for x in examples],
+    )
+    return interactions, report
+
+
+def render_item_texts(catalog: pd.DataFrame, template: str = DEFAULT_TEMPLATE) -> list[str]:
+    """One text per catalog row from ``template`` (fields: item_id, title, categories, tags,
+    description). Categories render as ``A > B`` paths joined by ``, ``; tags joined by ``, ``.
+    Sentences left empty by missing fields are removed.
+    """
+    used = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    unknown = sorted(used - set(TEMPLATE_FIELDS))
+    if unknown:
+        raise InputError(f"text template uses unknown field(s) {unknown}; allowed: {list(TEMPLATE_FIELDS)}")
+    texts = []
+    for row in catalog[list(TEMPLATE_FIELDS)].itertuples(index=False):
+        text = template.format(
+            item_id=row.item_id,
+            title=row.title,
+            categories=", ".join(" > ".join(path) for path in row.categories),
+            tags=", ".join(row.tags),
+            description=row.description,
+        )
+        texts.append(_tidy(text))
+    return texts
+
+
+def template_words(template: str) -> list[str]:
+    """The words of a template's literal text (``Tags`` in ``"{title}. Tags: {tags}"``), which say
+    nothing about an item and are kept out of topic keywords."""
+    literal = " ".join(text for text, _, _, _ in string.Formatter().parse(template))
+    return sorted(set(re.findall(r"[^\W\d_]{2,}", literal.lower())))
+
+
+def load_movielens(path: str | Path = MOVIELENS_DIR, *, max_tags: int = 10) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The MovieLens sample as validated (events, catalog).
+
+    Ratings are the events (weight = rating / 5); genres are one-level categories (``(no genres
+    listed)`` gives none); the ``max_tags`` most frequent user tags of a movie (lower-cased) are its
+    tags. Returns frames in the formats of :func:`read_events` and :func:`read_catalog`.
+    """
+    path = Path(path)
+    ratings = read_table(path / "ratings.csv.gz", what="ratings")
+    movies = read_table(path / "movies.csv.gz", what="movies")
+    tags = read_table(path / "tags.csv.gz", what="tags")
+    events = validate_events(
+        ratings, EventColumns(user_id="userId", item_id="movieId", rating="rating", rating_scale=5.0),
+        source=str(path / "ratings.csv.gz"),
+    )
+    tags = tags.dropna(subset=["tag"]).assign(tag=lambda t: t["tag"].astype(str).str.strip().str.lower())
+    counts = tags.groupby(["movieId", "tag"]).size().rename("n").reset_index()
+    counts = counts.sort_values(["movieId", "n", "tag"], ascending=[True, False, True])
+    top = counts.groupby("movieId").head(max_tags).groupby("movieId")["tag"].agg(list)
+    genres = movies["genres"].replace("(no genres listed)", "")
+    catalog = pd.DataFrame({
+        "item_id": movies["movieId"].to_numpy(),
+        "title": movies["title"].to_numpy(),
+        "categories": genres.to_numpy(),
+        "tags": [top.get(m, []) for m in movies["movieId"].to_numpy()],
+    })
+    return events, validate_catalog(catalog, source=str(path / "movies.csv.gz"))
+
+
+def _check_columns(frame: pd.DataFrame, names: Sequence[str], source: str) -> None:
+    missing = [c for c in names if c not in frame.columns]
+    if missing:
+        raise InputError(
+            f"{source}: missing column(s) {missing}; the file has {[str(c) for c in frame.columns]}; "
+            "rename them or set the column names (--columns)"
+        )
+
+
+def _check_not_null(column: pd.Series, source: str) -> None:
+    null = column.isna().to_numpy()
+    if null.any():
+        row = int(np.flatnonzero(null)[0])
+        raise InputError(f"{source}: row {row + 1}, column {column.name!r}: missing value ({int(null.sum())} rows)")
+
+
+def _parse_numbers(column: pd.Series, source: str) -> np.ndarray:
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"{source}: row {row + 1}, column {column.name!r}: value {_show(column.iloc[row])} is not a "
+            f"number >= 0 ({int(bad.sum())} such rows)"
+        )
+    return values
+
+
+def _parse_timestamps(column: pd.Series, unit: str, source: str) -> np.ndarray:
+    numeric = pd.to_numeric(column, errors="coerce")
+    if numeric.notna().all():
+        seconds = numeric.to_numpy(np.float64) / (1000.0 if unit == "ms" else 1.0)
+        return np.floor(seconds).astype(np.int64)
+    if pd.api.types.is_datetime64_any_dtype(column):
+        parsed = column
+    else:
+        parsed = pd.to_datetime(column.astype("string"), errors="coerce", utc=True, format="mixed")
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"{source}: row {row + 1}, column {column.name!r}: cannot parse timestamp {_show(column.iloc[row])} "
+            f"({int(bad.sum())} such rows); use seconds since the epoch or ISO 8601 dates"
+        )
+    if parsed.dt.tz is None:
+        parsed = parsed.dt.tz_localize("UTC")
+    return (parsed.dt.tz_convert("UTC").astype("datetime64[ns, UTC]").astype("int64") // 1_000_000_000).to_numpy(np.int64)
+
+
+def _event_type_weights(column: pd.Series, weights: Mapping[str, float] | None, source: str) -> np.ndarray:
+    if not weights:
+        logger.info("%s: column %r present but no event weights given; every type weighs 1", source, column.name)
+        return np.ones(len(column))
+    mapped = column.astype(str).map(dict(weights))
+    bad = mapped.isna().to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"{source}: row {row + 1}, column {column.name!r}: event type {_show(column.iloc[row])} has no "
+            f"weight; known types: {sorted(weights)}; add it, e.g. --event-weights {column.iloc[row]}=1"
+        )
+    return mapped.to_numpy(np.float64)
+
+
+def _parse_paths(value, columns: CatalogColumns) -> list[tuple[str, ...]]:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    if isinstance(value, str):
+        parts = value.split(columns.list_separator) if columns.list_separator else [value]
+        paths = [tuple(lvl.strip() for lvl in p.split(columns.path_separator)) for p in parts]
+    else:
+        paths = [tuple(str(lvl).strip() for lvl in value)]
+    return [p for p in (tuple(lvl for lvl in path if lvl) for path in paths) if p]
+
+
+def _parse_list(value, separator: str) -> list[str]:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    items = value.split(separator) if isinstance(value, str) else [str(v) for v in value]
+    return [s.strip() for s in items if s.strip()]
+
+
+def _show(value) -> str:
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _id_kind(values: np.ndarray) -> str:
+    return "int" if np.issubdtype(values.dtype, np.integer) else "other"
+
+
+def _tidy(text: str) -> str:
+    text = re.sub(r"\b[A-Z][a-z]*:\s*\.", ".", text)
+    text = re.sub(r"(\.\s*){2,}", ". ", text)
+    return text.strip(" .") + "." if text.strip(" .") else ""

@@ -1,0 +1,228 @@
+"""CLI of interest modeling: ``tastemap profile`` and ``tastemap segment``."""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tastemap.console import exits_on_error
+
+app = typer.Typer()
+
+
+class Backend(str, Enum):
+    auto = "auto"
+    cuml = "cuml"
+    faiss = "faiss"
+    sklearn = "sklearn"
+
+
+class Method(str, Enum):
+    kmeans = "kmeans"
+    gmm = "gmm"
+    agglomerative = "agglomerative"
+    bisecting = "bisecting"
+
+
+class Engine(str, Enum):
+    local = "local"
+    spark = "spark"
+
+
+class Features(str, Enum):
+    topics = "topics"
+    categories = "categories"
+    topics_categories = "topics+categories"
+
+
+@app.command("profile")
+@exits_on_error
+def profile_command(
+    events: Optional[Path] = typer.Argument(None, help="Events file (.csv, .parquet, .jsonl): user_id, item_id, timestamp[, weight, rating, event_type]."),
+    catalog: Optional[Path] = typer.Argument(None, help="Catalog file: item_id, title[, categories, tags, description]."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for profiles.parquet, profiles.jsonl, topics.json."),
+    movielens: bool = typer.Option(False, "--movielens", help="Use the built-in MovieLens sample instead of EVENTS and CATALOG."),
+    model: Optional[Path] = typer.Option(None, help="Model package folder (default: models/all-MiniLM-L6-v2)."),
+    vectors: Optional[Path] = typer.Option(None, help="Precomputed item vectors (.npy, n_items x dim, catalog order); skips the encoder."),
+    cache: Optional[Path] = typer.Option(None, help="Embedding cache folder (default: OUT/.cache)."),
+    device: str = typer.Option("auto", help="Encoder device: auto, cpu, cuda."),
+    event_columns: str = typer.Option("", help="Event column names, e.g. user_id=uid,item_id=sku,timestamp=ts,rating=stars."),
+    catalog_columns: str = typer.Option("", help="Catalog column names, e.g. item_id=sku,title=name,categories=path."),
+    event_weights: str = typer.Option("", help="Weight per event type, e.g. view=0.2,cart=1,purchase=3."),
+    template: Optional[str] = typer.Option(None, help="Item text template; fields {title} {categories} {tags} {description} {item_id}."),
+    topics: int = typer.Option(50, help="Number of fine topics."),
+    coarse_topics: int = typer.Option(10, help="Number of coarse topics (0: a single level)."),
+    threshold: float = typer.Option(1.5, help="Ward distance threshold splitting a user's items into interests."),
+    max_items: int = typer.Option(50, help="Most recent items clustered per user."),
+    max_interests: int = typer.Option(8, help="Most interests per user."),
+    short_window: float = typer.Option(90.0, help="Short-term window in days."),
+    short_decay: float = typer.Option(math.log(2) / 30, help="Short-term decay rate per day (default: 30-day half-life)."),
+    long_decay: float = typer.Option(math.log(2) / 365, help="Long-term decay rate per day (default: 365-day half-life)."),
+    backend: Backend = typer.Option(Backend.auto, help="Clustering backend."),
+    seed: int = typer.Option(0, help="Random seed."),
+    engine: Engine = typer.Option(Engine.local, help="local: this process; spark: events grouped by user on Spark."),
+    master: str = typer.Option("local[*]", help="Spark master with --engine spark (ignored under spark-submit)."),
+    buckets: Optional[int] = typer.Option(None, help="With --engine spark: hash users into N groups per call (default: one group per user)."),
+) -> None:
+    """Build layered interest profiles (time, category, topic layers and interest clusters).
+
+    Example: tastemap profile events.csv catalog.csv --out profiles/
+
+    On Spark (events as Parquet, CSV or JSONL; output profiles.parquet is a folder of parts):
+    tastemap profile events.parquet catalog.csv --out profiles/ --engine spark --master local[4]
+    """
+    import time
+
+    from tastemap.console import print_table
+    from tastemap.errors import InputError
+    from tastemap.runtime import data
+    from tastemap.runtime.profile_io import write_profiles
+    from tastemap.runtime.profiles import InterestProfiler
+
+    started = time.perf_counter()
+    spark = engine is Engine.spark
+    if movielens:
+        frame, items = data.load_movielens()
+        if spark:
+            events, columns = data.MOVIELENS_DIR / "ratings.csv.gz", data.EventColumns(
+                user_id="userId", item_id="movieId", rating="rating", rating_scale=5.0)
+    elif events is None or catalog is None:
+        raise InputError("give EVENTS and CATALOG files, or --movielens for the built-in sample")
+    else:
+        weights = data.parse_mapping(event_weights, what="--event-weights", numeric=True) or None
+        columns = data.EventColumns(**data.parse_mapping(event_columns, what="--event-columns"), event_weights=weights)
+        frame = None if spark else data.read_events(events, columns)
+        items = data.read_catalog(catalog, data.CatalogColumns(**data.parse_mapping(catalog_columns, what="--catalog-columns")))
+    extra = {}
+    if vectors is not None:
+        item_vectors = _load_vectors(vectors)
+        extra["vectors"] = str(vectors)
+    else:
+        from tastemap.export import DEFAULT_MODEL_DIR
+        from tastemap.runtime.encoder import Encoder
+
+        item_vectors = Encoder(model or DEFAULT_MODEL_DIR, device=device, cache_dir=cache or out / ".cache")
+        extra["model"] = str(model or DEFAULT_MODEL_DIR)
+    profiler = InterestProfiler(
+        n_topics=topics, n_coarse_topics=coarse_topics or None, distance_threshold=threshold,
+        max_items_per_user=max_items, max_interests=max_interests, short_window_days=short_window,
+        short_decay=short_decay, long_decay=long_decay, backend=backend.value, seed=seed,
+        **({"text_template": template} if template else {}),
+    )
+    if spark:
+        from tastemap.runtime.spark_profile import profile_with_spark
+
+        summary = profile_with_spark(events, items, out, profiler=profiler, item_vectors=item_vectors, columns=columns,
+                                     master=master, buckets=buckets, extra=extra)
+        report = summary.report
+        print_table("Profiles (Spark)", ["", "value"], [
+            ("users", f"{summary.n_users:,}"),
+            ("events read", f"{report['n_events_read']:,}"),
+            ("dropped: duplicates, unknown items", f"{report['n_duplicates']:,}, {report['n_unknown_items']:,}"),
+            ("topics (coarse / fine)", " / ".join(map(str, summary.n_topics))),
+            ("backend (topics)", summary.backend),
+            ("time", f"{summary.seconds:.1f} s"),
+            ("output", str(out)),
+        ])
+        return
+    profiles = profiler.fit_transform(frame, items, item_vectors)
+    if vectors is None:
+        extra["encoder"] = {"variant": item_vectors.variant, "provider": item_vectors.provider,
+                            "encoded": item_vectors.stats.encoded, "cached": item_vectors.stats.cached}
+    write_profiles(profiler, out, extra=extra)
+    report = profiler.data_report_
+    counts = profiles.interests.counts()
+    rows = [
+        ("users", f"{report.n_users:,}"),
+        ("items (with events)", f"{report.n_items:,} ({report.n_items_with_events:,})"),
+        ("events used / read", f"{report.n_events:,} / {report.n_events_read:,}"),
+        ("dropped: duplicates, unknown items", f"{report.n_duplicates:,}, {report.n_unknown_items:,}"),
+        ("interests per user (mean, max)", f"{counts.mean():.2f}, {counts.max()}"),
+        ("topics (coarse / fine)", " / ".join(str(level.n_topics) for level in profiler.topic_tree_.levels)),
+        ("backend", profiler.backend_),
+        ("item vectors", "encoded {encoded}, cached {cached}".format(**extra["encoder"]) if "encoder" in extra else str(vectors)),
+        ("time", f"{time.perf_counter() - started:.1f} s"),
+        ("output", str(out)),
+    ]
+    print_table("Profiles", ["", "value"], rows)
+
+
+@app.command("segment")
+@exits_on_error
+def segment_command(
+    profiles: Path = typer.Argument(..., help="profiles.parquet (or the folder holding it) from `tastemap profile`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for segments.parquet and user_segments.parquet."),
+    method: Method = typer.Option(Method.kmeans, help="Clustering method (bisecting: Spark's BisectingKMeans hierarchy, --engine spark only; agglomerative: local only)."),
+    k: Optional[int] = typer.Option(None, "--k", help="Number of segments (default: chosen over --k-min..--k-max)."),
+    k_min: int = typer.Option(2, help="Smallest k tried."),
+    k_max: int = typer.Option(12, help="Largest k tried."),
+    features: Features = typer.Option(Features.topics, help="Profile layers clustered."),
+    backend: Backend = typer.Option(Backend.auto, help="Clustering backend."),
+    seed: int = typer.Option(0, help="Random seed."),
+    engine: Engine = typer.Option(Engine.local, help="local: this process; spark: Spark MLlib."),
+    master: str = typer.Option("local[*]", help="Spark master with --engine spark (ignored under spark-submit)."),
+) -> None:
+    """Cluster users into segments on their interest profiles.
+
+    Example: tastemap segment profiles/ --out segments/ --method gmm
+
+    On Spark MLlib: tastemap segment profiles/ --out segments/ --engine spark --method bisecting
+    """
+    import time
+
+    from tastemap.console import print_table
+    from tastemap.runtime.profile_io import read_profiles
+    from tastemap.runtime.segments import UserSegmenter, write_segments
+
+    started = time.perf_counter()
+    if engine is Engine.spark:
+        from tastemap.runtime.spark_segment import SparkSegmenter, segment_with_spark
+
+        spark_segmenter = SparkSegmenter(method=method.value, n_segments=k, k_range=(k_min, k_max),
+                                         features=features.value, seed=seed)
+        result = segment_with_spark(profiles, out, segmenter=spark_segmenter, master=master)
+        table = result.segments_
+        print_table("Segments (Spark)", ["segment", "users", "share", "label"],
+                    [(row.segment, row.size, row.share, row.label) for row in table.itertuples()])
+        score = result.criterion_scores_.get(result.n_segments_)
+        print_table("Summary", ["", "value"], [
+            ("users", f"{int(table['size'].sum()):,}"),
+            ("segments", result.n_segments_),
+            ("method", method.value),
+            ("k chosen by", result.criterion_ + (f" ({score:.4f})" if score is not None else "")),
+            ("backend", "spark-mllib"),
+            ("time", f"{time.perf_counter() - started:.1f} s"),
+            ("output", str(out)),
+        ])
+        return
+    segmenter = UserSegmenter(method=method.value, n_segments=k, k_range=(k_min, k_max), features=features.value,
+                              backend=backend.value, seed=seed).fit(read_profiles(profiles))
+    write_segments(segmenter, out)
+    table = segmenter.segments_
+    print_table("Segments", ["segment", "users", "share", "label"],
+                [(row.segment, row.size, row.share, row.label) for row in table.itertuples()])
+    score = segmenter.criterion_scores_.get(segmenter.n_segments_)
+    print_table("Summary", ["", "value"], [
+        ("users", f"{segmenter.labels_.size:,}"),
+        ("segments", segmenter.n_segments_),
+        ("method", method.value),
+        ("k chosen by", segmenter.criterion_ + (f" ({score:.4f})" if score is not None else "")),
+        ("backend", segmenter.backend_),
+        ("time", f"{time.perf_counter() - started:.1f} s"),
+        ("output", str(out)),
+    ])
+
+
+def _load_vectors(path: Path):
+    import numpy as np
+
+    from tastemap.errors import InputError
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read item vectors {path}: {exc}; save a float32 [n_items, dim] array with numpy.save") from None

@@ -1,0 +1,378 @@
+"""Layered user-interest profiles: the :class:`InterestProfiler` estimator.
+
+``InterestProfiler().fit(events, catalog, item_vectors)`` encodes nothing itself when given an
+array of item vectors (``[n_items, dim]``, catalog order) and calls ``item_vectors.encode(texts)``
+when given an encoder. It then fits the global topic tree over all catalog items and builds, for
+every user, the three layers and the per-user interest clusters:
+
+- time: short-term and long-term topic weights (``exp(-lambda * dt) * weight`` importance);
+- category: the catalog's category tree, one weight vector per level;
+- topic: weights over the topics of each level of the topic tree;
+- interests: Ward clusters of the user's most recent items (at most ``max_items_per_user``),
+  cut at ``distance_threshold`` (and at most ``max_interests``), each with its medoid item,
+  importance, share, size, members and topic.
+
+Fitted attributes (the in-memory API used by recommendation and segmentation):
+``item_ids_`` and ``item_titles_`` ``[n_items]``, ``item_texts_``, ``item_vectors_`` ``[n_items, dim]`` (unit-norm),
+``topic_tree_`` (:class:`~tastemap.runtime.topics.TopicTree`), ``item_topics_`` ``[n_items,
+n_levels]`` (topic of each item per level, coarse first), ``category_levels_`` (list of
+:class:`~tastemap.runtime.layers.CategoryLevel`), ``user_items_``
+(:class:`~tastemap.runtime.layers.UserItems`), ``profiles_`` (:class:`UserProfiles`),
+``data_report_`` (:class:`~tastemap.runtime.data.DataReport`, when fitted on an events frame),
+``backend_`` (the clustering backend used) and ``stats_`` (seconds per stage).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from scipy.cluster.hierarchy import linkage
+
+from tastemap.console import progress
+from tastemap.errors import InputError
+from tastemap.runtime.clustering import BACKENDS
+from tastemap.runtime.data import DEFAULT_TEMPLATE, align_events, render_item_texts, template_words
+from tastemap.runtime.interactions import Interactions
+from tastemap.runtime.layers import (
+    REFERENCES,
+    TimeWindows,
+    aggregate_user_items,
+    category_levels,
+    layer_weights,
+    onehot,
+    user_vectors,
+)
+from tastemap.runtime.topics import fit_topic_tree
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Interest:
+    """One interest of one user: item indices are catalog rows (see ``InterestProfiler.item_ids_``)."""
+
+    medoid: int
+    importance: float
+    share: float
+    size: int
+    topic: int
+    members: np.ndarray
+
+
+@dataclass(frozen=True)
+class UserInterests:
+    """Every user's interest clusters as flat arrays, ranked by importance within each user.
+
+    ``indptr`` ``[n_users + 1]`` slices the ``[n_interests]`` arrays ``medoid`` (catalog row),
+    ``importance`` (summed long-term importance of the members), ``share`` (importance over the
+    user's total), ``size`` and ``topic`` (fine topic of the medoid); ``member_indptr``
+    ``[n_interests + 1]`` slices ``members`` (catalog rows, most central first).
+    """
+
+    indptr: np.ndarray
+    medoid: np.ndarray
+    importance: np.ndarray
+    share: np.ndarray
+    size: np.ndarray
+    topic: np.ndarray
+    member_indptr: np.ndarray
+    members: np.ndarray
+
+    def of_user(self, user: int) -> list[Interest]:
+        """Interests of user row ``user``, most important first."""
+        return [
+            Interest(int(self.medoid[i]), float(self.importance[i]), float(self.share[i]), int(self.size[i]),
+                     int(self.topic[i]), self.members[self.member_indptr[i]:self.member_indptr[i + 1]])
+            for i in range(self.indptr[user], self.indptr[user + 1])
+        ]
+
+    def counts(self) -> np.ndarray:
+        """Number of interests per user ``[n_users]``."""
+        return np.diff(self.indptr)
+
+
+@dataclass(frozen=True)
+class UserProfiles:
+    """The layered profiles of ``n_users`` users (rows follow ``user_ids``).
+
+    ``topics`` and ``categories``: one CSR ``[n_users, n_groups]`` per level (coarse first), rows
+    sum to 1 (long-term importance); ``topic_names`` / ``category_names`` label their columns.
+    ``short_term`` ``[n_users, n_fine_topics]``: short-term topic weights (the long-term ones are
+    ``topics[-1]``). ``vectors`` ``[n_users, dim]``: long-term user vectors (unit-norm);
+    ``short_vectors`` likewise for the short term. ``interests`` (None when read back from
+    Parquet, which stores them as item ids).
+    """
+
+    user_ids: np.ndarray
+    n_events: np.ndarray
+    last_seen: np.ndarray
+    topics: list
+    topic_names: list
+    short_term: object
+    categories: list
+    category_names: list
+    vectors: np.ndarray | None = None
+    short_vectors: np.ndarray | None = None
+    interests: UserInterests | None = None
+
+    @property
+    def n_users(self) -> int:
+        return int(self.user_ids.size)
+
+
+class InterestProfiler:
+    """Fit topics and build layered profiles and interest clusters (see the module docstring).
+
+    Parameters (keyword-only): ``n_topics`` fine topics and ``n_coarse_topics`` coarse topics
+    (None: one level); ``distance_threshold`` the Ward height at which a user's items split into
+    interests; ``max_items_per_user`` most recent items clustered per user; ``max_interests`` cap
+    per user; ``short_window_days``, ``short_decay`` and ``long_decay`` (per day) and
+    ``time_reference`` (``user`` or ``global``) for the time layer; ``text_template`` for item
+    texts; ``backend`` (``auto``, ``cuml``, ``faiss``, ``sklearn``) for topic k-means; ``seed``.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_topics: int = 50,
+        n_coarse_topics: int | None = 10,
+        distance_threshold: float = 1.5,
+        max_items_per_user: int = 50,
+        max_interests: int = 8,
+        short_window_days: float = 90.0,
+        short_decay: float = math.log(2) / 30,
+        long_decay: float = math.log(2) / 365,
+        time_reference: str = "user",
+        text_template: str = DEFAULT_TEMPLATE,
+        backend: str = "auto",
+        seed: int = 0,
+    ):
+        self.n_topics = n_topics
+        self.n_coarse_topics = n_coarse_topics
+        self.distance_threshold = distance_threshold
+        self.max_items_per_user = max_items_per_user
+        self.max_interests = max_interests
+        self.short_window_days = short_window_days
+        self.short_decay = short_decay
+        self.long_decay = long_decay
+        self.time_reference = time_reference
+        self.text_template = text_template
+        self.backend = backend
+        self.seed = seed
+
+    def _validate_params(self) -> TimeWindows:
+        if not (isinstance(self.n_topics, int) and self.n_topics >= 2):
+            raise InputError(f"n_topics={self.n_topics!r} should be an integer >= 2")
+        if self.n_coarse_topics is not None and not 0 <= self.n_coarse_topics < self.n_topics:
+            raise InputError(f"n_coarse_topics={self.n_coarse_topics} should be None or in [0, n_topics={self.n_topics})")
+        if not self.distance_threshold > 0:
+            raise InputError(f"distance_threshold={self.distance_threshold} should be > 0")
+        for name in ("max_items_per_user", "max_interests"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise InputError(f"{name}={value!r} should be an integer >= 1")
+        if self.backend not in BACKENDS:
+            raise InputError(f"backend={self.backend!r} is not supported; use one of {list(BACKENDS)}")
+        if self.time_reference not in REFERENCES:
+            raise InputError(f"time_reference={self.time_reference!r} is not supported; use one of {list(REFERENCES)}")
+        return TimeWindows(short_window_days=self.short_window_days, short_decay=self.short_decay,
+                           long_decay=self.long_decay, reference=self.time_reference)
+
+    def fit(self, events: pd.DataFrame | Interactions, catalog: pd.DataFrame, item_vectors) -> "InterestProfiler":
+        """Fit on events (a frame from ``read_events`` or aligned :class:`Interactions`), the
+        catalog (from ``read_catalog``) and item vectors (``[n_items, dim]`` array in catalog order,
+        or an object with ``encode(texts) -> [n, dim]``). Returns self."""
+        self.fit_transform(events, catalog, item_vectors)
+        return self
+
+    def fit_transform(self, events, catalog: pd.DataFrame, item_vectors) -> UserProfiles:
+        """Fit and return the profiles of the users in ``events`` (also kept as ``profiles_``)."""
+        windows = self._validate_params()
+        stats = {}
+        start = time.perf_counter()
+        self.item_ids_ = catalog["item_id"].to_numpy()
+        self.item_titles_ = catalog["title"].to_numpy()
+        self.item_texts_ = render_item_texts(catalog, self.text_template)
+        vectors = item_vectors.encode(self.item_texts_) if hasattr(item_vectors, "encode") else item_vectors
+        self.item_vectors_ = _unit_rows(vectors, len(catalog))
+        stats["encode_seconds"] = round(time.perf_counter() - start, 3)
+
+        start = time.perf_counter()
+        self.topic_tree_, topic_stats = fit_topic_tree(
+            self.item_vectors_, self.item_texts_, n_topics=self.n_topics,
+            n_coarse_topics=self.n_coarse_topics or None, backend=self.backend, seed=self.seed,
+            stop_words=template_words(self.text_template))
+        self.backend_ = topic_stats["backend"]
+        self.item_topics_ = np.stack([level.labels for level in self.topic_tree_.levels], axis=1)
+        self.category_levels_ = category_levels(catalog["categories"].tolist())
+        stats["topics_seconds"] = round(time.perf_counter() - start, 3)
+        self._windows = windows
+        self.profiles_, self.user_items_, self.data_report_ = self._profile(events, catalog, stats)
+        self.stats_ = stats
+        return self.profiles_
+
+    def transform(self, events: pd.DataFrame | Interactions) -> UserProfiles:
+        """Profiles of the users in ``events`` with the fitted topics (no refit): for new users or
+        a later window. Items must come from the catalog the profiler was fitted on."""
+        if not hasattr(self, "topic_tree_"):
+            raise InputError("this InterestProfiler is not fitted yet; call fit(events, catalog, item_vectors) first")
+        catalog = pd.DataFrame({"item_id": self.item_ids_})
+        return self._profile(events, catalog, {})[0]
+
+    def _profile(self, events, catalog: pd.DataFrame, stats: dict):
+        start = time.perf_counter()
+        report = None
+        if isinstance(events, Interactions):
+            interactions = events
+            if interactions.n_items != self.item_ids_.size:
+                raise InputError(f"interactions have n_items={interactions.n_items}; the catalog has {self.item_ids_.size}")
+        else:
+            interactions, report = align_events(events, catalog)
+        pairs = aggregate_user_items(interactions, self._windows)
+        long, short = pairs.matrix("long"), pairs.matrix("short")
+        tree = self.topic_tree_
+        topics = [layer_weights(long, onehot(level.labels, level.n_topics)) for level in tree.levels]
+        short_term = layer_weights(short, onehot(tree.fine.labels, tree.fine.n_topics))
+        categories = [layer_weights(long, level.items) for level in self.category_levels_]
+        vectors, short_vectors = user_vectors(long, self.item_vectors_), user_vectors(short, self.item_vectors_)
+        stats["layers_seconds"] = round(time.perf_counter() - start, 3)
+
+        start = time.perf_counter()
+        interests = cluster_interests(pairs, self.item_vectors_, tree.fine.labels,
+                                      max_items=self.max_items_per_user,
+                                      distance_threshold=self.distance_threshold,
+                                      max_interests=self.max_interests)
+        stats["interests_seconds"] = round(time.perf_counter() - start, 3)
+        n_events = np.bincount(interactions.users, minlength=interactions.n_users)
+        last_seen = np.maximum.reduceat(pairs.last_seen, pairs.indptr[:-1])
+        profiles = UserProfiles(
+            user_ids=interactions.user_ids,
+            n_events=n_events.astype(np.int64),
+            last_seen=last_seen.astype(np.int64),
+            topics=topics,
+            topic_names=[level.names for level in tree.levels],
+            short_term=short_term,
+            categories=categories,
+            category_names=[level.names for level in self.category_levels_],
+            vectors=vectors,
+            short_vectors=short_vectors,
+            interests=interests,
+        )
+        return profiles, pairs, report
+
+
+def cluster_interests(
+    pairs,
+    item_vectors: np.ndarray,
+    item_topics: np.ndarray,
+    *,
+    max_items: int = 50,
+    distance_threshold: float = 1.5,
+    max_interests: int = 8,
+) -> UserInterests:
+    """Ward clustering of each user's ``max_items`` most recent items (unit ``item_vectors``
+    ``[n_items, dim]``), cut at ``distance_threshold`` with at most ``max_interests`` clusters.
+
+    The medoid of a cluster is the member with the largest summed cosine similarity to the other
+    members. Importance is the members' summed long-term importance (``pairs.long``). The loop over
+    users works on matrices of at most ``max_items`` rows.
+    """
+    from threadpoolctl import threadpool_limits
+
+    indptr, positions = pairs.recent(max_items)
+    items_all = pairs.items[positions]
+    weight_all = pairs.long[positions].astype(np.float64)
+    totals = np.add.reduceat(weight_all, indptr[:-1]) if weight_all.size else np.zeros(0)
+    parts = {name: [] for name in ("medoid", "importance", "share", "size", "members")}
+    counts = np.zeros(pairs.n_users, np.int64)
+    upper = {}
+    with threadpool_limits(limits=1):  # tiny matrices: BLAS threads cost more than they save
+        for user in progress(range(pairs.n_users), total=pairs.n_users, description="interest clusters"):
+            _cluster_one(user, indptr, items_all, weight_all, totals, item_vectors, distance_threshold,
+                         max_interests, upper, parts, counts)
+    flat = {name: np.concatenate(values) if values else np.zeros(0) for name, values in parts.items()}
+    sizes = flat["size"].astype(np.int64)
+    medoid = flat["medoid"].astype(np.int64)
+    return UserInterests(
+        indptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        medoid=medoid,
+        importance=flat["importance"].astype(np.float32),
+        share=flat["share"].astype(np.float32),
+        size=sizes,
+        topic=np.asarray(item_topics)[medoid].astype(np.int64),
+        member_indptr=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        members=flat["members"].astype(np.int64),
+    )
+
+
+def _cluster_one(user, indptr, items_all, weight_all, totals, item_vectors, distance_threshold, max_interests,
+                 upper, parts, counts) -> None:
+    """Ward-cluster one user's items and append the ranked interests to ``parts``."""
+    lo, hi = indptr[user], indptr[user + 1]
+    items, weight, m = items_all[lo:hi], weight_all[lo:hi], hi - lo
+    if m == 0:
+        return
+    x = item_vectors[items]
+    gram = x @ x.T
+    if m == 1:
+        labels = np.zeros(1, np.int64)
+    else:
+        if m not in upper:
+            upper[m] = np.triu_indices(m, 1)
+        condensed = np.sqrt(np.maximum(2.0 - 2.0 * gram[upper[m]].astype(np.float64), 0.0))
+        tree = linkage(condensed, method="ward")
+        n_merges = max(int(np.count_nonzero(tree[:, 2] <= distance_threshold)), m - max_interests)
+        labels = cut_tree(tree, m, n_merges)
+    k = int(labels.max()) + 1
+    membership = np.zeros((m, k), np.float32)
+    membership[np.arange(m), labels] = 1.0
+    score = (gram @ membership)[np.arange(m), labels]
+    importance = np.bincount(labels, weights=weight, minlength=k)
+    rank = np.empty(k, np.int64)
+    rank[np.lexsort((np.arange(k), -importance))] = np.arange(k)
+    order = np.lexsort((-score, rank[labels]))
+    sizes = np.bincount(labels, minlength=k)[np.argsort(rank)]
+    first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    parts["medoid"].append(items[order][first])
+    parts["importance"].append(np.sort(importance)[::-1])
+    parts["share"].append(np.sort(importance)[::-1] / max(totals[user], 1e-12))
+    parts["size"].append(sizes)
+    parts["members"].append(items[order])
+    counts[user] = k
+
+
+def cut_tree(tree: np.ndarray, m: int, n_merges: int) -> np.ndarray:
+    """Flat labels ``[m]`` (0.., in order of first leaf) after the first ``n_merges`` merges of a
+    monotonic linkage ``tree`` ``[m - 1, 4]`` (Ward is monotonic, so this is the cut at the height
+    of the last merge applied; it replaces ``fcluster``, whose input validation dominates on tiny
+    trees)."""
+    parent = list(range(m + n_merges))
+    for step in range(n_merges):
+        parent[int(tree[step, 0])] = parent[int(tree[step, 1])] = m + step
+    root = parent[:]
+    for node in range(m + n_merges - 1, -1, -1):
+        root[node] = root[parent[node]] if parent[node] != node else node
+    _, labels = np.unique(np.asarray(root[:m]), return_inverse=True)
+    order = np.full(labels.max() + 1, m)
+    np.minimum.at(order, labels, np.arange(m))
+    rank = np.empty_like(order)
+    rank[np.argsort(order)] = np.arange(order.size)
+    return rank[labels].astype(np.int64)
+
+
+def _unit_rows(vectors, n_items: int) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] != n_items:
+        raise InputError(f"item vectors have shape {vectors.shape}; expected [n_items={n_items}, dim] in catalog order")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if not np.all(np.isfinite(vectors)) or np.any(norms == 0):
+        raise InputError("item vectors contain zero rows or non-finite values; every item needs a vector")
+    if np.abs(norms - 1).max() > 1e-3:
+        logger.info("item vectors are not unit-norm; normalising them")
+    return np.ascontiguousarray(vectors / norms)

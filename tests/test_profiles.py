@@ -1,0 +1,144 @@
+"""InterestProfiler: planted interests recovered, distinct users distinct, determinism, files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from tastemap.bench.synthetic import make_synthetic
+from tastemap.errors import InputError
+from tastemap.runtime.profile_io import read_profiles, write_atomically, write_profiles
+from tastemap.runtime.profiles import InterestProfiler
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return make_synthetic(n_users=120, n_items=400, n_events=4_000, n_topics=6, dim=24, noise=0.4,
+                          interests_per_user=(1, 2), seed=2)
+
+
+@pytest.fixture(scope="module")
+def fitted(planted):
+    profiler = InterestProfiler(n_topics=6, n_coarse_topics=2, backend="sklearn", seed=0)
+    return profiler.fit(planted.events, planted.catalog, planted.item_vectors)
+
+
+def test_planted_interest_mixtures_are_recovered(planted, fitted):
+    interests = fitted.profiles_.interests
+    planted_counts = (planted.user_topics >= 0).sum(axis=1)
+    clustered = interests.counts()
+    fine = fitted.item_topics_[:, 1]
+    indptr, positions = fitted.user_items_.recent(fitted.max_items_per_user)
+    for user in range(120):
+        found = interests.of_user(user)
+        clustered_items = fitted.user_items_.items[positions[indptr[user]:indptr[user + 1]]]
+        visible = np.unique(planted.item_topics[clustered_items]).size
+        assert clustered[user] == visible, (user, planted.user_topics[user])
+        assert sum(i.size for i in found) == clustered_items.size
+        for interest in found:
+            members_topics = planted.item_topics[interest.members]
+            assert np.all(members_topics == members_topics[0])
+            assert fine[interest.medoid] == interest.topic
+            assert interest.medoid == interest.members[0]
+        assert [i.importance for i in found] == sorted((i.importance for i in found), reverse=True)
+        assert sum(i.share for i in found) == pytest.approx(1.0, rel=1e-5)
+    assert (planted_counts == 2).sum() > 30
+
+
+def test_different_histories_give_different_profiles(planted, fitted):
+    topics = fitted.profiles_.topics[-1].toarray()
+    single = planted.user_topics[:, 1] < 0
+    a, b = np.flatnonzero(single & (planted.user_topics[:, 0] == 0))[:2]
+    c = np.flatnonzero(single & (planted.user_topics[:, 0] == 3))[0]
+    cosine = lambda u, v: float(topics[u] @ topics[v] / np.linalg.norm(topics[u]) / np.linalg.norm(topics[v]))  # noqa: E731
+    assert cosine(a, b) > 0.99
+    assert cosine(a, c) < 0.01
+    vectors = fitted.profiles_.vectors
+    assert vectors[a] @ vectors[b] > 0.9
+    assert vectors[a] @ vectors[b] > vectors[a] @ vectors[c] + 0.5
+
+
+def test_fit_is_deterministic_and_transform_matches(planted, fitted):
+    again = InterestProfiler(n_topics=6, n_coarse_topics=2, backend="sklearn", seed=0).fit(
+        planted.events, planted.catalog, planted.item_vectors)
+    for name in ("medoid", "importance", "members", "indptr"):
+        np.testing.assert_array_equal(getattr(again.profiles_.interests, name), getattr(fitted.profiles_.interests, name))
+    np.testing.assert_array_equal(again.item_topics_, fitted.item_topics_)
+    subset = planted.events[planted.events.user_id.isin([3, 7])]
+    partial = fitted.transform(subset)
+    assert partial.user_ids.tolist() == [3, 7]
+    np.testing.assert_allclose(partial.topics[-1].toarray(), fitted.profiles_.topics[-1][[2, 6]].toarray())
+    assert [i.medoid for i in partial.interests.of_user(1)] == [i.medoid for i in fitted.profiles_.interests.of_user(6)]
+
+
+def test_encoder_objects_are_called_with_item_texts(planted):
+    class FakeEncoder:
+        def __init__(self):
+            self.texts = None
+
+        def encode(self, texts):
+            self.texts = list(texts)
+            return planted.item_vectors * 3.0
+
+    encoder = FakeEncoder()
+    profiler = InterestProfiler(n_topics=6, n_coarse_topics=None, backend="sklearn").fit(
+        planted.events, planted.catalog, encoder)
+    assert len(encoder.texts) == 400 and encoder.texts[0].startswith(planted.catalog.title[0])
+    np.testing.assert_allclose(np.linalg.norm(profiler.item_vectors_, axis=1), 1.0, rtol=1e-5)
+    assert len(profiler.topic_tree_.levels) == 1
+
+
+def test_profiles_files_round_trip(tmp_path, fitted):
+    written = write_profiles(fitted, tmp_path, extra={"model": "test"})
+    assert sorted(written) == ["profiles.jsonl", "profiles.parquet", "topics.json"]
+    back = read_profiles(tmp_path)
+    profiles = fitted.profiles_
+    np.testing.assert_array_equal(back.user_ids, profiles.user_ids)
+    for mine, theirs in zip(back.topics + back.categories, profiles.topics + profiles.categories):
+        np.testing.assert_allclose(mine.toarray(), theirs.toarray())
+    np.testing.assert_allclose(back.vectors, profiles.vectors)
+    rows = [json.loads(line) for line in (tmp_path / "profiles.jsonl").read_text().splitlines()]
+    assert len(rows) == 120 and "vector" not in rows[0]
+    first = profiles.interests.of_user(0)[0]
+    assert rows[0]["interests"][0]["medoid_item_id"] == int(fitted.item_ids_[first.medoid])
+    assert rows[0]["interests"][0]["item_ids"] == fitted.item_ids_[first.members].tolist()
+    assert [t["weight"] for t in rows[0]["long_term"]] == sorted((t["weight"] for t in rows[0]["long_term"]), reverse=True)
+    table = pq.read_table(tmp_path / "profiles.parquet")
+    assert table.column_names == ["user_id", "n_events", "last_seen", "short_term", "long_term", "topics",
+                                  "categories", "interests", "vector"]
+    topics = json.loads((tmp_path / "topics.json").read_text())
+    assert topics["model"] == "test" and topics["backend"] == "sklearn" and topics["n_topics"] == [2, 6]
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    (tmp_path / "a.txt").write_text("old")
+
+    def fail(path):
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_atomically(tmp_path, {"a.txt": lambda p: p.write_text("new"), "b.txt": fail})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+    assert (tmp_path / "a.txt").read_text() == "old"
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"n_topics": 1}, "n_topics=1 should be an integer >= 2"),
+    ({"distance_threshold": 0}, "distance_threshold=0 should be > 0"),
+    ({"max_items_per_user": 0}, "max_items_per_user=0 should be an integer >= 1"),
+    ({"backend": "gpu"}, "backend='gpu' is not supported"),
+])
+def test_invalid_params(planted, params, message):
+    with pytest.raises(InputError, match=message):
+        InterestProfiler(**params).fit(planted.events, planted.catalog, planted.item_vectors)
+
+
+def test_vectors_must_match_catalog(planted):
+    with pytest.raises(InputError, match=r"item vectors have shape \(10, 24\); expected \[n_items=400, dim\]"):
+        InterestProfiler(n_topics=6, n_coarse_topics=2).fit(planted.events, planted.catalog, planted.item_vectors[:10])
+    with pytest.raises(InputError, match="not fitted yet"):
+        InterestProfiler().transform(pd.DataFrame())
