@@ -1,0 +1,211 @@
+"""The end-to-end MovieLens demo: export (if needed), embed, profile, segment, recommend, evaluate
+and write everything, ``report.html`` included, into one folder.
+
+>>> summary = run_demo("tastemap-demo")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from tastemap.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+COLD_START_TEXT = "space adventure with robots and aliens"
+
+
+@dataclass
+class Inputs:
+    """Aligned events, catalog and item vectors ``[n_items, dim]`` (catalog order)."""
+
+    interactions: object
+    catalog: pd.DataFrame
+    item_vectors: np.ndarray
+    report: object
+    encoder: object | None = None
+
+
+def default_cache_dir() -> Path:
+    """Where item embeddings are cached between runs: ``$XDG_CACHE_HOME/tastemap`` (or ``~/.cache``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tastemap" / "embeddings"
+
+
+def sample_users(events: pd.DataFrame, catalog: pd.DataFrame, n_users: int, *, seed: int = 0):
+    """Keep the events of ``n_users`` users drawn with ``seed``, and the catalog items they touched."""
+    users = np.unique(events["user_id"].to_numpy())
+    if not 1 <= n_users:
+        raise InputError(f"sample={n_users} should be >= 1 users")
+    if n_users < users.size:
+        chosen = np.random.default_rng(seed).choice(users, n_users, replace=False)
+        events = events[events["user_id"].isin(chosen)]
+        catalog = catalog[catalog["item_id"].isin(events["item_id"].unique())].reset_index(drop=True)
+    return events.reset_index(drop=True), catalog
+
+
+def load_inputs(
+    events_path: Path | None = None,
+    catalog_path: Path | None = None,
+    *,
+    model_dir: Path | None = None,
+    vectors_path: Path | None = None,
+    cache_dir: Path | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    export_missing: bool = False,
+) -> Inputs:
+    """Read events and catalog (default: the built-in MovieLens sample), optionally sample users,
+    and embed the item texts with the model package at ``model_dir`` (default
+    ``models/all-MiniLM-L6-v2``; exported first when ``export_missing``), or load ``vectors_path``
+    (``.npy`` ``[n_items, dim]`` in catalog order)."""
+    from tastemap.runtime.data import align_events, load_movielens, read_catalog, read_events, render_item_texts
+
+    if (events_path is None) != (catalog_path is None):
+        raise InputError("give both EVENTS and CATALOG files, or neither for the built-in MovieLens sample")
+    if events_path is None:
+        events, catalog = load_movielens()
+    else:
+        events, catalog = read_events(events_path), read_catalog(catalog_path)
+    if sample is not None:
+        if vectors_path is not None:
+            raise InputError("--sample cannot be combined with precomputed --vectors (rows would not match)")
+        events, catalog = sample_users(events, catalog, sample, seed=seed)
+    interactions, report = align_events(events, catalog)
+    encoder = None
+    if vectors_path is not None:
+        vectors = np.load(vectors_path)
+        if vectors.ndim != 2 or vectors.shape[0] != len(catalog):
+            raise InputError(f"{vectors_path} holds shape {vectors.shape}; expected [{len(catalog)}, dim] in catalog order")
+    else:
+        encoder = make_encoder(model_dir, cache_dir=cache_dir, export_missing=export_missing)
+        vectors = encoder.encode(render_item_texts(catalog))
+    return Inputs(interactions=interactions, catalog=catalog, item_vectors=np.asarray(vectors, np.float32),
+                  report=report, encoder=encoder)
+
+
+def make_encoder(model_dir: Path | None, *, cache_dir: Path | None = None, export_missing: bool = False):
+    """An :class:`~tastemap.runtime.encoder.Encoder` on ``model_dir`` (default package, exported
+    first when ``export_missing``; otherwise a missing package is an error with the fix)."""
+    from tastemap.errors import ModelPackageError
+    from tastemap.export import DEFAULT_MODEL_DIR, ensure_default_model
+    from tastemap.runtime.encoder import Encoder
+
+    model_dir = Path(model_dir or DEFAULT_MODEL_DIR)
+    if not (model_dir / "manifest.json").is_file():
+        if not export_missing:
+            raise ModelPackageError(
+                f"no model package at {model_dir}; run `tastemap export` (or `tastemap demo`) first, or pass --model"
+            )
+        logger.info("exporting the default model package to %s (first run only)", model_dir)
+        ensure_default_model(model_dir)
+    return Encoder(model_dir, cache_dir=cache_dir or default_cache_dir())
+
+
+def run_demo(
+    out_dir: str | Path = "tastemap-demo",
+    *,
+    sample: int | None = None,
+    model_dir: Path | None = None,
+    vectors_path: Path | None = None,
+    cache_dir: Path | None = None,
+    protocols: Sequence[str] = ("leave-last-out",),
+    k: int = 10,
+    n_example_users: int = 3,
+    seed: int = 0,
+) -> dict:
+    """Run the whole pipeline on the bundled MovieLens sample and write into ``out_dir``:
+    ``profiles.parquet``, ``profiles.jsonl``, ``topics.json``, ``segments.parquet``,
+    ``user_segments.parquet``, ``recommendations.parquet``, ``evaluation.csv``, ``summary.json``
+    and ``report.html``. ``sample`` keeps that many users (seeded); item embeddings are cached in
+    ``cache_dir`` (default :func:`default_cache_dir`, shared with ``tastemap recommend``). Returns
+    the summary."""
+    from tastemap.runtime.evaluate import compare_models, evaluation_table, split_events
+    from tastemap.runtime.profile_io import write_atomically, write_profiles
+    from tastemap.runtime.recommend import TastemapRecommender
+    from tastemap.runtime.report import ExampleUser, report_from_recommender, write_report
+    from tastemap.runtime.segments import write_segments
+
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    seconds = {}
+    inputs = load_inputs(model_dir=model_dir, vectors_path=vectors_path, sample=sample, seed=seed,
+                         cache_dir=cache_dir, export_missing=True)
+    seconds["load and embed"] = time.perf_counter() - started
+
+    tick = time.perf_counter()
+    evaluations, tables = {}, []
+    for protocol in protocols:
+        split = split_events(inputs.interactions, protocol)
+        results = compare_models(split, catalog=inputs.catalog, item_vectors=inputs.item_vectors, seed=seed)
+        reference = results[2].name
+        table = evaluation_table(results, reference=reference, seed=seed)
+        evaluations[protocol] = table
+        tables.append(table.assign(protocol=protocol))
+    seconds["evaluate"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    recommender = TastemapRecommender(catalog=inputs.catalog, item_vectors=inputs.item_vectors, seed=seed)
+    recommender.fit(inputs.interactions)
+    recommendations = recommender.recommend_batch(k=k)
+    seconds["profile, segment, recommend"] = time.perf_counter() - tick
+
+    counts = recommender.state_.interests.counts()
+    example_rows = np.lexsort((np.arange(counts.size), -np.minimum(counts, 4),
+                               np.abs(np.log(np.maximum(recommender.profiler_.profiles_.n_events, 1) / 100.0))))
+    example_users = [recommender.user_index_[i] for i in example_rows[:n_example_users]]
+    summary = _summary(inputs, recommender, evaluations, reference if protocols else None, seconds, started)
+    data = report_from_recommender(recommender, title="tastemap: MovieLens interest map", summary=summary["report"],
+                                   example_users=example_users, evaluations=evaluations,
+                                   reference=reference if protocols else None, k=k, seed=seed)
+    if inputs.encoder is not None:
+        cold = recommender.recommend_cold(text=COLD_START_TEXT, encoder=inputs.encoder, k=k)
+        data.users.append(ExampleUser(user_id=f'new user: "{COLD_START_TEXT}"', n_events=0, interests=[],
+                                      recommendations=cold))
+
+    write_profiles(recommender.profiler_, out_dir)
+    write_segments(recommender.segmenter_, out_dir)
+    evaluation = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    write_atomically(out_dir, {
+        "recommendations.parquet": lambda path: recommendations.to_parquet(path, index=False),
+        "evaluation.csv": lambda path: evaluation.to_csv(path, index=False),
+        "summary.json": lambda path: path.write_text(json.dumps(summary["json"], indent=1, default=str)),
+    })
+    write_report(data, out_dir / "report.html")
+    summary["json"]["out_dir"] = str(out_dir)
+    return summary["json"]
+
+
+def _summary(inputs: Inputs, recommender, evaluations: dict, reference: str | None, seconds: dict,
+             started: float) -> dict:
+    interactions = inputs.interactions
+    profiler = recommender.profiler_
+    info = {
+        "users": interactions.n_users,
+        "items": interactions.n_items,
+        "events": interactions.n_events,
+        "topics": profiler.topic_tree_.fine.n_topics,
+        "coarse topics": profiler.topic_tree_.levels[0].n_topics,
+        "interests per user": float(recommender.state_.interests.counts().mean()),
+        "segments": recommender.segmenter_.n_segments_ if recommender.segmenter_ is not None else 0,
+        "clustering backend": profiler.backend_,
+    }
+    if inputs.encoder is not None:
+        info["encoder"] = f"{inputs.encoder.package.name} ({inputs.encoder.variant}, {inputs.encoder.provider})"
+    metrics = {}
+    for protocol, table in evaluations.items():
+        rows = table.set_index("model")
+        for model in ("tastemap", reference):
+            for metric in ("HR@10", "NDCG@10"):
+                metrics[f"{protocol} {metric} {model}"] = float(rows.loc[model, metric])
+    info["seconds"] = round(time.perf_counter() - started, 1)
+    as_json = {**info, "metrics": metrics, "stage_seconds": {k: round(v, 1) for k, v in seconds.items()}}
+    return {"json": as_json, "report": {**info, **metrics}}

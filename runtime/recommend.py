@@ -1,0 +1,522 @@
+"""The tastemap recommender: interest clusters, time and category layers, blended with EASE.
+
+For each user, :class:`TastemapRecommender` scores every catalogue item with four components,
+standardised per user (zero mean, unit variance over the catalogue) and summed with
+:class:`BlendWeights`:
+
+- ``long_term``: EASE item-item weights applied to the whole history (collaborative signal);
+- ``short_term``: the time layer, EASE applied to the history weighted by recency
+  ``0.5 ** (r / recency_half_life)`` where ``r`` counts the user's later items (0 = latest);
+- ``interests``: candidates per interest, the ``n_candidates`` nearest items to the interest's
+  medoid (faiss flat inner-product search), with slots allocated by the interest's importance
+  (an unseen candidate at rank ``r`` of interest ``c`` gets priority ``share_c / (r + 1)``, so
+  interests fill the list in proportion to their share); the share is the members' recency weight;
+- ``category``: the category layer, the user's category weights over the item's categories.
+
+Every recommendation carries an :class:`Explanation`: the user interest it comes from (rank and
+topic label), the layer (component) that contributed most, and the seed items of that interest
+that led to it. New users are served from a few items (profiled like any user) or from a short
+text (through the nearest topics and the nearest segment), see :meth:`recommend_cold`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from tastemap.errors import InputError
+from tastemap.runtime.baselines import ease_weights
+from tastemap.runtime.interactions import Interactions
+from tastemap.runtime.profiles import InterestProfiler, UserInterests, UserProfiles
+from tastemap.runtime.segments import UserSegmenter
+
+logger = logging.getLogger(__name__)
+
+COMPONENTS = ("long_term", "short_term", "interests", "category")
+LAYER_NAMES = {"long_term": "long-term", "short_term": "short-term", "interests": "interest", "category": "category"}
+
+
+@dataclass(frozen=True)
+class BlendWeights:
+    """Weights of the standardised components. Defaults were chosen on the MovieLens validation
+    split (the last training event of each user; see ``tastemap evaluate --tune``), never on test."""
+
+    long_term: float = 0.3
+    short_term: float = 0.7
+    interests: float = 0.1
+    category: float = 0.0
+
+    def __post_init__(self):
+        values = asdict(self)
+        negative = {k: v for k, v in values.items() if not v >= 0}
+        if negative:
+            raise InputError(f"blend weights must be >= 0; got {negative}")
+        if not any(values.values()):
+            raise InputError("all blend weights are 0; give at least one component a positive weight")
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why an item was recommended: ``interest`` is the rank of the user's interest (0 = most
+    important; -1 when the user has none, e.g. a text cold start), ``topic`` its topic label,
+    ``layer`` the component that contributed most (``long-term``, ``short-term``, ``interest``,
+    ``category`` or ``cold-start``), ``seed_item_ids``/``seed_titles`` the items that led to it and
+    ``segment`` the segment label used for a cold start."""
+
+    interest: int
+    topic: str
+    layer: str
+    seed_item_ids: tuple = ()
+    seed_titles: tuple = ()
+    segment: str | None = None
+
+    def describe(self) -> str:
+        text = f"because you like: {self.topic}"
+        if self.seed_titles:
+            text += f" (from {', '.join(map(str, self.seed_titles))})"
+        if self.segment:
+            text += f"; people like you: {self.segment}"
+        return text
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One recommended item for one user, with its explanation."""
+
+    rank: int
+    item_id: object
+    title: str
+    score: float
+    explanation: Explanation = field(repr=False)
+
+
+@dataclass(frozen=True)
+class _UserState:
+    """What scoring needs about ``n`` users: ``history`` and ``recency`` CSR ``[n, n_items]``,
+    ``interests`` (with ``share`` recomputed from recency), ``categories`` CSR ``[n, n_cats]``."""
+
+    history: sparse.csr_matrix
+    recency: sparse.csr_matrix
+    interests: UserInterests
+    categories: sparse.csr_matrix | None
+
+
+class TastemapRecommender:
+    """Interest-based recommender (see the module docstring).
+
+    Parameters (keyword-only): ``catalog`` (frame with ``item_id``, ``title``, ``categories`` as
+    from :func:`~tastemap.runtime.data.read_catalog`), ``item_vectors`` ``[n_items, dim]`` in
+    catalog order, ``weights`` (:class:`BlendWeights`), ``l2`` EASE regularisation,
+    ``recency_half_life`` (in items), ``n_candidates`` per interest, ``profiler`` and
+    ``segmenter`` (unfitted estimators used as templates; defaults with ``seed``),
+    ``ease_weights`` (precomputed ``[n_items, n_items]`` weights for the same training data, to
+    avoid a second inversion), ``seed``.
+
+    Fitted attributes: ``profiler_``, ``segmenter_`` (None with fewer than 3 users),
+    ``ease_`` (None when no collaborative component is used), ``index_`` (faiss index),
+    ``state_`` (per-user state), ``segment_popularity_`` ``[n_segments, n_items]``.
+    """
+
+    def __init__(
+        self,
+        *,
+        catalog: pd.DataFrame,
+        item_vectors: np.ndarray,
+        weights: BlendWeights = BlendWeights(),
+        l2: float = 500.0,
+        recency_half_life: float = 5.0,
+        n_candidates: int = 300,
+        profiler: InterestProfiler | None = None,
+        segmenter: UserSegmenter | None = None,
+        ease_weights: np.ndarray | None = None,
+        seed: int = 0,
+    ):
+        self.catalog = catalog
+        self.item_vectors = item_vectors
+        self.weights = weights
+        self.l2 = l2
+        self.recency_half_life = recency_half_life
+        self.n_candidates = n_candidates
+        self.profiler = profiler
+        self.segmenter = segmenter
+        self.ease_weights = ease_weights
+        self.seed = seed
+
+    def _validate_params(self, train: Interactions) -> None:
+        if not isinstance(self.weights, BlendWeights):
+            raise InputError(f"weights should be a BlendWeights, got {type(self.weights).__name__}")
+        if not self.l2 > 0:
+            raise InputError(f"l2={self.l2} should be > 0")
+        if not self.recency_half_life > 0:
+            raise InputError(f"recency_half_life={self.recency_half_life} should be > 0 (items)")
+        if not (isinstance(self.n_candidates, int) and self.n_candidates >= 1):
+            raise InputError(f"n_candidates={self.n_candidates!r} should be an integer >= 1")
+        catalog_ids = self.catalog["item_id"].to_numpy()
+        if catalog_ids.size != train.n_items or not np.array_equal(catalog_ids, train.item_ids):
+            raise InputError(
+                f"training items (n_items={train.n_items}) are not the catalog's {catalog_ids.size} items "
+                "in catalog order; build the Interactions with align_events(events, catalog)"
+            )
+        if self.ease_weights is not None and np.shape(self.ease_weights) != (train.n_items, train.n_items):
+            raise InputError(
+                f"ease_weights has shape {np.shape(self.ease_weights)}; expected {(train.n_items, train.n_items)}"
+            )
+
+    def fit(self, train: Interactions) -> "TastemapRecommender":
+        """Profile the users of ``train``, segment them, build the index and the EASE weights."""
+        import faiss
+
+        self._validate_params(train)
+        profiler = copy.deepcopy(self.profiler) if self.profiler is not None else InterestProfiler(seed=self.seed)
+        self.profiler_ = profiler.fit(train, self.catalog, self.item_vectors)
+        vectors = self.profiler_.item_vectors_
+        self.index_ = faiss.IndexFlatIP(vectors.shape[1])
+        self.index_.add(vectors)
+        self.titles_ = self.catalog["title"].astype(str).to_numpy()
+        self.item_ids_ = train.item_ids
+        self.user_index_ = pd.Index(train.user_ids)
+        history = train.matrix()
+        needs_ease = self.weights.long_term > 0 or self.weights.short_term > 0
+        if self.ease_weights is not None:
+            self.ease_ = np.asarray(self.ease_weights, dtype=np.float32)
+        else:
+            self.ease_ = ease_weights(history, l2=self.l2) if needs_ease else None
+        profiles = self.profiler_.profiles_
+        self.state_ = self._state(history, recency_matrix(train, self.recency_half_life), profiles)
+        self.segmenter_, self.segment_popularity_ = None, None
+        if train.n_users >= 3:
+            segmenter = copy.deepcopy(self.segmenter) if self.segmenter is not None else UserSegmenter(seed=self.seed)
+            self.segmenter_ = segmenter.fit(profiles)
+            membership = sparse.csr_matrix(
+                (np.ones(train.n_users, np.float32), (self.segmenter_.labels_, np.arange(train.n_users))),
+                shape=(self.segmenter_.n_segments_, train.n_users),
+            )
+            self.segment_popularity_ = np.asarray((membership @ history).todense(), dtype=np.float32)
+        return self
+
+    def _state(self, history, recency, profiles: UserProfiles) -> _UserState:
+        interests = profiles.interests
+        owner = np.repeat(np.arange(profiles.n_users), interests.counts())
+        member_owner = np.repeat(owner, interests.size)
+        member_weight = np.asarray(recency[member_owner, interests.members]).ravel()
+        weight = np.add.reduceat(member_weight, interests.member_indptr[:-1]) if member_weight.size else member_weight
+        totals = np.bincount(owner, weights=weight, minlength=profiles.n_users)
+        share = np.divide(weight, totals[owner], out=np.zeros_like(weight), where=totals[owner] > 0)
+        interests = UserInterests(**{**interests.__dict__, "share": share.astype(np.float32)})
+        categories = profiles.categories[-1] if profiles.categories else None
+        return _UserState(history=history, recency=recency, interests=interests, categories=categories)
+
+    # scoring -----------------------------------------------------------------------------------
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        """Blended scores ``[len(users), n_items]`` float32 for training user indices ``users``."""
+        self._check_fitted()
+        return self._blend(self._components(np.asarray(users), self.state_, self._weighted()))
+
+    def _weighted(self) -> list[str]:
+        return [name for name, weight in self.weights.as_dict().items() if weight > 0]
+
+    def components(self, users: np.ndarray, state: _UserState | None = None) -> dict[str, np.ndarray]:
+        """Every standardised component score, name to ``[len(users), n_items]`` float32 (those
+        that can be computed: EASE ones need a collaborative weight at fit time), for tuning the
+        blend (see :func:`~tastemap.runtime.evaluate.tune_blend`)."""
+        self._check_fitted()
+        return self._components(np.asarray(users), state or self.state_, COMPONENTS)
+
+    def _components(self, users: np.ndarray, state: _UserState, names: Sequence[str]) -> dict[str, np.ndarray]:
+        out = {}
+        for name in names:
+            if name in ("long_term", "short_term") and self.ease_ is None:
+                continue
+            if name == "category" and (state.categories is None or not self.profiler_.category_levels_):
+                continue
+            raw = {
+                "long_term": lambda: state.history[users] @ self.ease_,
+                "short_term": lambda: state.recency[users] @ self.ease_,
+                "interests": lambda: self._interest_priorities(users, state),
+                "category": lambda: state.categories[users] @ self.profiler_.category_levels_[-1].items.T,
+            }[name]()
+            out[name] = standardise(np.asarray(raw.todense() if sparse.issparse(raw) else raw, dtype=np.float32))
+        return out
+
+    def _blend(self, components: dict[str, np.ndarray], weights: BlendWeights | None = None) -> np.ndarray:
+        weights = (weights or self.weights).as_dict()
+        total = None
+        for name, values in components.items():
+            if weights[name] > 0:
+                total = values * weights[name] if total is None else total + values * weights[name]
+        if total is None:
+            raise InputError(f"no component with a positive weight could be computed; weights={weights}")
+        return total
+
+    def _interest_priorities(self, users: np.ndarray, state: _UserState) -> np.ndarray:
+        """D'Hondt slot priorities ``[len(users), n_items]``: ``share / (rank + 1)`` of each unseen
+        candidate in its interest's list, the best over interests."""
+        interests = state.interests
+        out = np.zeros((len(users), self.index_.ntotal), np.float32)
+        starts, ends = interests.indptr[users], interests.indptr[users + 1]
+        rows = np.repeat(np.arange(len(users)), ends - starts)
+        if rows.size == 0:
+            return out
+        counts = ends - starts
+        picked = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(rows.size)
+        candidates = self._candidates(interests.medoid[picked])
+        seen = state.history[users][rows[:, None], candidates].toarray() > 0
+        rank = np.cumsum(~seen, axis=1) - 1
+        priority = np.where(seen, 0.0, interests.share[picked][:, None] / (np.maximum(rank, 0) + 1.0)).astype(np.float32)
+        np.maximum.at(out, (np.repeat(rows, candidates.shape[1]), candidates.ravel()), priority.ravel())
+        return out
+
+    def _candidates(self, medoids: np.ndarray) -> np.ndarray:
+        k = min(self.n_candidates, self.index_.ntotal)
+        _, neighbours = self.index_.search(self.profiler_.item_vectors_[medoids], k)
+        return neighbours
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "state_"):
+            raise InputError("this TastemapRecommender is not fitted yet; call fit(train) first")
+
+    # recommendations with explanations -----------------------------------------------------------
+
+    def recommend(self, user_id, *, k: int = 20) -> list[Recommendation]:
+        """The top ``k`` unseen items for a training user (original id), with explanations."""
+        self._check_fitted()
+        position = self.user_index_.get_indexer([user_id])[0]
+        if position < 0:
+            raise InputError(
+                f"user {user_id!r} is not in the training events ({self.user_index_.size} users); "
+                "use recommend_cold for a new user"
+            )
+        return self._recommend_rows(np.array([position]), self.state_, k)[0]
+
+    def recommend_batch(self, user_ids: Sequence | None = None, *, k: int = 20, batch_size: int = 256) -> pd.DataFrame:
+        """Recommendations for many users (default: all) as one row per (user, rank): ``user_id,
+        rank, item_id, title, score, interest, topic, layer, seed_item_ids, seed_titles,
+        explanation``."""
+        self._check_fitted()
+        if user_ids is None:
+            positions = np.arange(self.user_index_.size)
+        else:
+            positions = self.user_index_.get_indexer(list(user_ids))
+            if (positions < 0).any():
+                unknown = list(np.asarray(list(user_ids), dtype=object)[positions < 0][:5])
+                raise InputError(f"{int((positions < 0).sum())} user ids are not in the training events (first: {unknown})")
+        rows = []
+        for start in range(0, positions.size, batch_size):
+            batch = positions[start : start + batch_size]
+            for position, recs in zip(batch, self._recommend_rows(batch, self.state_, k)):
+                rows += [_row(_plain(self.user_index_[position]), rec) for rec in recs]
+        return pd.DataFrame(rows, columns=list(_row(None, None).keys()))
+
+    def _recommend_rows(self, rows: np.ndarray, state: _UserState, k: int, *, segment: str | None = None,
+                        extra: np.ndarray | None = None) -> list[list[Recommendation]]:
+        if not (isinstance(k, int) and k >= 1):
+            raise InputError(f"k={k!r} should be an integer >= 1")
+        components = self._components(rows, state, self._weighted())
+        scores = self._blend(components) if extra is None else self._blend(components) + extra
+        seen = state.history[rows]
+        scores[np.repeat(np.arange(len(rows)), np.diff(seen.indptr)), seen.indices] = -np.inf
+        k = min(k, int(np.isfinite(scores).sum(axis=1).min()))
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        weights = self.weights.as_dict()
+        results = []
+        for local, user in enumerate(rows):
+            layer_scores = {n: weights[n] * c[local, top[local]] for n, c in components.items() if weights[n] > 0}
+            results.append([
+                Recommendation(rank=r + 1, item_id=_plain(self.item_ids_[item]), title=self.titles_[item],
+                               score=float(scores[local, item]),
+                               explanation=self._explain(user, item, state,
+                                                         max(layer_scores, key=lambda n: layer_scores[n][r]),
+                                                         segment))
+                for r, item in enumerate(top[local])
+            ])
+        return results
+
+    def _explain(self, user: int, item: int, state: _UserState, component: str, segment: str | None) -> Explanation:
+        """Attribute ``item`` to one of the user's interests and name its seed items.
+
+        Collaborative layers: the interest whose members carry the most EASE weight towards the
+        item (members weighted by recency for the short-term layer), seeds its two strongest
+        members. Otherwise (or without collaborative support): the interest whose medoid is the
+        most similar to the item, seed its medoid.
+        """
+        interests = state.interests
+        lo, hi = interests.indptr[user], interests.indptr[user + 1]
+        layer = LAYER_NAMES[component]
+        if hi == lo:
+            return Explanation(-1, self._topic_label(item), layer, segment=segment)
+        vectors = self.profiler_.item_vectors_
+        best, seeds = None, ()
+        if component in ("long_term", "short_term") and self.ease_ is not None:
+            members = interests.members[interests.member_indptr[lo] : interests.member_indptr[hi]]
+            owner = np.repeat(np.arange(hi - lo), interests.size[lo:hi])
+            weight = np.ones(members.size, np.float32)
+            if component == "short_term":
+                weight = np.asarray(state.recency[user, members].todense()).ravel()
+            contribution = weight * self.ease_[members, item]
+            totals = np.bincount(owner, weights=np.maximum(contribution, 0.0), minlength=hi - lo)
+            if totals.max() > 0:
+                best = int(np.argmax(totals))
+                mine = np.flatnonzero((owner == best) & (contribution > 0))
+                seeds = tuple(members[mine[np.argsort(-contribution[mine], kind="stable")[:2]]])
+        if best is None:
+            best = int(np.argmax(vectors[interests.medoid[lo:hi]] @ vectors[item]))
+            seeds = (int(interests.medoid[lo + best]),)
+        topic = self.profiler_.topic_tree_.fine.names[int(interests.topic[lo + best])]
+        return Explanation(
+            interest=best,
+            topic=topic,
+            layer=layer,
+            seed_item_ids=tuple(self.item_ids_[list(seeds)].tolist()),
+            seed_titles=tuple(self.titles_[list(seeds)].tolist()),
+            segment=segment,
+        )
+
+    def _topic_label(self, item: int) -> str:
+        fine = self.profiler_.topic_tree_.fine
+        return fine.names[int(fine.labels[item])]
+
+    # cold start ---------------------------------------------------------------------------------
+
+    def recommend_cold(self, *, item_ids: Sequence | None = None, text: str | None = None, encoder=None,
+                       k: int = 20, n_topics: int = 3, segment_weight: float = 0.3) -> list[Recommendation]:
+        """Recommendations for a new user from a few ``item_ids`` (in the order they were liked,
+        latest last) or from a short ``text`` (encoded with ``encoder``).
+
+        Items: the user is profiled like any other (interests, layers), placed in the nearest
+        segment, and scored with the same blend plus ``segment_weight`` times the segment's
+        standardised popularity. Text: items are scored by similarity to the text, restricted
+        to the ``n_topics`` nearest topics, plus the segment popularity of the nearest segment.
+        """
+        self._check_fitted()
+        if (item_ids is None) == (text is None):
+            raise InputError("give exactly one of item_ids (a few liked items) or text (a short description)")
+        if item_ids is not None:
+            return self._cold_from_items(list(item_ids), k, segment_weight)
+        if encoder is None:
+            raise InputError("text cold start needs an encoder (tastemap.runtime.Encoder) to embed the description")
+        if not str(text).strip():
+            raise InputError("text is empty; describe the user's tastes in a few words")
+        vector = np.asarray(encoder.encode([str(text)]), dtype=np.float32)[0]
+        return self._cold_from_vector(vector / max(np.linalg.norm(vector), 1e-12), k, n_topics, segment_weight)
+
+    def _cold_from_items(self, item_ids: list, k: int, segment_weight: float) -> list[Recommendation]:
+        if not item_ids:
+            raise InputError("item_ids is empty; give at least one item the new user liked")
+        positions = pd.Index(self.item_ids_).get_indexer(item_ids)
+        if (positions < 0).any():
+            unknown = [i for i, p in zip(item_ids, positions) if p < 0][:5]
+            raise InputError(f"item ids {unknown} are not in the catalog ({self.item_ids_.size} items)")
+        n = positions.size
+        cold = Interactions(users=np.zeros(n, np.int64), items=positions.astype(np.int64),
+                            timestamps=np.arange(n, dtype=np.int64), weights=np.ones(n, np.float32),
+                            user_ids=np.array(["new user"], dtype=object), item_ids=self.item_ids_)
+        profiles = self.profiler_.transform(cold)
+        state = self._state(cold.matrix(), recency_matrix(cold, self.recency_half_life), profiles)
+        segment, extra = self._segment_boost(profiles, segment_weight)
+        return self._recommend_rows(np.array([0]), state, k, segment=segment, extra=extra)[0]
+
+    def _cold_from_vector(self, vector: np.ndarray, k: int, n_topics: int, segment_weight: float) -> list[Recommendation]:
+        if not (isinstance(k, int) and k >= 1):
+            raise InputError(f"k={k!r} should be an integer >= 1")
+        tree = self.profiler_.topic_tree_
+        fine = tree.fine
+        similarity = fine.centroids @ vector
+        nearest = np.argsort(-similarity, kind="stable")[: max(1, min(n_topics, fine.n_topics))]
+        topic_weights = np.zeros(fine.n_topics, np.float32)
+        topic_weights[nearest] = np.maximum(similarity[nearest], 1e-6)
+        topic_weights /= topic_weights.sum()
+        profiles = _topic_only_profile(self.profiler_.profiles_, tree, topic_weights)
+        segment, extra = self._segment_boost(profiles, segment_weight)
+        scores = standardise((self.profiler_.item_vectors_ @ vector)[None, :])
+        if extra is not None:
+            scores = scores + extra
+        scores[0, ~np.isin(fine.labels, nearest)] = -np.inf
+        top = np.argsort(-scores[0], kind="stable")[: min(k, int(np.isfinite(scores).sum()))]
+        return [
+            Recommendation(rank=r + 1, item_id=_plain(self.item_ids_[item]), title=self.titles_[item],
+                           score=float(scores[0, item]),
+                           explanation=Explanation(-1, self._topic_label(item), "cold-start", segment=segment))
+            for r, item in enumerate(top)
+        ]
+
+    def _segment_boost(self, profiles: UserProfiles, weight: float) -> tuple[str | None, np.ndarray | None]:
+        if self.segmenter_ is None or weight <= 0:
+            return None, None
+        segment = int(self.segmenter_.predict(profiles)[0])
+        label = str(self.segmenter_.segments_.loc[segment, "label"])
+        return label, weight * standardise(self.segment_popularity_[segment][None, :])
+
+
+def recency_matrix(data: Interactions, half_life: float) -> sparse.csr_matrix:
+    """``[n_users, n_items]`` float32 weights ``0.5 ** (r / half_life)``, ``r`` the number of
+    distinct items the user engaged with after this one (ties: the lower item index first)."""
+    order = data.chronological_order()
+    users, items = data.users[order], data.items[order]
+    # keep each (user, item) pair's last event, in chronological order
+    key = users * np.int64(data.n_items) + items
+    _, first_from_end = np.unique(key[::-1], return_index=True)
+    last = np.zeros(key.size, bool)
+    last[key.size - 1 - first_from_end] = True
+    users, items = users[last], items[last]
+    counts = np.bincount(users, minlength=data.n_users)
+    ends = np.cumsum(counts)
+    from_end = ends[users] - 1 - np.arange(users.size)
+    values = np.power(0.5, from_end / half_life).astype(np.float32)
+    return sparse.csr_matrix((values, (users, items)), shape=(data.n_users, data.n_items))
+
+
+def standardise(scores: np.ndarray) -> np.ndarray:
+    """Per-row zero mean and unit variance ``[n, n_items]`` (constant rows become 0)."""
+    scores = np.asarray(scores, dtype=np.float32)
+    centred = scores - scores.mean(axis=1, keepdims=True)
+    spread = centred.std(axis=1, keepdims=True)
+    return np.divide(centred, spread, out=np.zeros_like(centred), where=spread > 0)
+
+
+def _topic_only_profile(reference: UserProfiles, tree, topic_weights: np.ndarray) -> UserProfiles:
+    """A one-user profile with the given fine-topic weights (no categories), for segment lookup."""
+    levels = []
+    for level in tree.levels:
+        if level is tree.fine:
+            weights = topic_weights
+        else:
+            weights = np.bincount(_ancestor(tree, level), weights=topic_weights, minlength=level.n_topics)
+        levels.append(sparse.csr_matrix(weights[None, :].astype(np.float32)))
+    categories = [sparse.csr_matrix((1, len(names)), dtype=np.float32) for names in reference.category_names]
+    return UserProfiles(user_ids=np.array(["new user"], dtype=object), n_events=np.zeros(1, np.int64),
+                        last_seen=np.zeros(1, np.int64), topics=levels, topic_names=reference.topic_names,
+                        short_term=levels[-1], categories=categories, category_names=reference.category_names)
+
+
+def _ancestor(tree, level) -> np.ndarray:
+    """For every fine topic, its ancestor topic at ``level``."""
+    depth = tree.levels.index(level)
+    mapping = np.arange(tree.fine.n_topics)
+    for lower in range(len(tree.levels) - 1, depth, -1):
+        mapping = tree.levels[lower].parents[mapping]
+    return mapping
+
+
+def _plain(value):
+    """A NumPy scalar as the Python value (ids print and serialise as the caller gave them)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _row(user_id, rec: Recommendation | None) -> dict:
+    if rec is None:
+        return dict.fromkeys(["user_id", "rank", "item_id", "title", "score", "interest", "topic", "layer",
+                              "seed_item_ids", "seed_titles", "explanation"])
+    e = rec.explanation
+    return {"user_id": user_id, "rank": rec.rank, "item_id": rec.item_id, "title": rec.title, "score": rec.score,
+            "interest": e.interest, "topic": e.topic, "layer": e.layer, "seed_item_ids": list(e.seed_item_ids),
+            "seed_titles": list(e.seed_titles), "explanation": e.describe()}
