@@ -8,9 +8,9 @@ from typing import Optional
 import typer
 
 from tastemap.console import exits_on_error
-from tastemap.runtime.encoder import DEFAULT_MAX_TOKENS
+from tastemap.runtime.encoder import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TOKENS
 from tastemap.runtime.providers import Device, Variant
-from tastemap.runtime.streaming import DEFAULT_CHUNK_ROWS
+from tastemap.runtime.spark import Engine
 
 app = typer.Typer()
 
@@ -30,6 +30,9 @@ def embed_command(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Embedding cache folder: unchanged texts are not re-encoded."),
     chunk_rows: int = typer.Option(DEFAULT_CHUNK_ROWS, "--chunk-rows", help="Rows read and written per chunk."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue an interrupted run, or start over."),
+    engine: Engine = typer.Option(Engine.local, help="local: this process; spark: mapInPandas on Spark, OUT is a Parquet folder."),
+    master: str = typer.Option("local[*]", help="Spark master with --engine spark (ignored under spark-submit)."),
+    partitions: Optional[int] = typer.Option(None, help="With --engine spark: partitions the texts are spread over."),
 ) -> None:
     """Encode a text column into a memory-mapped .npy of unit vectors.
 
@@ -39,6 +42,9 @@ def embed_command(
     from tastemap.runtime.encoder import Encoder
     from tastemap.runtime.streaming import encode_to_file
 
+    if engine is Engine.spark:
+        _embed_on_spark(input, out, text_col, id_col, model, variant, device, batch_tokens, threads, cache, master, partitions)
+        return
     if model is None:
         from tastemap.export import DEFAULT_MODEL_DIR
 
@@ -66,3 +72,19 @@ def embed_command(
             ("ids", str(result.ids_path)),
         ],
     )
+
+
+def _embed_on_spark(input, out, text_col, id_col, model, variant, device, batch_tokens, threads, cache, master, partitions):
+    from tastemap.console import print_table
+    from tastemap.errors import InputError
+    from tastemap.runtime.spark_embed import embed_with_spark
+
+    if cache is not None:
+        raise InputError("--cache is not used with --engine spark; drop it")
+    result = embed_with_spark(input, out, text_col=text_col, id_col=id_col, model=model, master=master,
+                              variant=variant.value, device=device.value, max_tokens=batch_tokens,
+                              threads=threads, partitions=partitions)
+    print_table(f"tastemap embed (Spark): {result.n_rows:,} texts -> {result.out}", ["", "value"], [
+        ("variant", result.variant), ("workers x threads", f"{result.workers} x {result.threads}"),
+        ("partitions", result.partitions), ("rows x dim", f"{result.n_rows:,} x {result.dim}"),
+        ("texts/s", f"{result.texts_per_second:,.1f}")])

@@ -35,6 +35,7 @@ from tastemap.runtime.providers import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 8192
+DEFAULT_CHUNK_ROWS = 8192  # rows read, encoded and written at a time by encode_to_file
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from tastemap.console import exits_on_error
+from tastemap.runtime.spark import Engine
 
 app = typer.Typer()
 
@@ -26,11 +27,6 @@ class Method(str, Enum):
     gmm = "gmm"
     agglomerative = "agglomerative"
     bisecting = "bisecting"
-
-
-class Engine(str, Enum):
-    local = "local"
-    spark = "spark"
 
 
 class Features(str, Enum):

@@ -22,12 +22,11 @@ import numpy as np
 
 from tastemap.console import progress
 from tastemap.errors import InputError
-from tastemap.runtime.encoder import EncodeStats, Encoder
+from tastemap.runtime.encoder import DEFAULT_CHUNK_ROWS, EncodeStats, Encoder
 from tastemap.runtime.sources import iter_texts, scan_table
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_ROWS = 8192
 
 
 def ids_path_for(out: str | Path) -> Path:
