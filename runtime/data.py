@@ -23,12 +23,13 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+import tastemap
 from tastemap.errors import InputError
 from tastemap.runtime.interactions import Interactions
 
 logger = logging.getLogger(__name__)
 
-MOVIELENS_DIR = Path(__file__).resolve().parents[1] / "tastemap" / "data" / "movielens-small"
+MOVIELENS_DIR = Path(tastemap.__file__).parent / "data" / "movielens-small"
 DEFAULT_TEMPLATE = "{title}. {categories}. Tags: {tags}. {description}"
 TEMPLATE_FIELDS = ("item_id", "title", "categories", "tags", "description")
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
