@@ -1,0 +1,71 @@
+"""Compare two bench results and flag regressions of the gated figures.
+
+Gated figures are ratios measured inside one run (see :mod:`tastemap.bench.schema`), so they
+compare across runs on a shared machine; absolute figures (texts/s, ms, MiB) drift with the
+machine's load and are compared only when asked (``gate_absolute``). A figure regresses when it
+moves in its worse direction by more than ``max_regression`` (a fraction of the base value). A
+gated figure of the base that is missing from the new result is a failure too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tastemap.errors import InputError
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One compared figure. ``change`` is ``new / base - 1`` (None when missing); ``status`` is
+    ``ok``, ``improved``, ``regressed`` or ``missing``."""
+
+    name: str
+    unit: str
+    base: float
+    new: float | None
+    change: float | None
+    status: str
+    gated: bool
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("regressed", "missing")
+
+
+def compare_results(base: dict, new: dict, *, max_regression: float = 0.10,
+                    gate_absolute: bool = False) -> tuple[list[Comparison], list[str]]:
+    """Compare the gated figures of ``base`` (all figures with ``gate_absolute``) with ``new``.
+
+    Returns ``(comparisons, warnings)``; warnings say when the two runs are not comparable
+    (different thread count, CPU, quick/full mode or models).
+    """
+    if not 0 < max_regression < 1:
+        raise InputError(f"max_regression={max_regression} should be a fraction between 0 and 1, e.g. 0.10")
+    comparisons = []
+    for name, item in sorted(base["figures"].items()):
+        if not (item["gated"] or gate_absolute):
+            continue
+        other = new["figures"].get(name)
+        if other is None:
+            comparisons.append(Comparison(name, item["unit"], item["value"], None, None, "missing", item["gated"]))
+            continue
+        change = other["value"] / item["value"] - 1 if item["value"] else 0.0
+        worse = -change if item["better"] == "higher" else change
+        status = "regressed" if worse > max_regression else ("improved" if worse < -max_regression else "ok")
+        comparisons.append(Comparison(name, item["unit"], item["value"], other["value"], change, status, item["gated"]))
+    return comparisons, comparability_warnings(base, new)
+
+
+def comparability_warnings(base: dict, new: dict) -> list[str]:
+    """Differences of setup that make the two runs hard to compare."""
+    warnings = []
+    checks = (
+        ("threads", base["config"]["threads"], new["config"]["threads"]),
+        ("quick mode", base["config"]["quick"], new["config"]["quick"]),
+        ("CPU", base["machine"]["cpu_model"], new["machine"]["cpu_model"]),
+        ("GPU", base["machine"]["gpu"], new["machine"]["gpu"]),
+    )
+    for what, left, right in checks:
+        if left != right:
+            warnings.append(f"{what} differs: base {left!r}, new {right!r}")
+    return warnings

@@ -1,0 +1,158 @@
+"""Measurement helpers shared by the suites: percentiles, peak memory, rank correlation, threads.
+
+Every helper returns plain numbers (seconds, MiB, ratios); the suites turn them into figures with
+units (:mod:`tastemap.bench.schema`).
+"""
+
+from __future__ import annotations
+
+import resource
+import threading
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+PERCENTILES = (50, 95, 99)
+
+
+def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
+    """p50, p95 and p99 of ``seconds`` (one entry per call) in milliseconds.
+
+    Percentiles interpolate linearly between the sorted samples (numpy's default), so with
+    ``n`` samples p99 lies between the two slowest calls.
+    """
+    values = np.asarray(seconds, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"need a non-empty 1-D list of durations, got shape {values.shape}")
+    return {f"p{q}": float(np.percentile(values, q)) * 1e3 for q in PERCENTILES}
+
+
+def time_calls(call: Callable[[], object], repeats: int, *, warmup: int = 1) -> list[float]:
+    """Wall seconds of ``repeats`` calls of ``call`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        call()
+    durations = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        durations.append(time.perf_counter() - start)
+    return durations
+
+
+def rss_mib() -> float:
+    """Resident set size of this process in MiB (from ``/proc/self/statm``)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+        return pages * resource.getpagesize() / 2**20
+    except OSError:  # no procfs: fall back to the lifetime peak
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class PeakMemory:
+    """Peak resident memory above the level at entry, sampled every ``interval`` seconds.
+
+    >>> with PeakMemory() as memory:
+    ...     work()
+    >>> memory.peak_mib  # MiB above the resident size when the block started
+    """
+
+    def __init__(self, interval: float = 0.01):
+        self.interval = interval
+        self.start_mib = 0.0
+        self.peak_mib = 0.0
+        self._top = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "PeakMemory":
+        self.start_mib = self._top = rss_mib()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._top = max(self._top, rss_mib())
+        self.peak_mib = self._top - self.start_mib
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._top = max(self._top, rss_mib())
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two 1-D arrays (average ranks for ties)."""
+    ra, rb = _ranks(np.asarray(a, dtype=np.float64)), _ranks(np.asarray(b, dtype=np.float64))
+    ra -= ra.mean()
+    rb -= rb.mean()
+    denominator = np.sqrt((ra**2).sum() * (rb**2).sum())
+    return float((ra * rb).sum() / denominator) if denominator else 1.0
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(x.size, dtype=np.float64)
+    ranks[order] = np.arange(x.size, dtype=np.float64)
+    values, inverse = np.unique(x, return_inverse=True)
+    if values.size < x.size:  # average the ranks of tied values
+        sums = np.bincount(inverse, weights=ranks)
+        counts = np.bincount(inverse)
+        ranks = (sums / counts)[inverse]
+    return ranks
+
+
+def quality_figures(reference: np.ndarray, candidate: np.ndarray, n_queries: int = 100) -> dict[str, float]:
+    """How well ``candidate`` ``[n, dim]`` keeps the geometry of ``reference`` ``[n, dim]``.
+
+    ``mean_cosine`` and ``min_cosine``: row-wise cosine between the two; ``spearman``: for each of
+    the first ``n_queries`` rows, the Spearman correlation of its similarities to every other row
+    (reference vs candidate), averaged. 1.0 everywhere means identical rankings.
+    """
+    ref, cand = _unit(reference), _unit(candidate)
+    if ref.shape != cand.shape:
+        raise ValueError(f"reference shape {ref.shape} != candidate shape {cand.shape}")
+    cosines = (ref * cand).sum(axis=1)
+    n = ref.shape[0]
+    queries = range(min(n_queries, n)) if n > 2 else range(0)
+    correlations = []
+    for i in queries:
+        others = np.arange(n) != i
+        correlations.append(spearman(ref[others] @ ref[i], cand[others] @ cand[i]))
+    return {
+        "mean_cosine": float(cosines.mean()),
+        "min_cosine": float(cosines.min()),
+        "spearman": float(np.mean(correlations)) if correlations else 1.0,
+    }
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+@contextmanager
+def thread_limits(threads: int) -> Iterator[None]:
+    """Cap BLAS/OpenMP pools (numpy, scikit-learn, faiss) and PyTorch at ``threads`` inside the block."""
+    from threadpoolctl import threadpool_limits
+
+    torch_threads = None
+    try:
+        import torch
+
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        if torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(torch_threads)
