@@ -122,7 +122,8 @@ def _pooling_nodes(pooling: str, opset: int):
     nodes = body + norm
     for index, node in enumerate(nodes):
         node.name = f"{HEAD_PREFIX}{index}"
-    return nodes, inits
+    used = {name for node in nodes for name in node.input}
+    return nodes, [init for init in inits if init.name in used]
 
 
 def _reduce(op: str, x: str, y: str, axes_name: str, axis: int, opset: int, keepdims: int = 0):

@@ -34,7 +34,9 @@ from tastemap.runtime.providers import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_TOKENS = 8192
+# Padded tokens per batch. Smaller batches keep each MatMul's activations in the CPU caches:
+# on MiniLM int8 at 2 threads, 1,024-2,048 tokens ran 20% faster than 8,192 (see README).
+DEFAULT_MAX_TOKENS = 2048
 DEFAULT_CHUNK_ROWS = 8192  # rows read, encoded and written at a time by encode_to_file
 
 
