@@ -6,9 +6,9 @@ import os
 import platform
 import shutil
 import subprocess
-from importlib import metadata
 
 from tastemap.runtime.providers import usable_cores
+from tastemap.versions import installed_versions
 
 # The flags that decide which kernels ONNX Runtime, PyTorch and faiss can use.
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
@@ -75,13 +75,7 @@ def gpu_name() -> str:
 
 def package_versions() -> dict[str, str]:
     """Installed versions of the packages that shape the figures (absent ones left out)."""
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+    return installed_versions(PACKAGES)
 
 
 def _memory_bytes() -> int:

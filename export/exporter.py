@@ -6,13 +6,13 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from tastemap.errors import InputError, ParityError
+from tastemap.versions import installed_versions
 from tastemap.export import parity
 from tastemap.export.graph import OUTPUT_NAME, export_fp32
 from tastemap.export.package import (
@@ -291,13 +291,7 @@ def _pad_token_id(source: SourceModel) -> int:
 
 def _versions() -> dict:
     names = ("tastemap", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers")
-    found = {}
-    for name in names:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
+    return installed_versions(names)
 
 
 def _dumps(data: dict) -> str:

@@ -54,6 +54,22 @@ def profile_features(profiles: UserProfiles, features: str = "topics") -> tuple[
     return np.hstack(blocks).astype(np.float32), names
 
 
+def candidate_ks(n_segments: int | None, k_range: tuple[int, int], n_users: int) -> list[int]:
+    """The segment counts to try: ``[n_segments]`` when given, else ``k_range`` capped at ``n_users - 1``."""
+    if n_segments is not None:
+        if not 1 <= n_segments <= n_users:
+            raise InputError(f"n_samples={n_users} should be >= n_segments={n_segments} (and n_segments >= 1)")
+        return [n_segments]
+    low, high = k_range
+    high = min(high, n_users - 1)
+    if not 2 <= low <= high:
+        raise InputError(
+            f"k_range={tuple(k_range)} leaves no k to try for n_users={n_users}; "
+            "need 2 <= k_min <= k_max <= n_users - 1, or give n_segments"
+        )
+    return list(range(low, high + 1))
+
+
 class UserSegmenter:
     """Cluster users into segments (see the module docstring).
 
@@ -88,18 +104,7 @@ class UserSegmenter:
             raise InputError(f"backend={self.backend!r} is not supported; use one of {list(BACKENDS)}")
         if self.covariance_type not in ("full", "tied", "diag", "spherical"):
             raise InputError(f"covariance_type={self.covariance_type!r} is not supported; use full, tied, diag or spherical")
-        if self.n_segments is not None:
-            if not 1 <= self.n_segments <= n_users:
-                raise InputError(f"n_samples={n_users} should be >= n_segments={self.n_segments} (and n_segments >= 1)")
-            return [self.n_segments]
-        low, high = self.k_range
-        high = min(high, n_users - 1)
-        if not 2 <= low <= high:
-            raise InputError(
-                f"k_range={tuple(self.k_range)} leaves no k to try for n_users={n_users}; "
-                "need 2 <= k_min <= k_max <= n_users - 1, or give n_segments"
-            )
-        return list(range(low, high + 1))
+        return candidate_ks(self.n_segments, self.k_range, n_users)
 
     def fit(self, profiles: UserProfiles) -> "UserSegmenter":
         """Segment the users of ``profiles`` (from ``InterestProfiler.profiles_`` or

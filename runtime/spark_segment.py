@@ -31,7 +31,7 @@ from scipy import sparse
 from tastemap.errors import InputError
 from tastemap.runtime.profile_io import write_atomically
 from tastemap.runtime.profiles import UserProfiles
-from tastemap.runtime.segments import FEATURES, SEGMENTS_SCHEMA, describe_segments, profile_features
+from tastemap.runtime.segments import FEATURES, SEGMENTS_SCHEMA, candidate_ks, describe_segments, profile_features
 from tastemap.runtime.spark import spark_errors, write_parquet
 
 logger = logging.getLogger(__name__)
@@ -171,16 +171,7 @@ class SparkSegmenter:
             raise InputError(f"method={self.method!r} is not supported on Spark; use one of {list(METHODS)}")
         if n_users is None:
             return []
-        if self.n_segments is not None:
-            if not 1 <= self.n_segments <= n_users:
-                raise InputError(f"n_samples={n_users} should be >= n_segments={self.n_segments} (and n_segments >= 1)")
-            return [self.n_segments]
-        low, high = self.k_range
-        high = min(high, n_users - 1)
-        if not 2 <= low <= high:
-            raise InputError(f"k_range={tuple(self.k_range)} leaves no k to try for n_users={n_users}; "
-                             "need 2 <= k_min <= k_max <= n_users - 1, or give n_segments")
-        return list(range(low, high + 1))
+        return candidate_ks(self.n_segments, self.k_range, n_users)
 
     def fit(self, frame, meta: dict) -> SparkSegments:
         """Segment the users of ``frame`` (profile rows, from :func:`read_spark_profiles` or
