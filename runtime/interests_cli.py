@@ -170,7 +170,6 @@ def segment_command(
     """
     import time
 
-    from tastemap.console import print_table
     from tastemap.runtime.profile_io import read_profiles
     from tastemap.runtime.segments import UserSegmenter, write_segments
 
@@ -181,33 +180,30 @@ def segment_command(
         spark_segmenter = SparkSegmenter(method=method.value, n_segments=k, k_range=(k_min, k_max),
                                          features=features.value, seed=seed)
         result = segment_with_spark(profiles, out, segmenter=spark_segmenter, master=master)
-        table = result.segments_
-        print_table("Segments (Spark)", ["segment", "users", "share", "label"],
-                    [(row.segment, row.size, row.share, row.label) for row in table.itertuples()])
-        score = result.criterion_scores_.get(result.n_segments_)
-        print_table("Summary", ["", "value"], [
-            ("users", f"{int(table['size'].sum()):,}"),
-            ("segments", result.n_segments_),
-            ("method", method.value),
-            ("k chosen by", result.criterion_ + (f" ({score:.4f})" if score is not None else "")),
-            ("backend", "spark-mllib"),
-            ("time", f"{time.perf_counter() - started:.1f} s"),
-            ("output", str(out)),
-        ])
+        _print_segments(result, method.value, "spark-mllib", started, out)
         return
     segmenter = UserSegmenter(method=method.value, n_segments=k, k_range=(k_min, k_max), features=features.value,
                               backend=backend.value, seed=seed).fit(read_profiles(profiles))
     write_segments(segmenter, out)
-    table = segmenter.segments_
+    _print_segments(segmenter, method.value, segmenter.backend_, started, out)
+
+
+def _print_segments(fitted, method: str, backend: str, started: float, out: Path) -> None:
+    """The segments table and the run summary, for a local or a Spark segmenter."""
+    import time
+
+    from tastemap.console import print_table
+
+    table = fitted.segments_
     print_table("Segments", ["segment", "users", "share", "label"],
                 [(row.segment, row.size, row.share, row.label) for row in table.itertuples()])
-    score = segmenter.criterion_scores_.get(segmenter.n_segments_)
+    score = fitted.criterion_scores_.get(fitted.n_segments_)
     print_table("Summary", ["", "value"], [
-        ("users", f"{segmenter.labels_.size:,}"),
-        ("segments", segmenter.n_segments_),
-        ("method", method.value),
-        ("k chosen by", segmenter.criterion_ + (f" ({score:.4f})" if score is not None else "")),
-        ("backend", segmenter.backend_),
+        ("users", f"{int(table['size'].sum()):,}"),
+        ("segments", fitted.n_segments_),
+        ("method", method),
+        ("k chosen by", fitted.criterion_ + (f" ({score:.4f})" if score is not None else "")),
+        ("backend", backend),
         ("time", f"{time.perf_counter() - started:.1f} s"),
         ("output", str(out)),
     ])
