@@ -1,4 +1,4 @@
-"""Baseline recommenders: MostPop, ItemKNN (cosine), EASE (closed form) and two content models.
+"""Baseline recommenders: MostPop, ItemKNN (cosine), EASE (closed form) and content models.
 
 Every recommender follows one small protocol used by :mod:`tastemap.runtime.evaluate`:
 ``fit(train: Interactions) -> self`` and ``score(users: int[n]) -> float32 [n, n_items]``, where a
@@ -8,9 +8,10 @@ higher score is a better item; the evaluation masks the items a user has already
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import numpy as np
+import pandas as pd
 from scipy import sparse
 from scipy.linalg import lapack
 
@@ -144,6 +145,81 @@ class ContentSingleVector:
     def score(self, users: np.ndarray) -> np.ndarray:
         _check_fitted(self, "user_vectors_")
         return self.user_vectors_[users] @ self.vectors_.T
+
+
+class ContentLiteral:
+    """One text per user, encoded: the user's ``n_recent`` most recent training items, most
+    recent first, rendered as ``"Liked: Heat (1995) (Action, Crime); Toy Story (1995) (...)"``.
+
+    ``catalog`` holds ``title`` and ``categories`` rows aligned with the train item indices,
+    ``item_vectors`` is ``[n_items, dim]`` (unit rows, same order) and ``encoder`` is anything
+    with ``encode(texts: list[str]) -> float32 [n_texts, dim]`` (an
+    :class:`~tastemap.runtime.encoder.Encoder`, whose tokenizer truncates a long history at the
+    model's maximum length, so the oldest of the ``n_recent`` items are the ones cut). All user
+    texts go to the encoder in one call. A user's scores are cosine similarities between their
+    text's vector and the item vectors; users without training events score 0 everywhere.
+    """
+
+    def __init__(self, *, catalog: pd.DataFrame, item_vectors: np.ndarray, encoder, n_recent: int = 20):
+        self.catalog = catalog
+        self.item_vectors = item_vectors
+        self.encoder = encoder
+        self.n_recent = n_recent
+
+    def fit(self, train: Interactions) -> "ContentLiteral":
+        if not isinstance(self.n_recent, int) or self.n_recent < 1:
+            raise InputError(f"n_recent={self.n_recent!r} should be an integer >= 1")
+        if not callable(getattr(self.encoder, "encode", None)):
+            raise InputError(f"encoder={self.encoder!r} has no encode(texts) method; pass an Encoder")
+        vectors = _check_vectors(self.item_vectors, train.n_items)
+        if len(self.catalog) != train.n_items:
+            raise InputError(
+                f"catalog has {len(self.catalog)} rows; expected {train.n_items}, one per catalogue item"
+            )
+        texts = render_history_texts(train, item_labels(self.catalog), n_recent=self.n_recent)
+        active = np.flatnonzero([bool(text) for text in texts])
+        encoded = np.asarray(self.encoder.encode([texts[u] for u in active]), dtype=np.float32)
+        if encoded.shape != (active.size, vectors.shape[1]):
+            raise InputError(
+                f"encoder returned shape {encoded.shape} for {active.size} history texts; expected "
+                f"{(active.size, vectors.shape[1])}: use the encoder that produced item_vectors"
+            )
+        user_vectors = np.zeros((train.n_users, vectors.shape[1]), dtype=np.float32)
+        user_vectors[active] = encoded / np.maximum(np.linalg.norm(encoded, axis=1, keepdims=True), 1e-12)
+        self.texts_ = texts
+        self.user_vectors_ = user_vectors
+        self.vectors_ = vectors
+        return self
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        _check_fitted(self, "user_vectors_")
+        return self.user_vectors_[users] @ self.vectors_.T
+
+
+def item_labels(catalog: pd.DataFrame) -> list[str]:
+    """``"<title> (<categories>)"`` per catalog row (categories as ``A > B`` paths joined by
+    ``, ``; the title alone when an item has none)."""
+    labels = []
+    for title, paths in zip(catalog["title"], catalog["categories"]):
+        categories = ", ".join(" > ".join(path) for path in paths)
+        labels.append(f"{title} ({categories})" if categories else str(title))
+    return labels
+
+
+def render_history_texts(train: Interactions, labels: Sequence[str], *, n_recent: int = 20) -> list[str]:
+    """One text per user ``[n_users]``: ``"Liked: "`` and the labels of the user's ``n_recent``
+    most recent distinct items, most recent first, joined by ``"; "``; ``""`` for a user without
+    events. Ties in time keep the higher item index first (the reverse of the chronological order)."""
+    order = train.chronological_order()[::-1]
+    users, items = train.users[order], train.items[order]
+    bounds = np.searchsorted(-users, -np.arange(train.n_users), side="left")  # users descend along order
+    ends = np.searchsorted(-users, -np.arange(train.n_users), side="right")
+    texts = []
+    for user in range(train.n_users):
+        recent = dict.fromkeys(items[bounds[user] : ends[user]].tolist())
+        chosen = list(recent)[:n_recent]
+        texts.append("Liked: " + "; ".join(labels[i] for i in chosen) if chosen else "")
+    return texts
 
 
 def _check_vectors(item_vectors: np.ndarray, n_items: int) -> np.ndarray:

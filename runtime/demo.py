@@ -145,7 +145,8 @@ def run_demo(
     evaluations, tables = {}, []
     for protocol in protocols:
         split = split_events(inputs.interactions, protocol)
-        results = compare_models(split, catalog=inputs.catalog, item_vectors=inputs.item_vectors, seed=seed)
+        results = compare_models(split, catalog=inputs.catalog, item_vectors=inputs.item_vectors,
+                                 encoder=inputs.encoder, seed=seed)
         reference = results[2].name
         table = evaluation_table(results, reference=reference, seed=seed)
         evaluations[protocol] = table

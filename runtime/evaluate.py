@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 HIT_KS = (10, 20, 50)
 NDCG_KS = (10, 20)
+LITERAL_NAME = "Content literal (history text)"
 
 
 class Protocol(str, Enum):
@@ -336,19 +337,22 @@ def compare_models(
     *,
     catalog: pd.DataFrame,
     item_vectors: np.ndarray,
+    encoder=None,
     weights=None,
     l2: float = 500.0,
     seed: int = 0,
 ) -> list[Evaluation]:
     """Evaluate the baselines and tastemap on one split, in one run: MostPop, ItemKNN (cosine),
-    EASE (``l2``), content single-vector, content multi-interest (the interest component alone) and
-    tastemap with ``weights`` (default: :class:`BlendWeights`); tastemap reuses EASE's weights."""
-    from tastemap.runtime.baselines import EASE, ContentSingleVector, ItemKNN, MostPop
+    EASE (``l2``), content single-vector, content multi-interest (the interest component alone),
+    content literal (each user's history rendered as one text and encoded by ``encoder``; left out
+    when ``encoder`` is None, as with precomputed vectors) and tastemap with ``weights`` (default:
+    :class:`BlendWeights`); tastemap reuses EASE's weights."""
+    from tastemap.runtime.baselines import EASE, ContentLiteral, ContentSingleVector, ItemKNN, MostPop
     from tastemap.runtime.recommend import BlendWeights, TastemapRecommender
 
     features = genre_features(catalog)
     ease = EASE(l2=l2)
-    results = [evaluate_model(model, split, name=name, item_features=features) for name, model in (
+    models = [
         ("MostPop", MostPop()),
         ("ItemKNN", ItemKNN()),
         (f"EASE (l2={l2:g})", ease),
@@ -356,7 +360,12 @@ def compare_models(
         ("Content multi-interest", TastemapRecommender(
             catalog=catalog, item_vectors=item_vectors, seed=seed,
             weights=BlendWeights(long_term=0, short_term=0, interests=1, category=0))),
-    )]
+    ]
+    if encoder is not None:
+        models.append((LITERAL_NAME, ContentLiteral(catalog=catalog, item_vectors=item_vectors, encoder=encoder)))
+    else:
+        logger.info("no encoder (precomputed item vectors): %s is not evaluated", LITERAL_NAME)
+    results = [evaluate_model(model, split, name=name, item_features=features) for name, model in models]
     tastemap = TastemapRecommender(catalog=catalog, item_vectors=item_vectors, weights=weights or BlendWeights(),
                                    l2=l2, ease_weights=ease.weights_, seed=seed)
     results.append(evaluate_model(tastemap, split, name="tastemap", item_features=features))

@@ -91,7 +91,8 @@ def evaluate_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write evaluation.csv into this folder."),
     sample: Optional[int] = typer.Option(None, help="Evaluate on this many users drawn with --seed."),
     model: Optional[Path] = typer.Option(None, help="Model package folder (default: models/all-MiniLM-L6-v2)."),
-    vectors: Optional[Path] = typer.Option(None, help="Precomputed item vectors (.npy, catalog order); skips the encoder."),
+    vectors: Optional[Path] = typer.Option(
+        None, help="Precomputed item vectors (.npy, catalog order); skips the encoder and the content-literal baseline."),
     seed: int = typer.Option(0, help="Random seed (sampling, bootstrap, clustering)."),
 ) -> None:
     """Compare tastemap with MostPop, ItemKNN, EASE and content baselines (full ranking, 95% CIs).
@@ -116,7 +117,7 @@ def evaluate_command(
                                                         seed=seed), split)
             typer.echo(f"{name}: blend weights chosen on validation: {weights.as_dict()}")
         results = compare_models(split, catalog=inputs.catalog, item_vectors=inputs.item_vectors,
-                                 weights=weights, seed=seed)
+                                 encoder=inputs.encoder, weights=weights, seed=seed)
         table = evaluation_table(results, reference=results[2].name, seed=seed)
         tables.append(table.assign(protocol=name))
         print_table(f"{name}: {int(table['users'].iloc[0]):,} users, mean [95% CI]",

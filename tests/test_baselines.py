@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from tastemap.errors import InputError
-from tastemap.runtime.baselines import EASE, ContentSingleVector, ItemKNN, MostPop
+from tastemap.runtime.baselines import EASE, ContentLiteral, ContentSingleVector, ItemKNN, MostPop
+from tastemap.runtime.evaluate import rank_top_items
 from tastemap.runtime.interactions import Interactions
 
 # users x items: u0 {0,1}, u1 {0,1,2}, u2 {2,3}, item 4 has no events
@@ -66,6 +67,62 @@ def test_content_single_vector_is_mean_of_history(data):
     model = ContentSingleVector(item_vectors=vectors).fit(data)
     scores = model.score(np.array([1]))
     np.testing.assert_allclose(scores, [[1 / np.sqrt(3)] * 3 + [0, 0]], atol=1e-6)
+
+
+CATALOG = pd.DataFrame({
+    "item_id": ITEMS,
+    "title": ["Airplane", "Big", "Carrie", "Dracula", "Eraserhead"],
+    "categories": [[("Comedy",)], [("Comedy",)], [("Horror",)], [("Horror",)], [("Horror",), ("Drama",)]],
+})
+KEYWORDS = ("Comedy", "Horror", "Drama")
+
+
+class KeywordEncoder:
+    """Counts of KEYWORDS in a text, unit length; records every call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def encode(self, texts):
+        self.calls.append(list(texts))
+        counts = np.array([[text.count(word) for word in KEYWORDS] for text in texts], dtype=np.float32)
+        return counts / np.maximum(np.linalg.norm(counts, axis=1, keepdims=True), 1e-12)
+
+
+def test_content_literal_renders_recent_history_and_ranks_the_matching_item_first(data):
+    encoder = KeywordEncoder()
+    item_vectors = encoder.encode([f"{t} {c}" for t, c in zip(CATALOG.title, ["Comedy", "Comedy", "Horror",
+                                                                               "Horror", "Horror Drama"])])
+    model = ContentLiteral(catalog=CATALOG, item_vectors=item_vectors, encoder=encoder, n_recent=2).fit(data)
+    assert model.texts_ == [
+        "Liked: Big (Comedy); Airplane (Comedy)",
+        "Liked: Carrie (Horror); Big (Comedy)",  # most recent first, cut at n_recent=2
+        "Liked: Dracula (Horror); Carrie (Horror)",
+    ]
+    assert encoder.calls[-1] == model.texts_  # one call, every user's text
+    top = rank_top_items(model, np.array([0, 2]), data.matrix(), 3)
+    assert top[1, 0] == 4  # Eraserhead (Horror) for the horror-only user
+    assert not set(top[1]) & {2, 3}  # seen items are filtered out
+    assert set(top[0, :1]) == {2} and not set(top[0]) & {0, 1}
+    np.testing.assert_allclose(model.score(np.array([2]))[0], [0, 0, 1, 1, 1 / np.sqrt(2)], atol=1e-6)
+
+
+def test_content_literal_scores_users_without_events_zero(data):
+    train = data.subset(data.users != 2)
+    encoder = KeywordEncoder()
+    model = ContentLiteral(catalog=CATALOG, item_vectors=np.eye(5, 3, dtype=np.float32), encoder=encoder).fit(train)
+    assert model.texts_[2] == "" and len(encoder.calls[0]) == 2
+    assert model.score(np.array([2])).tolist() == [[0.0] * 5]
+
+
+def test_content_literal_errors(data):
+    vectors = np.eye(5, 3, dtype=np.float32)
+    with pytest.raises(InputError, match="n_recent=0 should be an integer >= 1"):
+        ContentLiteral(catalog=CATALOG, item_vectors=vectors, encoder=KeywordEncoder(), n_recent=0).fit(data)
+    with pytest.raises(InputError, match="catalog has 4 rows; expected 5"):
+        ContentLiteral(catalog=CATALOG.iloc[:4], item_vectors=vectors, encoder=KeywordEncoder()).fit(data)
+    with pytest.raises(InputError, match=r"encoder returned shape \(3, 3\) for 3 history texts; expected \(3, 4\)"):
+        ContentLiteral(catalog=CATALOG, item_vectors=np.eye(5, 4), encoder=KeywordEncoder()).fit(data)
 
 
 def test_errors_name_values(data):

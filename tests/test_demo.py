@@ -35,7 +35,7 @@ def test_demo_writes_every_output(demo_dir):
     assert recs["explanation"].str.startswith("because you like: ").all()
     evaluation = pd.read_csv(demo_dir / "evaluation.csv")
     assert evaluation["model"].tolist() == ["MostPop", "ItemKNN", "EASE (l2=500)", "Content single-vector",
-                                            "Content multi-interest", "tastemap"]
+                                            "Content multi-interest", "Content literal (history text)", "tastemap"]
     assert evaluation["users"].eq(25).all()
     assert {"HR@10_low", "HR@10_high", "NDCG@20", "Recall@50", "ILD@10", "Coverage@10"} <= set(evaluation.columns)
 
