@@ -83,20 +83,19 @@ def available_providers() -> list[str]:
 
 def parse_device(device: str | Device) -> Device:
     """``device`` as a :class:`Device`, or an :class:`InputError` listing the allowed values."""
-    try:
-        return Device(device)
-    except ValueError:
-        allowed = [item.value for item in Device]
-        raise InputError(f"device={device!r} is not one of {allowed}") from None
+    return _parse(Device, "device", device)
 
 
 def parse_variant(variant: str | Variant) -> Variant:
     """``variant`` as a :class:`Variant`, or an :class:`InputError` listing the allowed values."""
+    return _parse(Variant, "variant", variant)
+
+
+def _parse(kind, name: str, value):
     try:
-        return Variant(variant)
+        return kind(value)
     except ValueError:
-        allowed = [item.value for item in Variant]
-        raise InputError(f"variant={variant!r} is not one of {allowed}") from None
+        raise InputError(f"{name}={value!r} is not one of {[item.value for item in kind]}") from None
 
 
 def plan_execution(
