@@ -192,10 +192,11 @@ def _quantize_int8_gated(fp32_path, path, staging, source, texts, reference, gat
 
 
 def _measure(path, staging, source, texts, reference, providers=None) -> ParityFigures:
+    """Parity of the variant at ``path``, run at the optimization level the runtime will use."""
     log.info("validating %s", path.name)
-    level = ORT_OPTIMIZATION[next(name for name, file in VARIANT_FILES.items() if file == path.name)]
+    variant = next(name for name, file in VARIANT_FILES.items() if file == path.name)
     vectors = parity.onnx_embeddings(path, staging / "tokenizer.json", texts, source.max_seq_len,
-                                     providers=providers, graph_optimization=level)
+                                     providers=providers, graph_optimization=ORT_OPTIMIZATION[variant])
     return parity.compare(reference, vectors)
 
 
