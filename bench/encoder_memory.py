@@ -2,11 +2,13 @@
 
 Encodes ``--texts`` random texts (1 to ``--max-words`` words drawn from MovieLens titles, so
 every batch has another shape) in calls of ``--chunk`` texts and samples the process's resident
-memory after each call. Prints the RSS after the first call, the highest RSS seen, and the growth
-between the middle and the end of the run, which stays near zero when memory is bounded.
+memory after each call. Each chunk is generated just before it is encoded, so a million texts
+never sit in memory at once. Prints the RSS after the first call, the highest RSS seen, and the
+growth between the middle and the end of the run, which stays near zero when memory is bounded.
 
     python bench/encoder_memory.py --texts 20000 --variant int8 --arena on
     python bench/encoder_memory.py --texts 20000 --variant int8 --arena off
+    python bench/encoder_memory.py --texts 1000000 --chunk 10000 --max-words 12
 """
 
 from __future__ import annotations
@@ -23,16 +25,20 @@ def rss_mib() -> float:
         return int(handle.read().split()[1]) * 4096 / 2**20
 
 
-def make_texts(n: int, max_words: int, seed: int = 0) -> list[str]:
-    """``n`` distinct texts of 1 to ``max_words`` words from the MovieLens title vocabulary."""
+def title_words() -> np.ndarray:
+    """The distinct words of the MovieLens titles, sorted."""
     import pandas as pd
 
     from tastemap.runtime.data import MOVIELENS_DIR
 
     titles = pd.read_csv(Path(MOVIELENS_DIR) / "movies.csv.gz")["title"]
-    words = np.array(sorted({word for title in titles for word in title.split()}))
-    rng = np.random.default_rng(seed)
-    return [f"{i} " + " ".join(rng.choice(words, size=rng.integers(1, max_words + 1))) for i in range(n)]
+    return np.array(sorted({word for title in titles for word in title.split()}))
+
+
+def make_texts(words: np.ndarray, start: int, n: int, max_words: int) -> list[str]:
+    """Texts ``start .. start + n - 1``: distinct (numbered), 1 to ``max_words`` words each."""
+    rng = np.random.default_rng(start)
+    return [f"{i} " + " ".join(rng.choice(words, size=rng.integers(1, max_words + 1))) for i in range(start, start + n)]
 
 
 def main() -> None:
@@ -50,17 +56,17 @@ def main() -> None:
 
     encoder = Encoder(args.model or DEFAULT_MODEL_DIR, variant=args.variant, device="cpu", cpu_arena=args.arena == "on")
     encoder.load()
-    texts = make_texts(args.texts, args.max_words)
+    words = title_words()
     samples = []
     start = time.perf_counter()
-    for offset in range(0, len(texts), args.chunk):
-        encoder.encode(texts[offset : offset + args.chunk])
+    for offset in range(0, args.texts, args.chunk):
+        encoder.encode(make_texts(words, offset, min(args.chunk, args.texts - offset), args.max_words))
         samples.append(rss_mib())
     seconds = time.perf_counter() - start
     middle = samples[len(samples) // 2]
     print(
-        f"arena={args.arena} variant={encoder.variant} texts={len(texts)} batches={encoder.stats.batches} "
-        f"texts/s={len(texts) / seconds:.1f}\n"
+        f"arena={args.arena} variant={encoder.variant} texts={args.texts} batches={encoder.stats.batches} "
+        f"texts/s={args.texts / seconds:.1f}\n"
         f"  RSS MiB after first call {samples[0]:.0f}, peak {max(samples):.0f}, middle {middle:.0f}, "
         f"end {samples[-1]:.0f} (growth middle->end {samples[-1] - middle:+.0f})\n"
         f"  every call: {' '.join(f'{value:.0f}' for value in samples)}"

@@ -28,6 +28,12 @@ Large embedding tables (``Gather`` on a constant ``[V, D]`` table of at least
 :data:`MIN_TABLE_ELEMENTS` values) are stored as int8 with one scale per table row, so the file
 is about 4x smaller than fp32.
 
+Measured on all-MiniLM-L6-v2 with ONNX Runtime 1.32's CPU provider and not used: its fused
+``com.microsoft`` kernels for the bias epilogues (``BiasGelu``, ``SkipLayerNormalization``) and
+``MultiHeadAttention`` ran slower than the standard operators they replace; ``MatMulNBits``
+(8 bits, int8 compute) ran at half the speed of ``MatMulIntegerToFloat``; and fixed calibrated
+per-tensor activation scales were 13% faster but less accurate (mean cosine 0.993 against 0.997).
+
 Because no statistic is shared between rows, a text's embedding does not depend on the other
 texts of its batch or on their padding. Per-tensor dynamic quantization (``DynamicQuantizeLinear``)
 shares one activation scale across the whole batch and loses that property.
