@@ -9,7 +9,7 @@ process CPU time is recorded as well: wall time on a shared machine also measure
 CPU time measures the work a backend needs, so the gated speed ratios are CPU-time ratios
 (``cpu_speedup/...``) and the wall-clock ratios (``speedup/...``) are shown beside them. Latency is
 measured per request size (texts per call; each library batches a call its own way) on the
-``items`` workload, on consecutive slices of it, interleaved the same way.
+``items`` workload, on consecutive slices of it, each backend's calls back to back.
 
 Figures (names ``encoder/<model>/...``): texts/s, tokens/s and peak memory per workload and
 backend; p50/p95/p99 latency per request size; mean and min cosine and Spearman of the
@@ -270,24 +270,31 @@ def _with_memory(functions: dict, peaks: dict, cpu: dict | None = None, size: in
 
 
 def _latency(prefix: str, functions: dict, texts: list[str], config: EncoderSuiteConfig) -> dict:
-    """p50/p95/p99 per backend and request size; calls cycle through consecutive slices of ``texts``."""
+    """p50/p95/p99 per backend and request size; calls cycle through consecutive slices of ``texts``.
+
+    Each backend's calls run back to back after one untimed call. Interleaving single calls would
+    time each one right after another runtime's call, while that runtime's threads still spin
+    (ONNX Runtime's pool and PyTorch's OpenMP threads busy-wait a while after their work) and its
+    weights fill the caches: measured here, that made a 2.5 ms tastemap call 3.9 ms and a 12 ms
+    PyTorch call 23 ms.
+    """
     figures = {}
     for batch_size in config.batch_sizes:
         if batch_size > config.latency_texts:
             continue
         calls = min(20, max(2, math.ceil(config.latency_texts / batch_size)))
-        durations: dict[str, list[float]] = {key: [] for key in functions}
-        for function in functions.values():  # warm-up at this size
-            function(texts[:batch_size])
-        for call in range(calls):
-            start_row = (call * batch_size) % max(1, len(texts) - batch_size + 1)
-            batch = texts[start_row : start_row + batch_size]
-            for key, function in functions.items():
+        batches = [
+            texts[start : start + batch_size]
+            for start in ((call * batch_size) % max(1, len(texts) - batch_size + 1) for call in range(calls))
+        ]
+        for key, function in functions.items():
+            function(batches[-1])  # untimed: lets the previous backend's threads go idle
+            durations = []
+            for batch in batches:
                 start = time.perf_counter()
                 function(batch)
-                durations[key].append(time.perf_counter() - start)
-        for key, values in durations.items():
-            for label, value in latency_summary(values).items():
+                durations.append(time.perf_counter() - start)
+            for label, value in latency_summary(durations).items():
                 figures[f"{prefix}/{key}/bs{batch_size}/{label}"] = figure(value, "ms", better="lower")
     return figures
 
