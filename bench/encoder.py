@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tastemap.bench.measure import PeakMemory, latency_summary, quality_figures
+from tastemap.bench.measure import PeakMemory, latency_summary, quality_figures, time_calls
 from tastemap.bench.roofline import ModelShape, text_flops
 from tastemap.bench.schema import figure
 from tastemap.bench.workloads import make_workloads
@@ -288,13 +288,8 @@ def _latency(prefix: str, functions: dict, texts: list[str], config: EncoderSuit
             for start in ((call * batch_size) % max(1, len(texts) - batch_size + 1) for call in range(calls))
         ]
         for key, function in functions.items():
-            function(batches[-1])  # untimed: lets the previous backend's threads go idle
-            durations = []
-            for batch in batches:
-                start = time.perf_counter()
-                function(batch)
-                durations.append(time.perf_counter() - start)
-            for label, value in latency_summary(durations).items():
+            # The untimed call lets the previous backend's threads go idle.
+            for label, value in latency_summary(time_calls(function, batches, warmup=1)).items():
                 figures[f"{prefix}/{key}/bs{batch_size}/{label}"] = figure(value, "ms", better="lower")
     return figures
 

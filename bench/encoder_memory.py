@@ -20,11 +20,6 @@ from pathlib import Path
 import numpy as np
 
 
-def rss_mib() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * 4096 / 2**20
-
-
 def title_words() -> np.ndarray:
     """The distinct words of the MovieLens titles, sorted."""
     import pandas as pd
@@ -51,6 +46,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="model package (default: models/all-MiniLM-L6-v2)")
     args = parser.parse_args()
 
+    from tastemap.bench.measure import rss_mib
     from tastemap.export import DEFAULT_MODEL_DIR
     from tastemap.runtime import Encoder
 

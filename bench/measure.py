@@ -29,14 +29,15 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
     return {f"p{q}": float(np.percentile(values, q)) * 1e3 for q in PERCENTILES}
 
 
-def time_calls(call: Callable[[], object], repeats: int, *, warmup: int = 1) -> list[float]:
-    """Wall seconds of ``repeats`` calls of ``call`` after ``warmup`` untimed ones."""
+def time_calls(function: Callable[[object], object], inputs: Sequence, *, warmup: int = 1) -> list[float]:
+    """Wall seconds of ``function(x)`` for each ``x`` of ``inputs``, back to back, after ``warmup``
+    untimed calls on ``inputs[-1]``."""
     for _ in range(warmup):
-        call()
+        function(inputs[-1])
     durations = []
-    for _ in range(repeats):
+    for value in inputs:
         start = time.perf_counter()
-        call()
+        function(value)
         durations.append(time.perf_counter() - start)
     return durations
 

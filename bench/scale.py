@@ -22,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 
+from tastemap.bench.measure import rss_mib
+
 
 class StageMeter:
     """Wall time and peak resident memory (MiB) per named stage, sampled by a background thread."""
@@ -39,12 +41,12 @@ class StageMeter:
 
         class _Stage:
             def __enter__(self):
-                meter._peak = _rss_mib()
+                meter._peak = rss_mib()
                 self.start = time.perf_counter()
 
             def __exit__(self, *exc):
                 meter.results[name] = {"seconds": round(time.perf_counter() - self.start, 2),
-                                       "peak_rss_mib": round(max(meter._peak, _rss_mib()), 1)}
+                                       "peak_rss_mib": round(max(meter._peak, rss_mib()), 1)}
 
         return _Stage()
 
@@ -54,7 +56,7 @@ class StageMeter:
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
-            self._peak = max(self._peak, _rss_mib())
+            self._peak = max(self._peak, rss_mib())
 
 
 def run_size(n_users: int, n_items: int, events_per_user: int, dim: int, seed: int) -> dict:
@@ -121,12 +123,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps({"growth": growth}))
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as handle:
-        pages = int(handle.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -243,20 +243,6 @@ def evaluation_table(
                 )
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def evaluate_models(
-    factories: Mapping[str, Callable[[], Recommender]],
-    split: Split,
-    *,
-    item_features: sparse.spmatrix | None = None,
-) -> list[Evaluation]:
-    """Build, fit and evaluate each model in ``factories`` (name to zero-argument constructor)."""
-    results = []
-    for name, factory in factories.items():
-        logger.info("evaluating %s on %s", name, split.protocol.value)
-        results.append(evaluate_model(factory(), split, name=name, item_features=item_features))
-    return results
 
 
 DEFAULT_GRID = {
