@@ -63,6 +63,8 @@ def comparability_warnings(base: dict, new: dict) -> list[str]:
         ("threads", base["config"]["threads"], new["config"]["threads"]),
         ("quick mode", base["config"]["quick"], new["config"]["quick"]),
         ("CPU", base["machine"]["cpu_model"], new["machine"]["cpu_model"]),
+        # Zen 3 and Zen 5 are both "AMD EPYC"; their int8 kernels (and int8/fp32 ratios) differ.
+        ("int8 ISA", base["machine"].get("cpu_isa", "unknown"), new["machine"].get("cpu_isa", "unknown")),
         ("GPU", base["machine"]["gpu"], new["machine"]["gpu"]),
     )
     for what, left, right in checks:

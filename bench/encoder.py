@@ -110,7 +110,7 @@ def measure_quantization(package_dir: Path, *, threads: int, rounds: int, seed: 
                          n_movies: int = 200, batch_size: int = 32) -> tuple[dict, dict]:
     """The int8 schemes of :mod:`tastemap.bench.quantization` on the package's fp32 model.
 
-    Quality (mean and min cosine to fp32), texts per wall second and per process CPU second
+    Quality (mean and min cosine to fp32, pairwise-similarity Spearman), texts per wall second and per process CPU second
     (interleaved rounds, batches of ``batch_size``, ONNX Runtime's basic graph optimizations) of
     tastemap's per-token int8 schemes and ONNX Runtime's per-channel and per-tensor dynamic
     quantization; returns ``(figures, context)``.
@@ -133,13 +133,16 @@ def measure_quantization(package_dir: Path, *, threads: int, rounds: int, seed: 
         prefix = f"encoder/{package.name}/quantization"
         for key, path in variants.items():
             label = key.replace(" ", "-")
-            cosine = (encoders[key, "basic"].encode(texts, batch_size) * reference).sum(axis=1)
+            vectors = encoders[key, "basic"].encode(texts, batch_size)
+            cosine = (vectors * reference).sum(axis=1)
             wall, cpu = speed[key, "basic"]
             figures[f"{prefix}/{label}/texts_per_s"] = figure(wall, "texts/s")
             figures[f"{prefix}/{label}/texts_per_cpu_s"] = figure(cpu, "texts/CPU-s")
             figures[f"{prefix}/{label}/size_mib"] = figure(path.stat().st_size / 2**20, "MiB", better="lower")
             figures[f"{prefix}/{label}/mean_cosine"] = figure(float(cosine.mean()), "cosine")
             figures[f"{prefix}/{label}/min_cosine"] = figure(float(cosine.min()), "cosine")
+            figures[f"{prefix}/{label}/pair_spearman"] = figure(
+                quantization.pair_spearman(reference, vectors), "spearman")
     context = {"model": package.name, "n_texts": len(texts), "batch_size": batch_size,
                "schemes": [key.replace(" ", "-") for key in variants],
                "texts": "export validation texts plus MovieLens titles with genres"}

@@ -7,22 +7,22 @@ import platform
 import shutil
 import subprocess
 
+from tastemap.cpu import cpu_info
 from tastemap.runtime.providers import usable_cores
 from tastemap.versions import installed_versions
 
-# The flags that decide which kernels ONNX Runtime, PyTorch and faiss can use.
-SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-              "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm")
 PACKAGES = ("tastemap", "numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "tokenizers", "torch", "transformers",
             "optimum", "optimum-onnx", "sentence-transformers", "scikit-learn", "faiss-cpu", "faiss-gpu", "cuml-cu12")
 
 
 def machine_info(threads: int) -> dict:
-    """CPU model, SIMD flags, usable cores, the thread count used, GPU, memory and package versions."""
-    model, flags = cpu_model_and_flags()
+    """CPU model, SIMD flags and int8 ISA class, usable cores, the thread count used, GPU, memory
+    and package versions."""
+    cpu = cpu_info()
     return {
-        "cpu_model": model,
-        "cpu_flags": [flag for flag in SIMD_FLAGS if flag in flags],
+        "cpu_model": cpu.model,
+        "cpu_flags": list(cpu.flags),
+        "cpu_isa": cpu.isa,
         "cores_usable": usable_cores(),
         "threads": threads,
         "gpu": gpu_name(),
@@ -40,24 +40,6 @@ def load_average() -> float:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return 0.0
-
-
-def cpu_model_and_flags() -> tuple[str, set[str]]:
-    """``(model name, flags)`` from ``/proc/cpuinfo``; the platform's processor string elsewhere."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            text = handle.read()
-    except OSError:
-        return platform.processor() or "unknown", set()
-    model, flags = "unknown", set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key in ("model name", "Model", "cpu model") and model == "unknown":
-            model = value.strip()
-        elif key in ("flags", "Features") and not flags:
-            flags = set(value.split())
-    return model, flags
 
 
 def gpu_name() -> str:

@@ -5,14 +5,16 @@ beside it):
 
 - ``fp32``: the model itself;
 - ``int8 per-token``: :func:`tastemap.export.quantize.quantize_int8` (per-token activations,
-  per-channel weights, batch-invariant), with its ``symmetric`` (default) and ``asymmetric``
-  activation schemes;
+  per-channel weights within ±64, batch-invariant), with its ``asymmetric`` (default) and
+  ``symmetric`` activation schemes, and the asymmetric one with weights at ±127 (``w127``: more
+  accurate, but its products saturate on CPUs without VNNI);
 - ``ort per-channel``: ``quantize_dynamic(per_channel=True, op_types_to_quantize=["MatMul"],
   weight_type=QInt8)``;
 - ``ort per-tensor``: ``quantize_dynamic`` with its defaults.
 
 Figures: mean and min cosine to fp32 on real texts (the export's validation texts plus MovieLens
-titles with genres), top-10 nearest-neighbour overlap with fp32 within that set, min cosine
+titles with genres), top-10 nearest-neighbour overlap with fp32 within that set, the Spearman
+correlation of all pairwise similarities with fp32's (an STS-like figure), min cosine
 between a text encoded alone and inside one padded batch of 64, and throughput at ``--threads``
 intra-op threads on batches of ``--batch-size`` texts padded to their own longest, for each ONNX
 Runtime graph optimization level. Throughput is given per wall second and per CPU second of the
@@ -40,6 +42,7 @@ import pandas as pd
 from tokenizers import Tokenizer
 
 from tastemap.console import print_table
+from tastemap.cpu import cpu_info
 from tastemap.export.quantize import SCHEMES, quantize_int8
 
 K = TypeVar("K", bound=Hashable)
@@ -106,6 +109,14 @@ def top10_overlap(reference: np.ndarray, vectors: np.ndarray) -> float:
     return float(np.mean(kept))
 
 
+def pair_spearman(reference: np.ndarray, vectors: np.ndarray) -> float:
+    """Spearman correlation of all pairwise cosine similarities with the reference's."""
+    from scipy.stats import spearmanr
+
+    upper = np.triu_indices(len(reference), 1)
+    return float(spearmanr((reference @ reference.T)[upper], (vectors @ vectors.T)[upper]).statistic)
+
+
 def make_encoder(path: Path, tokenizer: Tokenizer, level: str, threads: int) -> Encoder:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -124,6 +135,9 @@ def make_variants(fp32_path: Path, folder: Path) -> dict[str, Path]:
     for scheme in SCHEMES:
         variants[f"int8 per-token {scheme}"] = folder / f"per_token_{scheme}.onnx"
         quantize_int8(fp32_path, variants[f"int8 per-token {scheme}"], scheme=scheme)
+    # The same with weights at ±127: what the ±64 limit costs (its products saturate without VNNI).
+    variants["int8 per-token asymmetric w127"] = folder / "per_token_w127.onnx"
+    quantize_int8(fp32_path, variants["int8 per-token asymmetric w127"], weight_limit=127)
     variants["ort per-channel"] = folder / "ort_per_channel.onnx"
     quantize_dynamic(
         fp32_path,
@@ -201,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"{cosine.mean():.5f}",
                     f"{cosine.min():.5f}",
                     f"{top10_overlap(reference, vectors):.3f}",
+                    f"{pair_spearman(reference, vectors):.5f}",
                     f"{invariance:.6f}",
                 ]
             )
@@ -211,10 +226,11 @@ def main(argv: list[str] | None = None) -> None:
         }
         speed = time_encoders(encoders, texts, args.batch_size, args.rounds)
 
+    cpu = cpu_info()
     print_table(
         f"int8 quality vs fp32 ({len(texts)} texts, batches of {args.batch_size}, "
-        f"graph optimization {args.quality_level})",
-        ["variant", "size MB", "mean cos", "min cos", "top-10 overlap", "alone vs batch-64 min cos"],
+        f"graph optimization {args.quality_level}; {cpu.model}, int8 ISA class {cpu.isa})",
+        ["variant", "size MB", "mean cos", "min cos", "top-10 overlap", "pair Spearman", "alone vs batch-64 min cos"],
         quality_rows,
     )
     for index, unit in enumerate(("wall second", "CPU second")):

@@ -125,6 +125,7 @@ def render_markdown(doc: dict, source: str = "RESULT.json") -> str:
     machine, config = doc["machine"], doc["config"]
     threads = config["threads"]
     flags = ", ".join(flag for flag in machine["cpu_flags"] if flag.startswith(("avx512_vnni", "avx2", "amx", "avx_vnni")))
+    flags += f"; int8 ISA class {machine.get('cpu_isa', 'unknown')}"
     lines = [
         "## Performance",
         "",

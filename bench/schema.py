@@ -7,7 +7,7 @@ A result file is one JSON object::
       "created": "2026-01-01T12:00:00+00:00",
       "command": "tastemap bench --quick",
       "config": {"quick": true, "threads": 2, "suites": ["encoder", ...], "models": [...], "seed": 0},
-      "machine": {"cpu_model": ..., "cpu_flags": [...], "cores_usable": 2, "threads": 2,
+      "machine": {"cpu_model": ..., "cpu_flags": [...], "cpu_isa": "avx512_vnni", "cores_usable": 2, "threads": 2,
                   "gpu": ..., "memory_gib": ..., "python": ..., "packages": {...}},
       "seconds": 41.2,
       "suites": {"encoder": {"seconds": 20.1, "context": {...}}, ...},

@@ -57,6 +57,7 @@ def export_command(
         ["variant", "size MB", "mean cos", "min cos", "top-10 overlap", "gate"],
         [_row(variant) for variant in result.variants],
     )
+    stdout.print(f"parity gates ran on {result.cpu.model} (int8 ISA class: {result.cpu.isa})")
     if not all(variant.passed for variant in result.variants):
         stdout.print("some variants failed their gate and were kept because of --force")
         raise typer.Exit(code=1)

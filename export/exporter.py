@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from tastemap.cpu import CpuInfo, cpu_info
 from tastemap.errors import InputError, ParityError
 from tastemap.versions import installed_versions
 from tastemap.export import parity
@@ -94,8 +95,11 @@ class VariantResult:
 
 @dataclass(frozen=True)
 class ExportResult:
+    """The written package, each variant's outcome, and the CPU the parity gates ran on."""
+
     package: ModelPackage | None
     variants: tuple[VariantResult, ...]
+    cpu: CpuInfo
 
 
 def export_model(config: ExportConfig) -> ExportResult:
@@ -106,6 +110,7 @@ def export_model(config: ExportConfig) -> ExportResult:
     """
     source = SourceModel.resolve(config.source, config.max_seq_len)
     texts = parity.validation_texts(config.validation)
+    log.info("parity gates run on %s (int8 ISA class %s)", cpu_info().model, cpu_info().isa)
     calibration = parity.read_text_lines(Path(config.calibration)) if config.calibration else None
     out = Path(config.out)
     with atomic_directory(out) as staging:
@@ -128,7 +133,7 @@ def export_model(config: ExportConfig) -> ExportResult:
             )
         manifest = _manifest(source, config, model, staging, results)
         (staging / MANIFEST).write_text(_dumps(manifest), encoding="utf-8")
-    return ExportResult(package=ModelPackage.load(out), variants=tuple(results))
+    return ExportResult(package=ModelPackage.load(out), variants=tuple(results), cpu=cpu_info())
 
 
 def _build_variant(name, staging, source, texts, reference, config, calibration) -> VariantResult:
@@ -149,7 +154,7 @@ def _build_variant(name, staging, source, texts, reference, config, calibration)
 
         log.info("quantizing int8 (static QDQ, calibrated on %d texts)", len(calibration))
         quantize_static_int8(fp32_path, path, _feeds(staging, source, calibration))
-        details["mode"] = "static-qdq"
+        details.update(mode="static-qdq", weight_limit=64)
         figures = _measure(path, staging, source, texts, reference)
     else:
         figures = _quantize_int8_gated(fp32_path, path, staging, source, texts, reference, gate, config, details)
@@ -159,35 +164,30 @@ def _build_variant(name, staging, source, texts, reference, config, calibration)
 
 
 def _quantize_int8_gated(fp32_path, path, staging, source, texts, reference, gate, config, details):
-    """Per-token dynamic int8, retried until the gate passes or the fallbacks run out.
+    """Per-token dynamic int8, retried with the most sensitive nodes kept in float (1, 2, 4, ...)
+    until the gate passes or ``config.max_excluded_nodes`` is reached."""
+    from tastemap.export.quantize import DEFAULT_SCHEME, WEIGHT_LIMIT, quantize_int8
+    from tastemap.export.sensitivity import rank_sensitive_nodes
 
-    First the symmetric scheme (fastest); then the asymmetric one (more accurate, ~5% slower);
-    then, with the better of the two, the most sensitive nodes kept in float (1, 2, 4, ...).
-    """
-    from tastemap.export.quantize import quantize_int8, rank_sensitive_nodes
-
-    def attempt(scheme: str, excluded: list[str]):
-        log.info("quantizing int8 (%s per-token activations, per-channel weights, %d nodes in float)", scheme, len(excluded))
-        report = quantize_int8(fp32_path, path, exclude_nodes=excluded, scheme=scheme)
+    def attempt(excluded: list[str]):
+        log.info("quantizing int8 (%s per-token activations, per-channel weights, %d nodes in float)", DEFAULT_SCHEME, len(excluded))
+        report = quantize_int8(fp32_path, path, exclude_nodes=excluded)
         return report, _measure(path, staging, source, texts, reference)
 
-    scheme, excluded = "symmetric", []
-    report, figures = attempt(scheme, excluded)
-    if gate.failures(figures):
-        log.warning("int8 gate failed with the symmetric scheme (%s); trying asymmetric", ", ".join(gate.failures(figures)))
-        scheme = "asymmetric"
-        report, figures = attempt(scheme, excluded)
+    excluded: list[str] = []
+    report, figures = attempt(excluded)
     ranked: list[str] | None = None
     while gate.failures(figures) and len(excluded) < config.max_excluded_nodes:
         if ranked is None:
-            ranked = rank_sensitive_nodes(fp32_path, _feeds(staging, source, texts[:64]), scheme=scheme)
+            ranked = rank_sensitive_nodes(fp32_path, _feeds(staging, source, texts[:64]))
         grown = min(max(1, 2 * len(excluded)), config.max_excluded_nodes, len(ranked))
         if grown <= len(excluded):
             break
         log.warning("int8 gate failed (%s); keeping the %d most sensitive nodes in float", ", ".join(gate.failures(figures)), grown)
         excluded = ranked[:grown]
-        report, figures = attempt(scheme, excluded)
-    details.update(mode="dynamic-per-token", scheme=scheme, quantized_nodes=len(report.quantized_nodes), float_nodes=excluded)
+        report, figures = attempt(excluded)
+    details.update(mode="dynamic-per-token", scheme=DEFAULT_SCHEME, weight_limit=WEIGHT_LIMIT,
+                   quantized_nodes=len(report.quantized_nodes), float_nodes=excluded)
     return figures
 
 
@@ -236,9 +236,17 @@ def _feeds(staging: Path, source: SourceModel, texts: list[str]) -> dict[str, np
 
 
 def _copy_tokenizer(source: SourceModel, staging: Path) -> None:
+    """Copy the tokenizer files; ``tokenizer.json`` gets the package's truncation and no padding, so
+    that a consumer using it as it is gets the ids the package was validated with."""
+    from tokenizers import Tokenizer
+
     for name in TOKENIZER_FILES:
         if (source.path / name).is_file():
             shutil.copy2(source.path / name, staging / name)
+    tokenizer = Tokenizer.from_file(str(staging / "tokenizer.json"))
+    tokenizer.enable_truncation(source.max_seq_len)
+    tokenizer.no_padding()
+    tokenizer.save(str(staging / "tokenizer.json"))
 
 
 def _manifest(source, config, model, staging, results) -> dict:
@@ -275,6 +283,7 @@ def _manifest(source, config, model, staging, results) -> dict:
         "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch_size", dim]}],
         "tokenizer": {"files": tokenizer_files, "pad_token_id": _pad_token_id(source), "truncation": source.max_seq_len},
         "variants": variants,
+        "parity_cpu": cpu_info().to_dict(),
         "versions": _versions(),
     }
 

@@ -73,6 +73,12 @@ class VariantInfo:
     def to_dict(self) -> dict:
         return {key: getattr(self, key) for key in _VARIANT_FIELDS}
 
+    @property
+    def exact_on_every_cpu(self) -> bool:
+        """False for an int8 file whose weights exceed ±64 (exported before ``weight_limit`` was
+        recorded): its products saturate on CPUs without VNNI (:data:`tastemap.cpu.SATURATING_INT8_CLASSES`)."""
+        return self.precision != "int8" or self.details.get("weight_limit", 127) <= 64
+
 
 _VARIANT_FIELDS = ("file", "size", "sha256", "precision", "target", "parity", "passed", "details", "ort_graph_optimization")
 

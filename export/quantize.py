@@ -1,47 +1,71 @@
-"""Batch-invariant int8 quantization of an fp32 ONNX encoder.
+"""Batch-invariant int8 quantization of an fp32 ONNX encoder that computes the same numbers on every CPU.
 
 Every ``MatMul`` (and ``Gemm``) whose weight input is a constant float matrix is rewritten as:
 
-- **weights**: int8, symmetric, one scale per output column (``W[:, n] ~ Wq[:, n] * s_col[n]``),
-  stored as int8 initializers;
+- **weights**: int8 in ``[-64, 64]`` (:data:`WEIGHT_LIMIT`), symmetric, one scale per output column
+  (``W[:, n] ~ Wq[:, n] * s_col[n]``), stored as int8 initializers;
 - **activations**: quantized at run time to uint8 with one scale (and zero point) *per row*, i.e.
   per token, computed from that row alone (``ReduceMax``/``ReduceMin`` over the last axis, then a
   per-axis ``QuantizeLinear`` over the flattened rows); rows that feed several MatMuls (query,
   key, value) are quantized once;
-- **product**: ``MatMulInteger`` (uint8 x int8, the fast path of ONNX Runtime's MLAS kernels on
-  AVX-512 VNNI), ``Cast`` to float and one ``Mul`` by the outer product ``s_row * s_col``, then
-  the bias (the MatMul's following bias ``Add`` is folded into the quantized node). ONNX Runtime
-  (``ORT_ENABLE_EXTENDED`` or higher) fuses ``MatMulInteger -> Cast -> Mul`` into one
-  ``MatMulIntegerToFloat`` kernel; the bias is added as ``Sub(product, -bias)`` so that it is not
-  fused into that kernel, which would scale it by the per-row scale too (onnxruntime 1.32).
+- **product**: ``MatMulInteger`` (uint8 x int8), ``Cast`` to float and one ``Mul`` by the outer
+  product ``s_row * s_col``, then the bias (the MatMul's following bias ``Add`` is folded into the
+  quantized node). ONNX Runtime (``ORT_ENABLE_EXTENDED`` or higher) fuses ``MatMulInteger -> Cast
+  -> Mul`` into one ``MatMulIntegerToFloat`` kernel.
+
+**Why the weights stop at ±64.** On x86 CPUs without VNNI (AVX2, and AVX-512 before Cascade Lake),
+ONNX Runtime's MLAS u8 x s8 kernels multiply with ``vpmaddubsw``, which adds each pair of adjacent
+u8·s8 products into a *saturating* int16. With weights at ±127 a pair reaches 2·255·127 = 64,770
+and is clipped to 32,767, so the same file gave other, wrong numbers there (up to 226 in absolute
+value on a test MatMul). With ``|Wq| <= 64`` a pair is at most 2·255·64 = 32,640, so no CPU can
+saturate: VNNI (``vpdpbusd``), AMX and ARM64 (``sdot``/``udot``, or widening multiplies)
+accumulate in int32 anyway. One file is therefore exact on every CPU and there is nothing to pick.
+
+Measured on all-MiniLM-L6-v2 against fp32, 1,000 texts (the export's validation set plus MovieLens
+titles), ONNX Runtime 1.32, 2 threads, AMD Zen 5 (AVX-512 VNNI), one run (``python -m
+tastemap.bench.quantization``); "pair Spearman" is the rank correlation of all pairwise similarities
+with fp32's, an STS-like figure:
+
+==========================================  =========  ========  ==============  ===============
+scheme (weights / activations)              mean cos   min cos   pair Spearman   texts/s vs fp32
+==========================================  =========  ========  ==============  ===============
+±64 / asymmetric u8 (**used**)              0.99801    0.99622   0.99727         2.02x
+±64 / symmetric u8                          0.99672    0.99425   0.99538         2.07x
+±127 / 7-bit asymmetric activations         0.99700    0.99427   0.99491         2.00x
+±127 / symmetric 7-bit activations          0.99469    0.99073   0.99045         2.12x
+u8 x u8 (weights + 128, zero point 128)     0.99897    0.99817   0.99834         1.25x
+±127 / asymmetric u8 (saturates on AVX2)    0.99897    0.99817   0.99834         1.93x
+==========================================  =========  ========  ==============  ===============
+
+u8 x u8 is exact too (MLAS widens it to int16 ``vpmaddwd``) but 35% slower; 7-bit activations lose
+more than 7-bit weights, because one activation scale covers a whole token row while weights have
+one scale per column. ``s8 x s8`` has no fast x86 kernel in MLAS outside AVX-VNNI-INT8.
 
 Two activation schemes, both batch-invariant:
 
-- ``"symmetric"`` (default): per-row scale over ``max |x|`` and the scalar zero point 128, which
-  ``MatMulInteger`` handles itself. Measured on all-MiniLM-L6-v2 (``bench/quantization.py``):
-  mean cosine 0.998 to fp32, faster than ONNX Runtime's per-channel dynamic quantization.
-- ``"asymmetric"``: per-row scale and zero point over ``[min, max]``; the zero-point term
+- ``"asymmetric"`` (default): per-row scale and zero point over ``[min, max]``; the zero-point term
   ``zp_row * colsum(Wq)`` is subtracted by a rank-2 float ``MatMul`` that also adds the bias.
-  More accurate (mean cosine 0.999), about 10% slower than the symmetric scheme.
+- ``"symmetric"``: per-row scale over ``max |x|`` and the scalar zero point 128, which
+  ``MatMulInteger`` handles itself; the bias is added as ``Sub(product, -bias)`` so that it is not
+  fused into ``MatMulIntegerToFloat``, which would scale it by the per-row scale too (1.32).
 
 Large embedding tables (``Gather`` on a constant ``[V, D]`` table of at least
-:data:`MIN_TABLE_ELEMENTS` values) are stored as int8 with one scale per table row, so the file
-is about 4x smaller than fp32.
+:data:`MIN_TABLE_ELEMENTS` values) are stored as int8 in ``[-127, 127]`` with one scale per table
+row (no integer product, so no pair limit), so the file is about 4x smaller than fp32.
 
-Measured on all-MiniLM-L6-v2 with ONNX Runtime 1.32's CPU provider and not used: its fused
-``com.microsoft`` kernels for the bias epilogues (``BiasGelu``, ``SkipLayerNormalization``) ran
-slower than the standard operators they replace, and ``MultiHeadAttention`` no faster;
-``MatMulNBits`` (8 bits, int8 compute) ran at 52-62% of the speed of ``MatMulIntegerToFloat``;
-fixed calibrated per-tensor activation scales were 13% faster but less accurate (mean cosine 0.993
-against 0.997) and clip inputs outside the calibrated range.
+Measured with ONNX Runtime 1.32's CPU provider and not used: its fused ``com.microsoft`` kernels
+for the bias epilogues (``BiasGelu``, ``SkipLayerNormalization``) ran slower than the standard
+operators they replace, and ``MultiHeadAttention`` no faster; ``MatMulNBits`` (8 bits, int8
+compute) ran at 52-62% of the speed of ``MatMulIntegerToFloat``; fixed calibrated per-tensor
+activation scales were 13% faster but less accurate (mean cosine 0.993) and clip inputs outside
+the calibrated range.
 
 Because no statistic is shared between rows, a text's embedding does not depend on the other
 texts of its batch or on their padding. Per-tensor dynamic quantization (``DynamicQuantizeLinear``)
 shares one activation scale across the whole batch and loses that property.
 
-:func:`rank_sensitive_nodes` orders the quantizable nodes by the relative error quantization
-introduces in each node's output, from one fp32 run that captures every node's input, so that a
-caller whose parity gate fails can keep the most sensitive nodes in float and try again.
+When a parity gate fails, :func:`tastemap.export.sensitivity.rank_sensitive_nodes` says which
+nodes to keep in float.
 """
 
 from __future__ import annotations
@@ -60,7 +84,13 @@ from tastemap.errors import InputError, ModelPackageError
 logger = logging.getLogger(__name__)
 
 MIN_OPSET = 13
-SCHEMES = ("symmetric", "asymmetric")
+SCHEMES = ("asymmetric", "symmetric")
+DEFAULT_SCHEME = "asymmetric"
+# |Wq| <= 64 keeps every pair of u8·s8 products within int16 (2 * 255 * 64 = 32,640 <= 32,767),
+# so CPUs whose kernel adds pairs with saturation (vpmaddubsw: AVX2, AVX-512 without VNNI) compute
+# the exact integer product too. Embedding tables feed no integer product and keep the full range.
+WEIGHT_LIMIT = 64
+TABLE_LIMIT = 127
 # Embedding tables smaller than this stay float: they weigh little (position and token-type
 # tables) and some carry outlier columns that per-row int8 would blur.
 MIN_TABLE_ELEMENTS = 1 << 20
@@ -125,21 +155,23 @@ def node_name(node: onnx.NodeProto, index: int) -> str:
     return node.name or f"{node.op_type}_{index}"
 
 
-def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def quantize_weight(weight: np.ndarray, limit: int = WEIGHT_LIMIT) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric per-column int8 quantization.
 
-    ``weight`` ``[K, N]`` float -> (``wq`` ``[K, N]`` int8 in ``[-127, 127]``, ``scale`` ``[N]``
+    ``weight`` ``[K, N]`` float -> (``wq`` ``[K, N]`` int8 in ``[-limit, limit]``, ``scale`` ``[N]``
     float32) with ``weight ~ wq * scale``. An all-zero column gets scale 1.
     """
+    if not 1 <= limit <= 127:
+        raise InputError(f"limit={limit} should be between 1 and 127")
     weight = np.asarray(weight, dtype=np.float32)
     amax = np.abs(weight).max(axis=0)
-    scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
-    wq = np.clip(np.rint(weight / scale), -127, 127).astype(np.int8)
+    scale = np.where(amax > 0, amax / np.float32(limit), np.float32(1.0)).astype(np.float32)
+    wq = np.clip(np.rint(weight / scale), -limit, limit).astype(np.int8)
     return wq, scale
 
 
 def quantize_rows(
-    x: np.ndarray, scheme: str = "symmetric"
+    x: np.ndarray, scheme: str = DEFAULT_SCHEME
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """uint8 quantization with one scale and zero point per row (last axis).
 
@@ -149,7 +181,7 @@ def quantize_rows(
     ``[0, 255]``; ``"symmetric"`` maps ``[-max|x|, max|x|]`` onto ``[1, 255]`` with zero point 128.
     This is the numpy twin of the graph the quantizer inserts.
     """
-    _check_scheme(scheme)
+    check_scheme(scheme)
     x = np.asarray(x, dtype=np.float32)
     high = np.maximum(x.max(axis=-1, keepdims=True), np.float32(0.0))
     low = np.minimum(x.min(axis=-1, keepdims=True), np.float32(0.0))
@@ -164,18 +196,18 @@ def quantize_rows(
 
 
 def fake_quantized_matmul(
-    x: np.ndarray, weight: np.ndarray, scheme: str = "symmetric"
+    x: np.ndarray, weight: np.ndarray, scheme: str = DEFAULT_SCHEME, weight_limit: int = WEIGHT_LIMIT
 ) -> np.ndarray:
     """``x @ weight`` as the quantized graph computes it: ``x`` ``[..., K]``, ``weight`` ``[K, N]``."""
     xq, scale, zero_point = quantize_rows(x, scheme)
-    wq, wscale = quantize_weight(weight)
+    wq, wscale = quantize_weight(weight, weight_limit)
     acc = (xq.astype(np.float64) - zero_point) @ wq.astype(np.float64)
     return (acc * wscale * scale).astype(np.float32)
 
 
 def find_quantizable_nodes(model: onnx.ModelProto) -> list[str]:
     """Names of the nodes :func:`quantize_int8` quantizes by default, in graph order."""
-    return [target.name for target in _find_targets(model.graph)[0]]
+    return [target.name for target in find_targets(model.graph)[0]]
 
 
 def quantize_int8(
@@ -183,23 +215,26 @@ def quantize_int8(
     out_path: str | Path,
     *,
     exclude_nodes: Sequence[str] = (),
-    scheme: str = "symmetric",
+    scheme: str = DEFAULT_SCHEME,
+    weight_limit: int = WEIGHT_LIMIT,
 ) -> QuantizeReport:
     """Write a batch-invariant int8 copy of the fp32 ONNX model at ``fp32_path`` to ``out_path``.
 
     Every MatMul/Gemm with a constant float weight and every large embedding table is quantized
     (see the module docstring), except the nodes named in ``exclude_nodes``, which stay in float.
-    ``scheme`` is ``"asymmetric"`` or ``"symmetric"`` (activations). Inputs, outputs and their
-    dynamic axes are unchanged. The output is checked with ``onnx.checker`` (full check) and
+    ``scheme`` is ``"asymmetric"`` (default) or ``"symmetric"`` (activations). ``weight_limit``
+    bounds the int8 weights; above the default 64 the result is no longer exact on CPUs without
+    VNNI (kept for measurements). Inputs, outputs and their dynamic axes are unchanged. The output is checked with ``onnx.checker`` (full check) and
     written to a temporary name first, then renamed.
 
     Raises ``InputError`` for an unknown name in ``exclude_nodes`` or an unknown scheme, and
     ``ModelPackageError`` for a file that is not a readable ONNX model or has an opset below 13.
     """
-    _check_scheme(scheme)
+    check_scheme(scheme)
+    quantize_weight(np.zeros((1, 1), np.float32), weight_limit)  # validates the limit
     fp32_path, out_path = Path(fp32_path), Path(out_path)
-    model = _load(fp32_path)
-    targets, skipped = _find_targets(model.graph)
+    model = load_onnx(fp32_path)
+    targets, skipped = find_targets(model.graph)
     unknown = sorted(set(exclude_nodes) - {t.name for t in targets} - set(skipped))
     if unknown:
         raise InputError(
@@ -211,7 +246,7 @@ def quantize_int8(
     chosen = [t for t in targets if t.name not in excluded]
 
     graph = model.graph
-    builder = _Builder(graph, _default_opset(model), scheme)
+    builder = _Builder(graph, _default_opset(model), scheme, weight_limit)
     replaced: dict[int, list[onnx.NodeProto]] = {}
     for target in chosen:
         replaced[id(target.node)] = builder.emit(target)
@@ -255,60 +290,12 @@ def quantize_int8(
     return report
 
 
-def rank_sensitive_nodes(
-    fp32_path: str | Path,
-    feeds: Mapping[str, np.ndarray],
-    *,
-    limit: int | None = None,
-    scheme: str = "symmetric",
-) -> list[str]:
-    """Quantizable node names, most sensitive to int8 quantization first.
-
-    One fp32 run of the model on ``feeds`` (``input name -> array``, e.g. ``input_ids`` and
-    ``attention_mask`` ``[batch, seq]``) captures the tensor entering every quantizable node.
-    A MatMul's sensitivity is ``||x @ W - q(x) @ q(W)|| / ||x @ W||`` computed in numpy with the
-    quantizer's own arithmetic (``scheme``); an embedding table's is the relative error of the
-    int8 rows looked up. Rows of padding tokens (``attention_mask == 0``) are left out when the
-    tensor's leading axes match the mask. Ties keep graph order; ``limit`` keeps the first
-    ``limit`` names.
-    """
-    _check_scheme(scheme)
-    if limit is not None and limit < 0:
-        raise InputError(f"limit={limit} should be >= 0 or None")
-    model = _load(Path(fp32_path))
-    targets, _ = _find_targets(model.graph)
-    if not targets:
-        return []
-    captured = _capture(model, [t.activation for t in targets], feeds)
-    mask = feeds.get("attention_mask")
-    keep = None if mask is None else np.asarray(mask) != 0
-    scores = []
-    for target in targets:
-        value = captured[target.activation]
-        if keep is not None and value.shape[: keep.ndim] == keep.shape:
-            value = value[keep]
-        if target.kind == "gather":
-            exact = target.weight[np.unique(value.astype(np.int64).reshape(-1))].astype(np.float64)
-            wq_t, scale = quantize_weight(exact.T)
-            approx = wq_t.T * scale[:, None].astype(np.float64)
-        else:
-            x = value.reshape(-1, value.shape[-1])
-            exact = x.astype(np.float64) @ target.weight.astype(np.float64)
-            approx = fake_quantized_matmul(x, target.weight, scheme)
-        norm = np.linalg.norm(exact)
-        scores.append(float(np.linalg.norm(approx - exact) / norm) if norm > 0 else 0.0)
-    order = sorted(range(len(targets)), key=lambda i: -scores[i])
-    logger.debug("int8 sensitivity: %s", [(targets[i].name, round(scores[i], 5)) for i in order])
-    ranked = [targets[i].name for i in order]
-    return ranked if limit is None else ranked[:limit]
-
-
-def _check_scheme(scheme: str) -> None:
+def check_scheme(scheme: str) -> None:
     if scheme not in SCHEMES:
         raise InputError(f"scheme={scheme!r} is not one of {SCHEMES}")
 
 
-def _load(path: Path) -> onnx.ModelProto:
+def load_onnx(path: Path) -> onnx.ModelProto:
     if not path.is_file():
         raise ModelPackageError(f"ONNX model {path} does not exist; export the fp32 model first")
     try:
@@ -331,7 +318,7 @@ def _default_opset(model: onnx.ModelProto) -> int:
     return 0
 
 
-def _constant_tensors(graph: onnx.GraphProto) -> dict[str, TensorProto]:
+def constant_tensors(graph: onnx.GraphProto) -> dict[str, TensorProto]:
     """Initializers and ``Constant`` node outputs (``value`` attribute), by tensor name."""
     found = {init.name: init for init in graph.initializer}
     for node in graph.node:
@@ -340,11 +327,11 @@ def _constant_tensors(graph: onnx.GraphProto) -> dict[str, TensorProto]:
     return found
 
 
-def _find_targets(graph: onnx.GraphProto) -> tuple[list[_Target], list[str]]:
+def find_targets(graph: onnx.GraphProto) -> tuple[list[_Target], list[str]]:
     """(quantizable nodes, weight MatMul/Gemm nodes that cannot be quantized), in graph order."""
     constants = {
         name: numpy_helper.to_array(tensor)
-        for name, tensor in _constant_tensors(graph).items()
+        for name, tensor in constant_tensors(graph).items()
         if tensor.data_type == TensorProto.FLOAT
     }
     for value in graph.input:  # an initializer that is also a graph input can be overridden
@@ -417,9 +404,10 @@ def _bias_of(
 class _Builder:
     """Emits the quantized replacement of one node at a time; collects new initializers."""
 
-    def __init__(self, graph: onnx.GraphProto, opset: int, scheme: str) -> None:
+    def __init__(self, graph: onnx.GraphProto, opset: int, scheme: str, weight_limit: int) -> None:
         self.opset = opset
         self.scheme = scheme
+        self.weight_limit = weight_limit
         self.initializers: list[TensorProto] = []
         self._taken = {n.name for n in graph.node} | {init.name for init in graph.initializer}
         self._taken |= {out for n in graph.node for out in n.output}
@@ -465,7 +453,7 @@ class _Builder:
     def _emit_gather(self, target: _Target) -> None:
         """``W[ids]`` -> ``Cast(Wq[ids]) * s_row[ids]``: int8 table, one scale per table row."""
         ids, base = target.node.input[1], f"{target.name}/int8"
-        wq_t, scale = quantize_weight(target.weight.T)
+        wq_t, scale = quantize_weight(target.weight.T, TABLE_LIMIT)
         table = self.constant(f"{target.name}_Wq", np.ascontiguousarray(wq_t.T))
         scales = self.constant(f"{target.name}_Wscale", scale.reshape(-1, 1))
         rows = self.op("Cast", [self.op("Gather", [table, ids], base, axis=0)], base, to=TensorProto.FLOAT)
@@ -479,7 +467,7 @@ class _Builder:
         ``Add`` of a constant bias is the pattern ONNX Runtime fuses into one kernel.
         """
         name, base = target.name, f"{target.name}/int8"
-        wq, wscale = quantize_weight(target.weight)
+        wq, wscale = quantize_weight(target.weight, self.weight_limit)
         wscale = (wscale * np.float32(target.alpha)).astype(np.float32)
         weight = self.constant(f"{name}_Wq", wq)
         rows = self._quantized_rows(target.activation, wq.shape[0], base)
@@ -578,29 +566,3 @@ def _save_checked(model: onnx.ModelProto, out_path: Path) -> None:
         tmp.replace(out_path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _capture(
-    model: onnx.ModelProto, names: Sequence[str], feeds: Mapping[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    """Run ``model`` in fp32 once and return the tensors ``names`` (made extra graph outputs)."""
-    import onnxruntime as ort
-
-    constants = _constant_tensors(model.graph)
-    found = {name: numpy_helper.to_array(constants[name]) for name in names if name in constants}
-    wanted = [name for name in dict.fromkeys(names) if name not in found]
-    existing = {value.name for value in model.graph.output}
-    model.graph.output.extend(
-        helper.make_empty_tensor_value_info(name) for name in wanted if name not in existing
-    )
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    inputs = [value.name for value in session.get_inputs()]
-    missing = sorted(set(inputs) - set(feeds))
-    if missing:
-        raise InputError(f"feeds lack model input(s) {missing}; the model takes {inputs}")
-    values = session.run(wanted, {name: np.asarray(feeds[name]) for name in inputs})
-    return {**found, **dict(zip(wanted, values))}

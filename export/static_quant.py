@@ -12,7 +12,12 @@ import numpy as np
 
 
 def quantize_static_int8(fp32_path: Path, out_path: Path, feeds: dict[str, np.ndarray], batch_size: int = 16) -> None:
-    """Per-channel QDQ int8 of the MatMuls, activation ranges calibrated (MinMax) on ``feeds``."""
+    """Per-channel QDQ int8 of the MatMuls, activation ranges calibrated (MinMax) on ``feeds``.
+
+    ``reduce_range`` keeps the weights within 7 bits, so that CPUs whose u8·s8 kernel adds pairs of
+    products into a saturating int16 (AVX2, AVX-512 without VNNI) compute the exact product too,
+    as in :mod:`tastemap.export.quantize`.
+    """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Batches(CalibrationDataReader):
@@ -34,4 +39,5 @@ def quantize_static_int8(fp32_path: Path, out_path: Path, feeds: dict[str, np.nd
         per_channel=True,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
+        reduce_range=True,
     )

@@ -19,6 +19,7 @@ from typing import Iterable
 
 import numpy as np
 
+from tastemap.cpu import SATURATING_INT8_CLASSES, cpu_info
 from tastemap.errors import DeviceError, InputError
 from tastemap.runtime.batching import dedupe, pad_batch, plan_batches, tokenize_ahead
 from tastemap.runtime.providers import (
@@ -181,6 +182,13 @@ class Encoder:
             logger.warning("the fp16 variant runs slowly on the CPU; use variant='int8' or 'fp32'")
         if plan.device is not Device.cpu and plan.variant == "int8":
             logger.warning("the int8 variant is built for the CPU; on a GPU use variant='fp16'")
+        isa = cpu_info().isa
+        if not package.variant(plan.variant).exact_on_every_cpu and isa in SATURATING_INT8_CLASSES:
+            logger.warning(
+                "%s was exported by an older tastemap with int8 weights beyond ±64, which saturate on "
+                "this CPU (%s, no VNNI) and give wrong embeddings; export it again with `tastemap export`",
+                package.variant(plan.variant).file, isa,
+            )
         self.package = package
         self._plan, self._session, self._threads = plan, session, threads
         self._tokenizer = package.load_tokenizer()
@@ -196,11 +204,12 @@ class Encoder:
                 self.config.cache_dir, key=key, variant=plan.variant, dim=package.embedding_dim
             )
         logger.info(
-            "encoder %s: provider=%s variant=%s threads=%d",
+            "encoder %s: provider=%s variant=%s threads=%d cpu=%s",
             package.name,
             self.provider,
             plan.variant,
             threads,
+            isa,
         )
         return self
 

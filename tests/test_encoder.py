@@ -89,6 +89,30 @@ def test_constructor_does_no_work_and_load_reports_the_choice(tiny_package, tmp_
     assert Encoder(tiny_package, device="cpu", threads=1).threads == 1
 
 
+@pytest.mark.parametrize(("weight_limit", "isa", "warns"), [
+    (None, "avx2", True), (None, "avx512f", True), (None, "avx512_vnni", False), (64, "avx2", False),
+])
+def test_an_int8_file_that_saturates_on_this_cpu_is_reported(tiny_package, tmp_path, monkeypatch, caplog,
+                                                             weight_limit, isa, warns):
+    import tastemap.runtime.encoder as encoder_module
+    from tastemap.cpu import CpuInfo
+
+    package = tmp_path / "pkg"
+    shutil.copytree(tiny_package, package)
+    manifest = json.loads((package / "manifest.json").read_text())
+    manifest["variants"]["int8"]["details"].pop("weight_limit")  # as written before the ±64 limit
+    if weight_limit is not None:
+        manifest["variants"]["int8"]["details"]["weight_limit"] = weight_limit
+    (package / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(encoder_module, "cpu_info", lambda: CpuInfo("Test CPU", (isa,), isa))
+    with caplog.at_level("WARNING", logger="tastemap.runtime.encoder"):
+        Encoder(package, device="cpu", variant="int8").load()
+    saturates = [r.getMessage() for r in caplog.records if "saturate" in r.getMessage()]
+    assert saturates == ([f"model.int8.onnx was exported by an older tastemap with int8 weights beyond ±64, which "
+                          f"saturate on this CPU ({isa}, no VNNI) and give wrong embeddings; export it again with "
+                          "`tastemap export`"] if warns else [])
+
+
 def test_int8_is_close_to_fp32(tiny_package, expected):
     vectors = Encoder(tiny_package, variant="int8", device="cpu").encode(TEXTS)
     cosine = (vectors * expected).sum(axis=1)

@@ -11,9 +11,11 @@ import numpy as np
 import onnx
 import pytest
 from conftest import make_tiny_bert, tiny_gates
+from onnx import TensorProto, numpy_helper
 from typer.testing import CliRunner
 
 from tastemap.cli import app
+from tastemap.cpu import cpu_info
 from tastemap.errors import ModelPackageError, ParityError
 from tastemap.export import ExportConfig, ModelPackage, ParityGate, export_model
 from tastemap.export.package import sha256_file
@@ -54,6 +56,9 @@ def test_tiny_package_contract(tiny_package):
         assert info.passed and info.parity["n_texts"] == 200
     assert manifest["tokenizer"]["files"]["tokenizer.json"] == sha256_file(tiny_package / "tokenizer.json")
     assert {"onnx", "onnxruntime", "torch", "transformers"} <= set(manifest["versions"])
+    assert manifest["parity_cpu"] == cpu_info().to_dict()
+    int8 = manifest["variants"]["int8"]["details"]
+    assert (int8["scheme"], int8["weight_limit"]) == ("asymmetric", 64) and package.variant("int8").exact_on_every_cpu
     graph = onnx.load(str(tiny_package / "model.onnx")).graph
     assert [o.name for o in graph.output] == ["sentence_embedding"]
     dims = [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim]
@@ -191,6 +196,7 @@ def test_cli_export_prints_the_parity_table(tmp_path, tiny_bert):
     result = run_cli("export", str(tiny_bert), "--out", str(tmp_path / "pkg"), "--variants", "fp32,fp16")
     assert result.exit_code == 0, result.output
     assert "fp32" in result.output and "fp16" in result.output and "pass" in result.output
+    assert f"parity gates ran on {cpu_info().model} (int8 ISA class: {cpu_info().isa})" in result.output
     assert sorted(p.name for p in (tmp_path / "pkg").iterdir()) == [
         "config.json", "manifest.json", "model.fp16.onnx", "model.onnx", "special_tokens_map.json",
         "tokenizer.json", "tokenizer_config.json", "vocab.txt",
@@ -273,5 +279,9 @@ def test_static_int8_with_calibration_file(tmp_path, tiny_bert):
                                        calibration=calibration, gates=tiny_gates()))
     entry = result.package.manifest["variants"]["int8"]
     assert entry["details"]["mode"] == "static-qdq" and entry["passed"]
+    assert entry["details"]["weight_limit"] == 64 and result.package.variant("int8").exact_on_every_cpu
+    model = onnx.load(str(tmp_path / "pkg" / "model.int8.onnx"))
+    weights = [numpy_helper.to_array(init) for init in model.graph.initializer if init.data_type == TensorProto.INT8]
+    assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
     ops = {node.op_type for node in onnx.load(str(tmp_path / "pkg" / "model.int8.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import platform
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +18,14 @@ from tastemap.errors import InputError, ModelPackageError
 from tastemap.export import quantize
 from tastemap.export.quantize import (
     SCHEMES,
+    WEIGHT_LIMIT,
     fake_quantized_matmul,
     find_quantizable_nodes,
     quantize_int8,
-    rank_sensitive_nodes,
+    quantize_rows,
+    quantize_weight,
 )
+from tastemap.export.sensitivity import rank_sensitive_nodes
 
 LEVELS = {
     "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -124,6 +131,72 @@ def test_graph_computes_the_numpy_twin_at_every_optimization_level(tmp_path, sch
         assert got.shape == (3, 5, 24)
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     assert np.abs(expected - (x @ weight + bias)).max() < 0.05 * np.abs(x @ weight).max()
+
+
+def extreme_matmul(k: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(x ``[2, 6, k]``, weight ``[k, 8]``) whose quantized values sit at the ends of their ranges:
+    every weight at ±WEIGHT_LIMIT, every activation at 0 (1 when symmetric) or 255, with columns of one sign, of
+    alternating pairs and of random signs, and rows that match a column's signs, so that adjacent
+    u8·s8 products are as large as they can be and of the same sign."""
+    rng = np.random.default_rng(7)
+    signs = np.ones((k, 8), np.float32)
+    signs[:, 1] = -1.0
+    signs[:, 2] = np.repeat([1.0, -1.0], k // 2).reshape(-1, 2).T.reshape(-1)  # ++--++-- ...
+    signs[:, 3:] = rng.choice([-1.0, 1.0], size=(k, 5))
+    rows = [np.ones(k), -np.ones(k), signs[:, 2], -signs[:, 2], signs[:, 3], signs[:, 4]]
+    x = 3.0 * np.stack([rows, [-r for r in rows]]).astype(np.float32)
+    return x, (0.25 * signs).astype(np.float32)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_extreme_values_do_not_saturate_on_any_cpu(tmp_path, scheme):
+    """CPUs without VNNI add pairs of u8·s8 products into a saturating int16; the graph must still
+    compute exactly what the numpy twin computes, at every optimization level."""
+    x, weight = extreme_matmul()
+    xq, _, zero_point = quantize_rows(x, scheme)
+    wq, _ = quantize_weight(weight)
+    assert set(np.unique(xq)) <= {0, 1, 255} and np.abs(wq).min() == np.abs(wq).max() == WEIGHT_LIMIT
+    pairs = np.einsum("...k,kn->...kn", xq.astype(np.int64), wq.astype(np.int64))
+    pair_sums = pairs[..., 0::2, :] + pairs[..., 1::2, :]
+    assert np.abs(pair_sums).max() == 2 * 255 * WEIGHT_LIMIT <= 32767  # the extreme is reached
+
+    onnx.save(matmul_model(weight, None, 17), tmp_path / "fp32.onnx")
+    quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", scheme=scheme)
+    expected = fake_quantized_matmul(x, weight, scheme)
+    for level in LEVELS:
+        got = session(tmp_path / "int8.onnx", level).run(["y"], {"x": x})[0]
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max(), err_msg=level)
+    assert np.abs(expected - x @ weight).max() <= 0.01 * np.abs(x @ weight).max()
+
+
+@pytest.mark.emulated
+def test_int8_graphs_are_exact_on_an_avx2_only_cpu():
+    """The exactness tests again in a process that sees an AVX2-only CPU without VNNI (qemu-user's
+    Haswell model), so that every machine checks the kernels that add pairs with saturation."""
+    qemu = shutil.which("qemu-x86_64")
+    if platform.machine() != "x86_64" or qemu is None:
+        pytest.skip("needs qemu-x86_64 on an x86-64 host: apt-get install qemu-user")
+    emulated = [qemu, "-cpu", "Haswell-v4", sys.executable]
+    probe = "from numpy._core._multiarray_umath import __cpu_features__ as f; print(f['AVX2'], f['AVX512F'])"
+    seen = subprocess.run([*emulated, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert seen.stdout.split() == ["True", "False"], seen.stderr[-2000:]
+    done = subprocess.run(
+        [*emulated, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-m", "not emulated",
+         "-k", "extreme or numpy_twin or gemm"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0 and " passed" in done.stdout, done.stdout[-3000:]
+
+
+def test_weights_stay_within_the_int16_pair_limit():
+    rng = np.random.default_rng(0)
+    weight = rng.standard_cauchy(size=(256, 64)).astype(np.float32)  # heavy tails, one outlier per column
+    wq, scale = quantize_weight(weight)
+    assert wq.dtype == np.int8 and np.abs(wq).max() == WEIGHT_LIMIT == 64
+    np.testing.assert_allclose(wq * scale, weight, atol=0.5 * scale.max())
+    assert quantize_weight(weight, limit=127)[0].max() == 127  # embedding tables keep the full range
+    with pytest.raises(InputError, match=r"limit=200 should be between 1 and 127"):
+        quantize_weight(weight, limit=200)
 
 
 def test_gemm_with_transposed_weight_alpha_and_beta(tmp_path):
@@ -251,7 +324,7 @@ def test_rank_sensitive_nodes_returns_every_quantizable_node_once(tiny_fp32, tok
     ranked = rank_sensitive_nodes(tiny_fp32, feeds)
     assert sorted(ranked) == sorted(expected) and len(ranked) == 13
     assert rank_sensitive_nodes(tiny_fp32, feeds, limit=3) == ranked[:3]
-    assert rank_sensitive_nodes(tiny_fp32, feeds, scheme="asymmetric") != []
+    assert rank_sensitive_nodes(tiny_fp32, feeds, scheme="symmetric") != []
 
 
 def test_rank_sensitive_nodes_puts_a_badly_quantized_node_first(tmp_path):
@@ -278,7 +351,7 @@ def test_rank_sensitive_nodes_puts_a_badly_quantized_node_first(tmp_path):
 def test_bad_input_is_refused(tiny_fp32, tmp_path):
     with pytest.raises(InputError, match=r"exclude_nodes has 1 name\(s\) that are not quantizable nodes .*'nope'"):
         quantize_int8(tiny_fp32, tmp_path / "m.onnx", exclude_nodes=["nope"])
-    with pytest.raises(InputError, match=r"scheme='int4' is not one of \('symmetric', 'asymmetric'\)"):
+    with pytest.raises(InputError, match=r"scheme='int4' is not one of \('asymmetric', 'symmetric'\)"):
         quantize_int8(tiny_fp32, tmp_path / "m.onnx", scheme="int4")
     with pytest.raises(ModelPackageError, match="does not exist"):
         quantize_int8(tmp_path / "missing.onnx", tmp_path / "m.onnx")
@@ -317,4 +390,4 @@ def test_minilm_int8_is_batch_invariant_and_close_to_fp32(tmp_path):
     batched = embed(int8, tok, texts)
     assert (alone * batched).sum(axis=1).min() >= 0.9999
     cosine = (batched * embed(session(tmp_path / "model.onnx"), tok, texts)).sum(axis=1)
-    assert cosine.mean() >= 0.995 and cosine.min() >= 0.98
+    assert cosine.mean() >= 0.997 and cosine.min() >= 0.99
