@@ -41,7 +41,7 @@ def bench(
     from tastemap.bench.runner import SUITES, BenchConfig, default_cache_dir, run_bench
     from tastemap.bench.schema import write_result
     from tastemap.console import stderr
-    from tastemap.runtime.providers import usable_cores
+    from tastemap.runtime.encode.providers import usable_cores
 
     chosen = {
         "quick": quick,

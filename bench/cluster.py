@@ -2,7 +2,7 @@
 
 A parameter grid over ``(algorithm, backend, n_samples)`` with small helpers: :func:`make_data`
 draws ``n`` unit vectors of dimension 384 around ``k`` random centres, and :func:`run_case` runs
-one cell through :mod:`tastemap.runtime.clustering` (scikit-learn, faiss, cuML), returning
+one cell through :mod:`tastemap.runtime.interests.clustering` (scikit-learn, faiss, cuML), returning
 ``(labels, stats)`` with wall seconds and peak memory above the data. Every backend runs one
 initialisation and the same number of iterations. cuML runs only where it is
 installed and a GPU is visible; elsewhere the suite notes it as not available. GMM and Ward have
@@ -61,7 +61,7 @@ def make_data(n: int, dim: int, k: int, seed: int = 0) -> np.ndarray:
 
 def make_backend(name: str):
     """The clustering backend ``name`` (``sklearn``, ``faiss`` or ``cuml``) from the runtime."""
-    from tastemap.runtime.clustering import resolve_backend
+    from tastemap.runtime.interests.clustering import resolve_backend
 
     return resolve_backend(name)
 
@@ -82,7 +82,7 @@ def run_case(backend, algorithm: str, x: np.ndarray, k: int, *, n_iter: int, see
 def run_cluster_suite(config: ClusterSuiteConfig, *, threads: int) -> tuple[dict, dict, list[str]]:
     """Every grid cell; returns ``(figures, context, notes)``."""
     from tastemap.errors import TastemapError
-    from tastemap.runtime.clustering import cuml_importable, gpu_count
+    from tastemap.runtime.interests.clustering import cuml_importable, gpu_count
 
     _limit_faiss_threads(threads)
     figures: dict = {}

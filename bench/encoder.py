@@ -159,8 +159,8 @@ def make_functions(package_dir: Path, source: Path | None, threads: int, cache_d
     """
     from tastemap.bench import encoder_compare
     from tastemap.export.package import ModelPackage
-    from tastemap.runtime.encoder import Encoder
-    from tastemap.runtime.providers import CUDA, available_providers
+    from tastemap.runtime.encode.encoder import Encoder
+    from tastemap.runtime.encode.providers import CUDA, available_providers
 
     package = ModelPackage.load(package_dir)
     notes = []

@@ -37,7 +37,7 @@ GATES = (
 
 def make_texts(n: int, seed: int = 0) -> list[str]:
     """``n`` MovieLens item texts (title, genres, tags), sampled without replacement."""
-    from tastemap.runtime.data import load_movielens, render_item_texts
+    from tastemap.runtime.io.events import load_movielens, render_item_texts
 
     _, catalog = load_movielens()
     texts = render_item_texts(catalog)

@@ -24,7 +24,7 @@ def title_words() -> np.ndarray:
     """The distinct words of the MovieLens titles, sorted."""
     import pandas as pd
 
-    from tastemap.runtime.data import MOVIELENS_DIR
+    from tastemap.runtime.io.events import MOVIELENS_DIR
 
     titles = pd.read_csv(Path(MOVIELENS_DIR) / "movies.csv.gz")["title"]
     return np.array(sorted({word for title in titles for word in title.split()}))

@@ -64,11 +64,11 @@ def run_pipeline_suite(package_dir: Path, config: PipelineSuiteConfig, *, thread
 def run_movielens(package_dir: Path, config: PipelineSuiteConfig, *, threads: int) -> tuple[dict, dict]:
     """The MovieLens demo stage by stage: ``(figures, context)``."""
     from tastemap.bench.scale import StageMeter
-    from tastemap.runtime.data import load_movielens, render_item_texts
-    from tastemap.runtime.encoder import Encoder
-    from tastemap.runtime.profile_io import write_profiles
-    from tastemap.runtime.profiles import InterestProfiler
-    from tastemap.runtime.segments import UserSegmenter, write_segments
+    from tastemap.runtime.io.events import load_movielens, render_item_texts
+    from tastemap.runtime.encode.encoder import Encoder
+    from tastemap.runtime.interests.profile_io import write_profiles
+    from tastemap.runtime.interests.profiles import InterestProfiler
+    from tastemap.runtime.interests.segments import UserSegmenter, write_segments
 
     meter = StageMeter()
     try:

@@ -4,7 +4,7 @@ Encodes MovieLens item texts (title, genres, tags) with:
 
 - ``single-<t>t``: :class:`tastemap.runtime.Encoder` in this process with ``t`` ONNX Runtime
   threads (``t`` = 1 and the number of Spark task slots);
-- ``spark-<p>p``: :func:`tastemap.runtime.spark_embed.embed` on ``--master`` (one thread per
+- ``spark-<p>p``: :func:`tastemap.runtime.spark.embed.embed` on ``--master`` (one thread per
   Python worker, ``spark.task.cpus=1``) with the texts in ``p`` partitions, for each ``p`` of
   ``--partitions``. The texts are cached in Spark before timing and the embeddings go to Spark's
   ``noop`` sink, so the figure is Arrow transfer + encoding, not file I/O.
@@ -32,7 +32,7 @@ import numpy as np
 
 def make_texts(n: int, seed: int = 0) -> list[str]:
     """``n`` distinct MovieLens item texts, sampled without replacement."""
-    from tastemap.runtime.data import load_movielens, render_item_texts
+    from tastemap.runtime.io.events import load_movielens, render_item_texts
 
     _, catalog = load_movielens()
     texts = list(dict.fromkeys(render_item_texts(catalog)))
@@ -52,9 +52,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from tastemap.export import DEFAULT_MODEL_DIR, ensure_default_model
-    from tastemap.runtime.encoder import Encoder
-    from tastemap.runtime.spark import spark_session
-    from tastemap.runtime.spark_embed import embed
+    from tastemap.runtime.encode.encoder import Encoder
+    from tastemap.runtime.spark.session import spark_session
+    from tastemap.runtime.spark.embed import embed
 
     model = args.model or Path(DEFAULT_MODEL_DIR)
     if args.model is None:

@@ -2,7 +2,7 @@
 
 - ``queries``: ``"<genre> movies like <title>"`` with a tag when the movie has one, kept when the
   model's tokenizer gives 10 to 16 tokens (special tokens included);
-- ``items``: the catalog item texts of :func:`tastemap.runtime.data.render_item_texts` (title,
+- ``items``: the catalog item texts of :func:`tastemap.runtime.io.events.render_item_texts` (title,
   genres, tags);
 - ``long``: item texts of random movies concatenated until the text reaches ~256 tokens (the model
   truncates at its maximum length).
@@ -45,7 +45,7 @@ def make_workloads(tokenizer, names: tuple[str, ...], sizes: dict[str, int], see
     ``tokenizer`` is a ``tokenizers.Tokenizer`` set to truncate at the model's maximum length
     (:meth:`tastemap.export.ModelPackage.load_tokenizer`).
     """
-    from tastemap.runtime.data import load_movielens, render_item_texts
+    from tastemap.runtime.io.events import load_movielens, render_item_texts
 
     unknown = [name for name in names if name not in WORKLOADS]
     if unknown:

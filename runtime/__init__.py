@@ -1,4 +1,6 @@
-"""Runtime stage: batched ONNX inference, interest layers, clustering, recommendation, evaluation.
+"""Runtime stage, one subpackage per domain: ``encode`` (text to vectors), ``io`` (inputs),
+``interests`` (layers, topics, per-user interests, segments), ``recommend`` (recommendation,
+baselines, evaluation, report), ``pipeline`` (end-to-end jobs), ``spark`` and ``cli``.
 
 Names are imported on first use, so that ``tastemap --help`` and light imports stay fast.
 """
@@ -6,24 +8,24 @@ Names are imported on first use, so that ``tastemap --help`` and light imports s
 from importlib import import_module
 
 _EXPORTS = {
-    "baselines": ("EASE", "ContentSingleVector", "ItemKNN", "MostPop"),
-    "clustering": ("resolve_backend",),
-    "data": ("CatalogColumns", "DataReport", "EventColumns", "align_events", "load_movielens", "read_catalog",
-             "read_events", "render_item_texts"),
-    "demo": ("run_demo",),
-    "encoder": ("EncodeStats", "Encoder"),
-    "evaluate": ("Evaluation", "Split", "compare_models", "evaluate_model", "evaluation_table", "split_events",
-                 "tune_blend"),
-    "interactions": ("Interactions",),
-    "layers": ("TimeWindows", "UserItems"),
-    "metrics": ("bootstrap_ci", "hit_rate_at_k", "ndcg_at_k", "recall_at_k"),
-    "profile_io": ("read_profiles", "write_profiles"),
-    "profiles": ("InterestProfiler", "UserInterests", "UserProfiles"),
-    "recommend": ("BlendWeights", "Explanation", "Recommendation", "TastemapRecommender"),
-    "report": ("render_report", "write_report"),
-    "segments": ("UserSegmenter", "write_segments"),
-    "streaming": ("EncodeFileResult", "encode_to_file"),
-    "topics": ("TopicTree", "fit_topic_tree"),
+    "encode.encoder": ("EncodeStats", "Encoder"),
+    "encode.streaming": ("EncodeFileResult", "encode_to_file"),
+    "io.events": ("CatalogColumns", "DataReport", "EventColumns", "align_events", "load_movielens", "read_catalog",
+                  "read_events", "render_item_texts"),
+    "io.interactions": ("Interactions",),
+    "interests.clustering": ("resolve_backend",),
+    "interests.layers": ("TimeWindows", "UserItems"),
+    "interests.profile_io": ("read_profiles", "write_profiles"),
+    "interests.profiles": ("InterestProfiler", "UserInterests", "UserProfiles"),
+    "interests.segments": ("UserSegmenter", "write_segments"),
+    "interests.topics": ("TopicTree", "fit_topic_tree"),
+    "recommend.baselines": ("EASE", "ContentSingleVector", "ItemKNN", "MostPop"),
+    "recommend.evaluate": ("Evaluation", "Split", "compare_models", "evaluate_model", "evaluation_table", "split_events",
+                           "tune_blend"),
+    "recommend.metrics": ("bootstrap_ci", "hit_rate_at_k", "ndcg_at_k", "recall_at_k"),
+    "recommend.recommender": ("BlendWeights", "Explanation", "Recommendation", "TastemapRecommender"),
+    "recommend.report": ("render_report", "write_report"),
+    "pipeline.demo": ("run_demo",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -47,9 +47,9 @@ def make_planted(n_users: int = 40, *, events_per_user: int = 24, dim: int = 16,
 
 def make_recommender(catalog, vectors, **kwargs):
     """A TastemapRecommender with a profiler and segmenter sized for the planted catalog."""
-    from tastemap.runtime.profiles import InterestProfiler
-    from tastemap.runtime.recommend import TastemapRecommender
-    from tastemap.runtime.segments import UserSegmenter
+    from tastemap.runtime.interests.profiles import InterestProfiler
+    from tastemap.runtime.recommend.recommender import TastemapRecommender
+    from tastemap.runtime.interests.segments import UserSegmenter
 
     profiler = InterestProfiler(n_topics=8, n_coarse_topics=4, seed=0)
     segmenter = UserSegmenter(n_segments=3, seed=0)

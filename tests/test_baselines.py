@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 
 from tastemap.errors import InputError
-from tastemap.runtime.baselines import EASE, ContentLiteral, ContentSingleVector, ItemKNN, MostPop
-from tastemap.runtime.evaluate import rank_top_items
-from tastemap.runtime.interactions import Interactions
+from tastemap.runtime.recommend.baselines import EASE, ContentLiteral, ContentSingleVector, ItemKNN, MostPop
+from tastemap.runtime.recommend.evaluate import rank_top_items
+from tastemap.runtime.io.interactions import Interactions
 
 # users x items: u0 {0,1}, u1 {0,1,2}, u2 {2,3}, item 4 has no events
 EVENTS = pd.DataFrame({

@@ -7,8 +7,8 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from tastemap.errors import DeviceError, InputError, MissingDependencyError
-from tastemap.runtime import clustering
-from tastemap.runtime.clustering import CumlBackend, FaissBackend, SklearnBackend, resolve_backend
+from tastemap.runtime.interests import clustering
+from tastemap.runtime.interests.clustering import CumlBackend, FaissBackend, SklearnBackend, resolve_backend
 
 
 def blobs(n_per=40, k=4, dim=8, seed=0):

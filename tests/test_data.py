@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tastemap.errors import InputError
-from tastemap.runtime.data import (
+from tastemap.runtime.io.events import (
     CatalogColumns,
     EventColumns,
     align_events,

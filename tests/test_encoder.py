@@ -94,7 +94,7 @@ def test_constructor_does_no_work_and_load_reports_the_choice(tiny_package, tmp_
 ])
 def test_an_int8_file_that_saturates_on_this_cpu_is_reported(tiny_package, tmp_path, monkeypatch, caplog,
                                                              weight_limit, isa, warns):
-    import tastemap.runtime.encoder as encoder_module
+    import tastemap.runtime.encode.encoder as encoder_module
     from tastemap.cpu import CpuInfo
 
     package = tmp_path / "pkg"
@@ -105,7 +105,7 @@ def test_an_int8_file_that_saturates_on_this_cpu_is_reported(tiny_package, tmp_p
         manifest["variants"]["int8"]["details"]["weight_limit"] = weight_limit
     (package / "manifest.json").write_text(json.dumps(manifest))
     monkeypatch.setattr(encoder_module, "cpu_info", lambda: CpuInfo("Test CPU", (isa,), isa))
-    with caplog.at_level("WARNING", logger="tastemap.runtime.encoder"):
+    with caplog.at_level("WARNING", logger="tastemap.runtime.encode.encoder"):
         Encoder(package, device="cpu", variant="int8").load()
     saturates = [r.getMessage() for r in caplog.records if "saturate" in r.getMessage()]
     assert saturates == ([f"model.int8.onnx was exported by an older tastemap with int8 weights beyond ±64, which "

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tastemap.runtime.batching import dedupe, pad_batch, plan_batches, round_up, tokenize_ahead
+from tastemap.runtime.encode.batching import dedupe, pad_batch, plan_batches, round_up, tokenize_ahead
 
 
 def test_dedupe_keeps_first_seen_order_and_inverse():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tastemap.errors import InputError
-from tastemap.runtime.cache import EmbeddingCache, hash_text, model_key
+from tastemap.runtime.encode.cache import EmbeddingCache, hash_text, model_key
 
 
 def test_round_trip_and_misses(tmp_path):

@@ -10,8 +10,9 @@ import onnxruntime as ort
 import pytest
 
 from tastemap.errors import DeviceError
-from tastemap.runtime import Encoder, encoder as encoder_module
-from tastemap.runtime.providers import CPU, CUDA, TENSORRT, Device, plan_execution, usable_cores
+from tastemap.runtime import Encoder
+from tastemap.runtime.encode import encoder as encoder_module
+from tastemap.runtime.encode.providers import CPU, CUDA, TENSORRT, Device, plan_execution, usable_cores
 
 BOTH = ("fp32", "int8", "fp16")
 
@@ -62,7 +63,7 @@ def cuda_listed_but_broken(monkeypatch):
 
 
 def test_auto_falls_back_loudly_when_cuda_does_not_attach(tiny_package, cuda_listed_but_broken, caplog):
-    with caplog.at_level(logging.WARNING, logger="tastemap.runtime.encoder"):
+    with caplog.at_level(logging.WARNING, logger="tastemap.runtime.encode.encoder"):
         encoder = Encoder(tiny_package).load()
     assert (encoder.provider, encoder.variant, encoder.device) == (CPU, "int8", "cpu")
     [record] = [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -4,8 +4,8 @@ import pytest
 
 from planted import make_planted, make_recommender
 from tastemap.errors import InputError
-from tastemap.runtime.data import align_events
-from tastemap.runtime.evaluate import (
+from tastemap.runtime.io.events import align_events
+from tastemap.runtime.recommend.evaluate import (
     evaluate_model,
     evaluation_table,
     rank_top_items,
@@ -13,7 +13,7 @@ from tastemap.runtime.evaluate import (
     tune_blend,
     validation_split,
 )
-from tastemap.runtime.interactions import Interactions
+from tastemap.runtime.io.interactions import Interactions
 
 
 def frame(rows):

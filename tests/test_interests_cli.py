@@ -60,7 +60,7 @@ def test_profile_builds_the_encoder_with_a_cache_in_out(files, tmp_path, monkeyp
         def encode(self, texts):
             return vectors
 
-    monkeypatch.setattr("tastemap.runtime.encoder.Encoder", FakeEncoder)
+    monkeypatch.setattr("tastemap.runtime.encode.encoder.Encoder", FakeEncoder)
     out = tmp_path / "p"
     result = runner.invoke(app, ["profile", str(files / "events.csv"), str(files / "catalog.parquet"), "--out", str(out),
                                  "--event-columns", "user_id=uid", "--topics", "4", "--coarse-topics", "2",

@@ -9,8 +9,8 @@ import pytest
 from scipy import sparse
 
 from tastemap.errors import InputError
-from tastemap.runtime.interactions import Interactions
-from tastemap.runtime.layers import (
+from tastemap.runtime.io.interactions import Interactions
+from tastemap.runtime.interests.layers import (
     DAY,
     TimeWindows,
     aggregate_user_items,

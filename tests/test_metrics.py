@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tastemap.errors import InputError
-from tastemap.runtime.metrics import (
+from tastemap.runtime.recommend.metrics import (
     bootstrap_ci,
     bootstrap_ratio_ci,
     catalogue_coverage,

@@ -17,7 +17,7 @@ from conftest import make_tiny_bert, tiny_gates
 
 import tastemap
 from tastemap.export import ExportConfig, ModelPackage, export_model
-from tastemap.runtime.encoder import Encoder
+from tastemap.runtime.encode.encoder import Encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "node"

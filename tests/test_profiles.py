@@ -11,8 +11,8 @@ import pytest
 
 from tastemap.bench.synthetic import make_synthetic
 from tastemap.errors import InputError
-from tastemap.runtime.profile_io import read_profiles, write_atomically, write_profiles
-from tastemap.runtime.profiles import InterestProfiler
+from tastemap.runtime.interests.profile_io import read_profiles, write_atomically, write_profiles
+from tastemap.runtime.interests.profiles import InterestProfiler
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ from typer.testing import CliRunner
 from planted import ITEMS_PER_TOPIC, make_planted, make_recommender
 from tastemap.cli import app
 from tastemap.errors import InputError
-from tastemap.runtime.data import align_events
-from tastemap.runtime.interactions import Interactions
-from tastemap.runtime.recommend import BlendWeights, recency_matrix
+from tastemap.runtime.io.events import align_events
+from tastemap.runtime.io.interactions import Interactions
+from tastemap.runtime.recommend.recommender import BlendWeights, recency_matrix
 
 
 @pytest.fixture(scope="module")

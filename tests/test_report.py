@@ -6,8 +6,8 @@ import pytest
 
 from browser import dump_dom, needs_chromium, png_stats, screenshot
 from planted import make_planted, make_recommender
-from tastemap.runtime.data import align_events
-from tastemap.runtime.report import project_2d, render_report, report_from_recommender, write_report
+from tastemap.runtime.io.events import align_events
+from tastemap.runtime.recommend.report import project_2d, render_report, report_from_recommender, write_report
 
 EVIL = '<script>document.title="pwned"</script><img src=x onerror="document.title=\'pwned\'">'
 SECTIONS = ("summary", "evaluation", "topics", "map", "segments", "users")

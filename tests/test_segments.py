@@ -9,8 +9,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from tastemap.bench.synthetic import make_synthetic
 from tastemap.errors import InputError
-from tastemap.runtime.profiles import InterestProfiler
-from tastemap.runtime.segments import UserSegmenter, profile_features, write_segments
+from tastemap.runtime.interests.profiles import InterestProfiler
+from tastemap.runtime.interests.segments import UserSegmenter, profile_features, write_segments
 
 
 @pytest.fixture(scope="module")

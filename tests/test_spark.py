@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("pyspark")
 
 from tastemap.errors import InputError  # noqa: E402
-from tastemap.runtime import data  # noqa: E402
-from tastemap.runtime.data import EventColumns, validate_events  # noqa: E402
-from tastemap.runtime.profiles import InterestProfiler  # noqa: E402
+from tastemap.runtime.io import events as data  # noqa: E402
+from tastemap.runtime.io.events import EventColumns, validate_events  # noqa: E402
+from tastemap.runtime.interests.profiles import InterestProfiler  # noqa: E402
 
 pytestmark = [pytest.mark.spark,
               pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")]
@@ -25,7 +25,7 @@ COLUMNS = EventColumns(user_id="userId", item_id="movieId", rating="rating")
 
 @pytest.fixture(scope="module")
 def spark():
-    from tastemap.runtime.spark import spark_session
+    from tastemap.runtime.spark.session import spark_session
 
     session = spark_session("local[2]", app_name="tastemap-tests", config={
         "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4", "spark.default.parallelism": "2"})
@@ -54,8 +54,8 @@ def make_profiler() -> InterestProfiler:
 
 
 def test_embed_with_spark_equals_single_machine(spark, tiny_package, tmp_path):
-    from tastemap.runtime.encoder import Encoder
-    from tastemap.runtime.spark_embed import embed_with_spark
+    from tastemap.runtime.encode.encoder import Encoder
+    from tastemap.runtime.spark.embed import embed_with_spark
 
     movies = data.read_table(data.MOVIELENS_DIR / "movies.csv.gz").head(300)
     texts = movies["title"] + ". " + movies["genres"].str.replace("|", ", ")
@@ -75,8 +75,8 @@ def test_embed_with_spark_equals_single_machine(spark, tiny_package, tmp_path):
 
 
 def test_embed_null_text_is_a_clear_error(spark, tiny_package):
-    from tastemap.runtime.spark import spark_errors
-    from tastemap.runtime.spark_embed import embed
+    from tastemap.runtime.spark.session import spark_errors
+    from tastemap.runtime.spark.embed import embed
 
     frame = spark.createDataFrame([(1, "a love story"), (2, None)], "id long, title string")
     with pytest.raises(InputError, match=r"column 'title' holds 1 null value\(s\) in this batch"):
@@ -88,8 +88,8 @@ def test_embed_null_text_is_a_clear_error(spark, tiny_package):
 
 @pytest.mark.parametrize("buckets", [None, 3])
 def test_profiles_equal_single_machine(spark, movielens, buckets):
-    from tastemap.runtime.profile_io import profiles_table
-    from tastemap.runtime.spark_profile import _spark_ready, profile
+    from tastemap.runtime.interests.profile_io import profiles_table
+    from tastemap.runtime.spark.profile import _spark_ready, profile
 
     raw, catalog, vectors = movielens
     local = make_profiler()
@@ -124,9 +124,9 @@ def test_profiles_equal_single_machine(spark, movielens, buckets):
 def test_segments_on_mllib_match_single_machine_quality(spark, movielens, tmp_path):
     from sklearn.metrics import silhouette_score
 
-    from tastemap.runtime.profile_io import read_profiles, write_profiles
-    from tastemap.runtime.segments import UserSegmenter, profile_features
-    from tastemap.runtime.spark_segment import SparkSegmenter, read_spark_profiles
+    from tastemap.runtime.interests.profile_io import read_profiles, write_profiles
+    from tastemap.runtime.interests.segments import UserSegmenter, profile_features
+    from tastemap.runtime.spark.segment import SparkSegmenter, read_spark_profiles
 
     events, catalog = data.load_movielens()
     _, _, vectors = movielens

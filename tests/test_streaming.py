@@ -10,8 +10,8 @@ import pytest
 
 from tastemap.errors import InputError
 from tastemap.runtime import Encoder, encode_to_file
-from tastemap.runtime.sources import check_utf8
-from tastemap.runtime.streaming import ids_path_for, partial_dir_for
+from tastemap.runtime.io.tables import check_utf8
+from tastemap.runtime.encode.streaming import ids_path_for, partial_dir_for
 
 WORDS = "the dark star love story city comedy war film king queen ship night space adventure horror".split()
 

@@ -67,7 +67,7 @@ def load_inputs(
     and embed the item texts with the model package at ``model_dir`` (default
     ``models/all-MiniLM-L6-v2``; exported first when ``export_missing``), or load ``vectors_path``
     (``.npy`` ``[n_items, dim]`` in catalog order)."""
-    from tastemap.runtime.data import align_events, load_movielens, read_catalog, read_events, render_item_texts
+    from tastemap.runtime.io.events import align_events, load_movielens, read_catalog, read_events, render_item_texts
 
     if (events_path is None) != (catalog_path is None):
         raise InputError("give both EVENTS and CATALOG files, or neither for the built-in MovieLens sample")
@@ -93,11 +93,11 @@ def load_inputs(
 
 
 def make_encoder(model_dir: Path | None, *, cache_dir: Path | None = None, export_missing: bool = False):
-    """An :class:`~tastemap.runtime.encoder.Encoder` on ``model_dir`` (default package, exported
+    """An :class:`~tastemap.runtime.encode.encoder.Encoder` on ``model_dir`` (default package, exported
     first when ``export_missing``; otherwise a missing package is an error with the fix)."""
     from tastemap.errors import ModelPackageError
     from tastemap.export import DEFAULT_MODEL_DIR, ensure_default_model
-    from tastemap.runtime.encoder import Encoder
+    from tastemap.runtime.encode.encoder import Encoder
 
     model_dir = Path(model_dir or DEFAULT_MODEL_DIR)
     if not (model_dir / "manifest.json").is_file():
@@ -128,11 +128,11 @@ def run_demo(
     and ``report.html``. ``sample`` keeps that many users (seeded); item embeddings are cached in
     ``cache_dir`` (default :func:`default_cache_dir`, shared with ``tastemap recommend``). Returns
     the summary."""
-    from tastemap.runtime.evaluate import compare_models, evaluation_table, split_events
-    from tastemap.runtime.profile_io import write_atomically, write_profiles
-    from tastemap.runtime.recommend import TastemapRecommender
-    from tastemap.runtime.report import ExampleUser, report_from_recommender, write_report
-    from tastemap.runtime.segments import write_segments
+    from tastemap.runtime.recommend.evaluate import compare_models, evaluation_table, split_events
+    from tastemap.runtime.interests.profile_io import write_atomically, write_profiles
+    from tastemap.runtime.recommend.recommender import TastemapRecommender
+    from tastemap.runtime.recommend.report import ExampleUser, report_from_recommender, write_report
+    from tastemap.runtime.interests.segments import write_segments
 
     out_dir = Path(out_dir)
     started = time.perf_counter()

@@ -5,7 +5,7 @@
 (2, 384)
 
 The constructor only stores parameters; :meth:`Encoder.load` (or the first :meth:`Encoder.encode`)
-reads the package, picks the provider and variant (see :mod:`tastemap.runtime.providers`) and
+reads the package, picks the provider and variant (see :mod:`tastemap.runtime.encode.providers`) and
 creates the session. Identical texts are encoded once, cached texts not at all.
 """
 
@@ -21,8 +21,8 @@ import numpy as np
 
 from tastemap.cpu import SATURATING_INT8_CLASSES, cpu_info
 from tastemap.errors import DeviceError, InputError
-from tastemap.runtime.batching import dedupe, pad_batch, plan_batches, tokenize_ahead
-from tastemap.runtime.providers import (
+from tastemap.runtime.encode.batching import dedupe, pad_batch, plan_batches, tokenize_ahead
+from tastemap.runtime.encode.providers import (
     Device,
     ExecutionPlan,
     available_providers,
@@ -122,7 +122,7 @@ class Encoder:
     Parameters are stored, not used, until :meth:`load`. ``variant`` and ``device`` take
     ``"auto"`` (fp16 on CUDA when onnxruntime-gpu attaches to a GPU, else int8 on the CPU, with a
     logged warning on fallback); ``threads`` defaults to the cores in the process's CPU affinity
-    mask. ``cache_dir`` enables the on-disk cache (:mod:`tastemap.runtime.cache`).
+    mask. ``cache_dir`` enables the on-disk cache (:mod:`tastemap.runtime.encode.cache`).
 
     After loading, ``provider``, ``variant``, ``device`` and ``threads`` report what is actually
     used, and ``stats`` (:class:`EncodeStats`) accumulates counters over calls.
@@ -166,7 +166,7 @@ class Encoder:
         if self._session is not None:
             return self
         from tastemap.export.package import ModelPackage
-        from tastemap.runtime.cache import EmbeddingCache, model_key
+        from tastemap.runtime.encode.cache import EmbeddingCache, model_key
 
         package = ModelPackage.load(self.model_dir)
         threads = self.config.threads or usable_cores()
@@ -281,7 +281,7 @@ class Encoder:
         todo = np.arange(len(unique))
         hashes: list[bytes] = []
         if self._cache is not None and unique:
-            from tastemap.runtime.cache import hash_text
+            from tastemap.runtime.encode.cache import hash_text
 
             hashes = [hash_text(text) for text in unique]
             found, cached = self._cache.get(hashes)

@@ -7,9 +7,9 @@ The method is not written twice. On the driver, an :class:`InterestProfiler` is 
 catalog (global topic tree, category tree, unit item vectors) with a small sample of the events;
 its fitted state depends on the catalog only. The fitted profiler is broadcast, and each group of
 events (one user, or one hash bucket of users) goes through the same public functions as on one
-machine: :func:`~tastemap.runtime.data.validate_events`,
-:func:`~tastemap.runtime.data.align_events`, :meth:`InterestProfiler.transform` and
-:func:`~tastemap.runtime.profile_io.profiles_table`. Every layer and interest cluster of a user
+machine: :func:`~tastemap.runtime.io.events.validate_events`,
+:func:`~tastemap.runtime.io.events.align_events`, :meth:`InterestProfiler.transform` and
+:func:`~tastemap.runtime.interests.profile_io.profiles_table`. Every layer and interest cluster of a user
 depends on that user's events only, so a user's row equals the single-machine one.
 
 One global quantity is computed on Spark first, so that per-group validation matches the single
@@ -31,10 +31,10 @@ import pandas as pd
 import pyarrow as pa
 
 from tastemap.errors import InputError
-from tastemap.runtime.data import EventColumns, align_events, validate_events
-from tastemap.runtime.profile_io import SCHEMA_VERSION, profiles_table, write_atomically
-from tastemap.runtime.profiles import InterestProfiler
-from tastemap.runtime.spark import check_column, spark_errors, write_parquet
+from tastemap.runtime.io.events import EventColumns, align_events, validate_events
+from tastemap.runtime.interests.profile_io import SCHEMA_VERSION, profiles_table, write_atomically
+from tastemap.runtime.interests.profiles import InterestProfiler
+from tastemap.runtime.spark.session import check_column, spark_errors, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def profile_with_spark(events: str | Path, catalog: pd.DataFrame, out: str | Pat
     JSONL) with Spark, profile every user and write ``out`` (see :func:`write_spark_profiles`)."""
     import time
 
-    from tastemap.runtime.spark import read_table, spark_session
+    from tastemap.runtime.spark.session import read_table, spark_session
 
     started = time.perf_counter()
     spark = spark_session(master)

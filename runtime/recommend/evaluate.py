@@ -23,9 +23,9 @@ import pandas as pd
 from scipy import sparse
 
 from tastemap.errors import InputError
-from tastemap.runtime.baselines import Recommender
-from tastemap.runtime.interactions import Interactions
-from tastemap.runtime.metrics import (
+from tastemap.runtime.recommend.baselines import Recommender
+from tastemap.runtime.io.interactions import Interactions
+from tastemap.runtime.recommend.metrics import (
     Interval,
     bootstrap_ci,
     bootstrap_ratio_ci,
@@ -260,7 +260,7 @@ def tune_blend(
     grid: Mapping[str, Sequence[float]] = DEFAULT_GRID,
     metric: str = "NDCG@10",
 ) -> tuple[object, pd.DataFrame]:
-    """Choose the blend weights of a :class:`~tastemap.runtime.recommend.TastemapRecommender` on
+    """Choose the blend weights of a :class:`~tastemap.runtime.recommend.recommender.TastemapRecommender` on
     the validation split of ``split`` (never on its test part).
 
     ``recommender`` is fitted on the validation training part; its standardised components are
@@ -270,7 +270,7 @@ def tune_blend(
     """
     import itertools
 
-    from tastemap.runtime.recommend import BlendWeights
+    from tastemap.runtime.recommend.recommender import BlendWeights
 
     if metric not in ("HR@10", "NDCG@10"):
         raise InputError(f"metric={metric!r} is not supported for tuning; use 'HR@10' or 'NDCG@10'")
@@ -308,7 +308,7 @@ def tune_blend(
 def genre_features(catalog: pd.DataFrame) -> sparse.csr_matrix:
     """Binary ``[n_items, n_top_level_categories]`` item features (MovieLens: genres) for the
     intra-list diversity, from the catalog's ``categories`` column."""
-    from tastemap.runtime.layers import category_levels
+    from tastemap.runtime.interests.layers import category_levels
 
     levels = category_levels(catalog["categories"].tolist())
     if not levels:
@@ -333,8 +333,8 @@ def compare_models(
     content literal (each user's history rendered as one text and encoded by ``encoder``; left out
     when ``encoder`` is None, as with precomputed vectors) and tastemap with ``weights`` (default:
     :class:`BlendWeights`); tastemap reuses EASE's weights."""
-    from tastemap.runtime.baselines import EASE, ContentLiteral, ContentSingleVector, ItemKNN, MostPop
-    from tastemap.runtime.recommend import BlendWeights, TastemapRecommender
+    from tastemap.runtime.recommend.baselines import EASE, ContentLiteral, ContentSingleVector, ItemKNN, MostPop
+    from tastemap.runtime.recommend.recommender import BlendWeights, TastemapRecommender
 
     features = genre_features(catalog)
     ease = EASE(l2=l2)

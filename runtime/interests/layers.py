@@ -18,7 +18,7 @@ import numpy as np
 from scipy import sparse
 
 from tastemap.errors import InputError
-from tastemap.runtime.interactions import Interactions
+from tastemap.runtime.io.interactions import Interactions
 
 DAY = 86_400.0
 REFERENCES = ("user", "global")

@@ -119,7 +119,7 @@ def iter_texts(path: str | Path, text_col: str, chunk_rows: int) -> Iterator[lis
 
 def check_text_column(values: pd.Series, path: Path, column: str, first_row: int) -> None:
     """Raise :class:`InputError` for the first value in ``values`` that is not a str."""
-    from tastemap.runtime.encoder import describe_value
+    from tastemap.runtime.encode.encoder import describe_value
 
     is_text = np.fromiter((isinstance(value, str) for value in values), dtype=bool, count=len(values))
     if not is_text.all():

@@ -14,11 +14,11 @@ every user, the three layers and the per-user interest clusters:
 
 Fitted attributes (the in-memory API used by recommendation and segmentation):
 ``item_ids_`` and ``item_titles_`` ``[n_items]``, ``item_texts_``, ``item_vectors_`` ``[n_items, dim]`` (unit-norm),
-``topic_tree_`` (:class:`~tastemap.runtime.topics.TopicTree`), ``item_topics_`` ``[n_items,
+``topic_tree_`` (:class:`~tastemap.runtime.interests.topics.TopicTree`), ``item_topics_`` ``[n_items,
 n_levels]`` (topic of each item per level, coarse first), ``category_levels_`` (list of
-:class:`~tastemap.runtime.layers.CategoryLevel`), ``user_items_``
-(:class:`~tastemap.runtime.layers.UserItems`), ``profiles_`` (:class:`UserProfiles`),
-``data_report_`` (:class:`~tastemap.runtime.data.DataReport`, when fitted on an events frame),
+:class:`~tastemap.runtime.interests.layers.CategoryLevel`), ``user_items_``
+(:class:`~tastemap.runtime.interests.layers.UserItems`), ``profiles_`` (:class:`UserProfiles`),
+``data_report_`` (:class:`~tastemap.runtime.io.events.DataReport`, when fitted on an events frame),
 ``backend_`` (the clustering backend used) and ``stats_`` (seconds per stage).
 """
 
@@ -36,10 +36,10 @@ from scipy.cluster.hierarchy import linkage
 
 from tastemap.console import progress
 from tastemap.errors import InputError
-from tastemap.runtime.clustering import BACKENDS
-from tastemap.runtime.data import DEFAULT_TEMPLATE, align_events, render_item_texts, template_words
-from tastemap.runtime.interactions import Interactions
-from tastemap.runtime.layers import (
+from tastemap.runtime.interests.clustering import BACKENDS
+from tastemap.runtime.io.events import DEFAULT_TEMPLATE, align_events, render_item_texts, template_words
+from tastemap.runtime.io.interactions import Interactions
+from tastemap.runtime.interests.layers import (
     REFERENCES,
     TimeWindows,
     aggregate_user_items,
@@ -48,7 +48,7 @@ from tastemap.runtime.layers import (
     onehot,
     user_vectors,
 )
-from tastemap.runtime.topics import fit_topic_tree
+from tastemap.runtime.interests.topics import fit_topic_tree
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from tastemap.runtime.profile_io import write_atomically
+from tastemap.runtime.interests.profile_io import write_atomically
 
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
            "#9c755f", "#bab0ac", "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02")
@@ -28,7 +28,7 @@ METRICS = ("HR@10", "HR@20", "HR@50", "Recall@10", "Recall@20", "Recall@50", "ND
 @dataclass
 class ExampleUser:
     """One user shown in the report: ``interests`` are dicts with ``rank, topic, share, size,
-    medoid`` (a title); ``recommendations`` are :class:`~tastemap.runtime.recommend.Recommendation`."""
+    medoid`` (a title); ``recommendations`` are :class:`~tastemap.runtime.recommend.recommender.Recommendation`."""
 
     user_id: object
     n_events: int
@@ -43,7 +43,7 @@ class ReportData:
     ``topics``: :meth:`TopicTree.to_dict` output; ``points`` ``[n, 2]`` map coordinates with
     ``point_topics`` ``[n]`` (coarse topic index) and ``point_titles`` ``[n]``; ``topic_names``
     coarse topic labels; ``segments`` frame (segment, size, share, label); ``evaluations`` maps a
-    protocol name to an :func:`~tastemap.runtime.evaluate.evaluation_table` frame.
+    protocol name to an :func:`~tastemap.runtime.recommend.evaluate.evaluation_table` frame.
     """
 
     title: str
@@ -257,7 +257,7 @@ def report_from_recommender(
     seed: int = 0,
 ) -> ReportData:
     """Collect the page's content from a fitted
-    :class:`~tastemap.runtime.recommend.TastemapRecommender` (topics, map, segments, the
+    :class:`~tastemap.runtime.recommend.recommender.TastemapRecommender` (topics, map, segments, the
     ``example_users``' interests and top ``k`` recommendations) and evaluation tables."""
     profiler = recommender.profiler_
     tree = profiler.topic_tree_

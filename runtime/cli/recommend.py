@@ -45,9 +45,9 @@ def recommend_command(
     """
     from tastemap.console import print_table
     from tastemap.errors import InputError
-    from tastemap.runtime.demo import load_inputs
-    from tastemap.runtime.profile_io import write_atomically
-    from tastemap.runtime.recommend import TastemapRecommender
+    from tastemap.runtime.pipeline.demo import load_inputs
+    from tastemap.runtime.interests.profile_io import write_atomically
+    from tastemap.runtime.recommend.recommender import TastemapRecommender
 
     if (user is None) == (not all_users):
         raise InputError("give --user USER for one user, or --all --out FILE.parquet for every user")
@@ -102,10 +102,10 @@ def evaluate_command(
     import pandas as pd
 
     from tastemap.console import print_table
-    from tastemap.runtime.demo import load_inputs
-    from tastemap.runtime.evaluate import compare_models, evaluation_table, split_events, tune_blend
-    from tastemap.runtime.profile_io import write_atomically
-    from tastemap.runtime.recommend import TastemapRecommender
+    from tastemap.runtime.pipeline.demo import load_inputs
+    from tastemap.runtime.recommend.evaluate import compare_models, evaluation_table, split_events, tune_blend
+    from tastemap.runtime.interests.profile_io import write_atomically
+    from tastemap.runtime.recommend.recommender import TastemapRecommender
 
     inputs = load_inputs(events, catalog, model_dir=model, vectors_path=vectors, sample=sample, seed=seed)
     tables = []
@@ -148,7 +148,7 @@ def demo_command(
     Example: tastemap demo --out tastemap-demo
     """
     from tastemap.console import print_table
-    from tastemap.runtime.demo import run_demo
+    from tastemap.runtime.pipeline.demo import run_demo
 
     summary = run_demo(out, sample=sample, model_dir=model, protocols=_protocols(protocol), seed=seed)
     rows = [(name, value) for name, value in summary.items() if name not in ("metrics", "stage_seconds", "out_dir")]

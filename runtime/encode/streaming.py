@@ -1,6 +1,6 @@
 """Encode a table too large for memory into a memory-mapped ``.npy`` file, resumably.
 
-:func:`encode_to_file` checks the whole input first (:func:`tastemap.runtime.sources.scan_table`),
+:func:`encode_to_file` checks the whole input first (:func:`tastemap.runtime.io.tables.scan_table`),
 then encodes it chunk by chunk into ``.<out>.partial/`` beside the output: ``embeddings.npy``
 (memory-mapped, float32 ``[n_rows, dim]``), ``ids.parquet`` and ``state.json`` (how many chunks
 are done, and a fingerprint of the input, model and settings). A rerun with the same fingerprint
@@ -22,8 +22,8 @@ import numpy as np
 
 from tastemap.console import progress
 from tastemap.errors import InputError
-from tastemap.runtime.encoder import DEFAULT_CHUNK_ROWS, EncodeStats, Encoder
-from tastemap.runtime.sources import iter_texts, scan_table
+from tastemap.runtime.encode.encoder import DEFAULT_CHUNK_ROWS, EncodeStats, Encoder
+from tastemap.runtime.io.tables import iter_texts, scan_table
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
     spark-submit --master yarn --deploy-mode client \\
         --archives tastemap-env.tar.gz#env --conf spark.pyspark.python=./env/bin/python \\
-        "$(python -c 'import tastemap.runtime.spark_main as m; print(m.__file__)')" \\
+        "$(python -c 'import tastemap.runtime.spark.main as m; print(m.__file__)')" \\
         profile events.parquet catalog.csv --out profiles/ --engine spark
 
 Under spark-submit, the master and the configuration come from spark-submit; ``--master`` of

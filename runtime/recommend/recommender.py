@@ -31,10 +31,10 @@ import pandas as pd
 from scipy import sparse
 
 from tastemap.errors import InputError
-from tastemap.runtime.baselines import ease_weights
-from tastemap.runtime.interactions import Interactions
-from tastemap.runtime.profiles import InterestProfiler, UserInterests, UserProfiles
-from tastemap.runtime.segments import UserSegmenter
+from tastemap.runtime.recommend.baselines import ease_weights
+from tastemap.runtime.io.interactions import Interactions
+from tastemap.runtime.interests.profiles import InterestProfiler, UserInterests, UserProfiles
+from tastemap.runtime.interests.segments import UserSegmenter
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class TastemapRecommender:
     """Interest-based recommender (see the module docstring).
 
     Parameters (keyword-only): ``catalog`` (frame with ``item_id``, ``title``, ``categories`` as
-    from :func:`~tastemap.runtime.data.read_catalog`), ``item_vectors`` ``[n_items, dim]`` in
+    from :func:`~tastemap.runtime.io.events.read_catalog`), ``item_vectors`` ``[n_items, dim]`` in
     catalog order, ``weights`` (:class:`BlendWeights`), ``l2`` EASE regularisation,
     ``recency_half_life`` (in items), ``n_candidates`` per interest, ``profiler`` and
     ``segmenter`` (unfitted estimators used as templates; defaults with ``seed``),
@@ -228,7 +228,7 @@ class TastemapRecommender:
     def components(self, users: np.ndarray, state: _UserState | None = None) -> dict[str, np.ndarray]:
         """Every standardised component score, name to ``[len(users), n_items]`` float32 (those
         that can be computed: EASE ones need a collaborative weight at fit time), for tuning the
-        blend (see :func:`~tastemap.runtime.evaluate.tune_blend`)."""
+        blend (see :func:`~tastemap.runtime.recommend.evaluate.tune_blend`)."""
         self._check_fitted()
         return self._components(np.asarray(users), state or self.state_, COMPONENTS)
 

@@ -8,9 +8,9 @@ from typing import Optional
 import typer
 
 from tastemap.console import exits_on_error
-from tastemap.runtime.encoder import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TOKENS
-from tastemap.runtime.providers import Device, Variant
-from tastemap.runtime.spark import Engine
+from tastemap.runtime.encode.encoder import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TOKENS
+from tastemap.runtime.encode.providers import Device, Variant
+from tastemap.runtime.spark.session import Engine
 
 app = typer.Typer()
 
@@ -39,8 +39,8 @@ def embed_command(
     Example: tastemap embed movies.csv --text-col title --id-col movieId --out emb.npy
     """
     from tastemap.console import print_table
-    from tastemap.runtime.encoder import Encoder
-    from tastemap.runtime.streaming import encode_to_file
+    from tastemap.runtime.encode.encoder import Encoder
+    from tastemap.runtime.encode.streaming import encode_to_file
 
     if engine is Engine.spark:
         _embed_on_spark(input, out, text_col, id_col, model, variant, device, batch_tokens, threads, cache, master, partitions)
@@ -77,7 +77,7 @@ def embed_command(
 def _embed_on_spark(input, out, text_col, id_col, model, variant, device, batch_tokens, threads, cache, master, partitions):
     from tastemap.console import print_table
     from tastemap.errors import InputError
-    from tastemap.runtime.spark_embed import embed_with_spark
+    from tastemap.runtime.spark.embed import embed_with_spark
 
     if cache is not None:
         raise InputError("--cache is not used with --engine spark; drop it")

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from tastemap.console import exits_on_error
-from tastemap.runtime.spark import Engine
+from tastemap.runtime.spark.session import Engine
 
 app = typer.Typer()
 
@@ -75,9 +75,9 @@ def profile_command(
 
     from tastemap.console import print_table
     from tastemap.errors import InputError
-    from tastemap.runtime import data
-    from tastemap.runtime.profile_io import write_profiles
-    from tastemap.runtime.profiles import InterestProfiler
+    from tastemap.runtime.io import events as data
+    from tastemap.runtime.interests.profile_io import write_profiles
+    from tastemap.runtime.interests.profiles import InterestProfiler
 
     started = time.perf_counter()
     spark = engine is Engine.spark
@@ -99,7 +99,7 @@ def profile_command(
         extra["vectors"] = str(vectors)
     else:
         from tastemap.export import DEFAULT_MODEL_DIR
-        from tastemap.runtime.encoder import Encoder
+        from tastemap.runtime.encode.encoder import Encoder
 
         item_vectors = Encoder(model or DEFAULT_MODEL_DIR, device=device, cache_dir=cache or out / ".cache")
         extra["model"] = str(model or DEFAULT_MODEL_DIR)
@@ -110,7 +110,7 @@ def profile_command(
         **({"text_template": template} if template else {}),
     )
     if spark:
-        from tastemap.runtime.spark_profile import profile_with_spark
+        from tastemap.runtime.spark.profile import profile_with_spark
 
         summary = profile_with_spark(events, items, out, profiler=profiler, item_vectors=item_vectors, columns=columns,
                                      master=master, buckets=buckets, extra=extra)
@@ -170,12 +170,12 @@ def segment_command(
     """
     import time
 
-    from tastemap.runtime.profile_io import read_profiles
-    from tastemap.runtime.segments import UserSegmenter, write_segments
+    from tastemap.runtime.interests.profile_io import read_profiles
+    from tastemap.runtime.interests.segments import UserSegmenter, write_segments
 
     started = time.perf_counter()
     if engine is Engine.spark:
-        from tastemap.runtime.spark_segment import SparkSegmenter, segment_with_spark
+        from tastemap.runtime.spark.segment import SparkSegmenter, segment_with_spark
 
         spark_segmenter = SparkSegmenter(method=method.value, n_segments=k, k_range=(k_min, k_max),
                                          features=features.value, seed=seed)

@@ -5,7 +5,7 @@ seconds) and ``weight`` (float32 feedback weight: explicit weight x event-type w
 scaled to (0, 1]). :func:`read_catalog` returns ``item_id, title, categories`` (a list of paths per
 item, each path a tuple of levels, coarse to fine), ``tags`` (list of str) and ``description``.
 :func:`align_events` matches events to the catalog and returns the shared
-:class:`~tastemap.runtime.interactions.Interactions` plus a :class:`DataReport` that counts the
+:class:`~tastemap.runtime.io.interactions.Interactions` plus a :class:`DataReport` that counts the
 events dropped as duplicates or for items missing from the catalog.
 
 Errors name the file, the (1-based, header excluded) data row and the column.
@@ -25,7 +25,7 @@ import pandas as pd
 
 import tastemap
 from tastemap.errors import InputError
-from tastemap.runtime.interactions import Interactions
+from tastemap.runtime.io.interactions import Interactions
 
 logger = logging.getLogger(__name__)
 

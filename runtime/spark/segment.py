@@ -3,7 +3,7 @@
 >>> frame, meta = read_spark_profiles(spark, "profiles/")                    # doctest: +SKIP
 >>> result = SparkSegmenter(method="kmeans", n_segments=8).fit(frame, meta)   # doctest: +SKIP
 
-The features are the single-machine ones: :func:`~tastemap.runtime.segments.profile_features`
+The features are the single-machine ones: :func:`~tastemap.runtime.interests.segments.profile_features`
 (Hellinger embeddings of the fine topic and/or top-level category weights), computed per Arrow
 batch on the executors. The clustering runs on MLlib: ``kmeans`` (``KMeans``), ``gmm``
 (``GaussianMixture``, full covariance) and ``bisecting`` (``BisectingKMeans``: a top-down
@@ -11,7 +11,7 @@ hierarchy, MLlib's hierarchical clustering; Ward agglomerative clustering has no
 implementation). ``k`` is given or chosen over ``k_range``: by the silhouette
 (``ClusteringEvaluator``, squared Euclidean) for kmeans and bisecting, by the BIC for gmm.
 Segments are numbered by decreasing size and labelled by the single-machine
-:func:`~tastemap.runtime.segments.describe_segments` on the per-segment mean weights.
+:func:`~tastemap.runtime.interests.segments.describe_segments` on the per-segment mean weights.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import pyarrow.parquet as pq
 from scipy import sparse
 
 from tastemap.errors import InputError
-from tastemap.runtime.profile_io import write_atomically
-from tastemap.runtime.profiles import UserProfiles
-from tastemap.runtime.segments import FEATURES, SEGMENTS_SCHEMA, candidate_ks, describe_segments, profile_features
-from tastemap.runtime.spark import spark_errors, write_parquet
+from tastemap.runtime.interests.profile_io import write_atomically
+from tastemap.runtime.interests.profiles import UserProfiles
+from tastemap.runtime.interests.segments import FEATURES, SEGMENTS_SCHEMA, candidate_ks, describe_segments, profile_features
+from tastemap.runtime.spark.session import spark_errors, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def read_spark_profiles(spark, path: str | Path):
     """``(frame, meta)``: the profiles as a Spark DataFrame and the topic and category names per
     level. ``path`` is an output folder of ``tastemap profile`` (either engine) or its
     ``profiles.parquet`` (a file written on one machine, or a folder of parts written by Spark)."""
-    from tastemap.runtime.spark_profile import SCHEMA_FILE
+    from tastemap.runtime.spark.profile import SCHEMA_FILE
 
     path = Path(path)
     parquet = path / "profiles.parquet" if (path / "profiles.parquet").exists() else path
@@ -175,7 +175,7 @@ class SparkSegmenter:
 
     def fit(self, frame, meta: dict) -> SparkSegments:
         """Segment the users of ``frame`` (profile rows, from :func:`read_spark_profiles` or
-        :func:`~tastemap.runtime.spark_profile.profile`) with topic/category names ``meta``."""
+        :func:`~tastemap.runtime.spark.profile.profile`) with topic/category names ``meta``."""
         from pyspark.sql import functions as F
 
         self._validate_params()
@@ -297,7 +297,7 @@ def segment_with_spark(profiles: str | Path, out: str | Path, *, segmenter: Spar
                        master: str | None = None) -> SparkSegments:
     """``tastemap segment --engine spark``: read profiles written by either engine, segment them
     on MLlib and write ``out`` (see :func:`write_spark_segments`)."""
-    from tastemap.runtime.spark import spark_session
+    from tastemap.runtime.spark.session import spark_session
 
     spark = spark_session(master)
     frame, meta = read_spark_profiles(spark, profiles)

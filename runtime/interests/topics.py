@@ -19,8 +19,8 @@ import numpy as np
 from scipy import sparse
 
 from tastemap.errors import InputError
-from tastemap.runtime.clustering import SklearnBackend, group_means, resolve_backend
-from tastemap.runtime.layers import onehot
+from tastemap.runtime.interests.clustering import SklearnBackend, group_means, resolve_backend
+from tastemap.runtime.interests.layers import onehot
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Baseline recommenders: MostPop, ItemKNN (cosine), EASE (closed form) and content models.
 
-Every recommender follows one small protocol used by :mod:`tastemap.runtime.evaluate`:
+Every recommender follows one small protocol used by :mod:`tastemap.runtime.recommend.evaluate`:
 ``fit(train: Interactions) -> self`` and ``score(users: int[n]) -> float32 [n, n_items]``, where a
 higher score is a better item; the evaluation masks the items a user has already seen.
 """
@@ -16,7 +16,7 @@ from scipy import sparse
 from scipy.linalg import lapack
 
 from tastemap.errors import InputError
-from tastemap.runtime.interactions import Interactions
+from tastemap.runtime.io.interactions import Interactions
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class ContentLiteral:
     ``catalog`` holds ``title`` and ``categories`` rows aligned with the train item indices,
     ``item_vectors`` is ``[n_items, dim]`` (unit rows, same order) and ``encoder`` is anything
     with ``encode(texts: list[str]) -> float32 [n_texts, dim]`` (an
-    :class:`~tastemap.runtime.encoder.Encoder`, whose tokenizer truncates a long history at the
+    :class:`~tastemap.runtime.encode.encoder.Encoder`, whose tokenizer truncates a long history at the
     model's maximum length, so the oldest of the ``n_recent`` items are the ones cut). All user
     texts go to the encoder in one call. A user's scores are cosine similarities between their
     text's vector and the item vectors; users without training events score 0 everywhere.

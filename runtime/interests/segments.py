@@ -3,7 +3,7 @@
 Features are Hellinger embeddings of the profile layers (square roots of the topic and/or
 category weights), so that Euclidean distance between users is the Hellinger distance between
 their interest distributions. :class:`UserSegmenter` clusters them with k-means, a Gaussian mixture
-or Ward agglomerative clustering through the backend seam of :mod:`tastemap.runtime.clustering`.
+or Ward agglomerative clustering through the backend seam of :mod:`tastemap.runtime.interests.clustering`.
 ``k`` is given, or chosen over ``k_range`` by a criterion that is reported: the silhouette (on a
 seeded sample) for k-means and agglomerative, the BIC for GMM. Segments are numbered by decreasing
 size and labelled with their top topics and categories.
@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tastemap.errors import InputError
-from tastemap.runtime.clustering import BACKENDS, resolve_backend
-from tastemap.runtime.profile_io import write_atomically
-from tastemap.runtime.profiles import UserProfiles
+from tastemap.runtime.interests.clustering import BACKENDS, resolve_backend
+from tastemap.runtime.interests.profile_io import write_atomically
+from tastemap.runtime.interests.profiles import UserProfiles
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class UserSegmenter:
 
 def describe_segments(profiles: UserProfiles, labels: np.ndarray, k: int, *, top: int = 3) -> pd.DataFrame:
     """Per segment: size, share, top topics and categories (mean member weights) and a label."""
-    from tastemap.runtime.layers import onehot
+    from tastemap.runtime.interests.layers import onehot
 
     membership = onehot(labels, k).T.tocsr()
     sizes = np.bincount(labels, minlength=k)

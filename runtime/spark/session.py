@@ -1,9 +1,9 @@
 """Shared pieces of the Spark engine: the session, error translation and Parquet in and out.
 
 The Spark path runs the same stages as one machine (embed, profile, segment) on Spark's own
-machinery: :mod:`tastemap.runtime.spark_embed` (``mapInPandas`` with one ONNX Runtime session per
-Python worker), :mod:`tastemap.runtime.spark_profile` (``groupBy(user).applyInPandas`` calling the
-single-machine profiler) and :mod:`tastemap.runtime.spark_segment` (Spark MLlib). pyspark is an
+machinery: :mod:`tastemap.runtime.spark.embed` (``mapInPandas`` with one ONNX Runtime session per
+Python worker), :mod:`tastemap.runtime.spark.profile` (``groupBy(user).applyInPandas`` calling the
+single-machine profiler) and :mod:`tastemap.runtime.spark.segment` (Spark MLlib). pyspark is an
 optional dependency (``pip install tastemap[spark]``) imported lazily.
 
 Errors raised by tastemap code on an executor reach the driver wrapped in a Spark exception;

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 from scipy import sparse
 
 from tastemap.errors import InputError
-from tastemap.runtime.layers import rank_rows
-from tastemap.runtime.profiles import UserProfiles
+from tastemap.runtime.interests.layers import rank_rows
+from tastemap.runtime.interests.profiles import UserProfiles
 
 SCHEMA_VERSION = 1
 _META = b"tastemap"

@@ -8,7 +8,7 @@ How it runs:
 - the model package folder is shipped to every executor by Spark itself
   (``SparkContext.addFile(folder, recursive=True)``) and found there with ``SparkFiles.get``;
   the executor checks that its copy's ``manifest.json`` is the driver's (sha256) and
-  :class:`~tastemap.runtime.encoder.Encoder` checks every file it uses against the manifest;
+  :class:`~tastemap.runtime.encode.encoder.Encoder` checks every file it uses against the manifest;
 - rows travel as Arrow batches (``mapInPandas``); each Python worker creates one ONNX Runtime
   session the first time it needs it and keeps it in a module-level cache (keyed by package
   path and manifest hash), so later batches and later tasks on that worker reuse it;
@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Iterator
 
 from tastemap.errors import InputError, ModelPackageError
-from tastemap.runtime.encoder import DEFAULT_MAX_TOKENS, Encoder
-from tastemap.runtime.spark import check_column, read_table, spark_session, write_parquet
+from tastemap.runtime.encode.encoder import DEFAULT_MAX_TOKENS, Encoder
+from tastemap.runtime.spark.session import check_column, read_table, spark_session, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def embed(
 
     ``threads`` (ONNX Runtime intra-op threads per Python worker) defaults to ``spark.task.cpus``.
     Null texts raise :class:`InputError` when the job runs (wrap actions in
-    :func:`~tastemap.runtime.spark.spark_errors`); empty strings are valid texts.
+    :func:`~tastemap.runtime.spark.session.spark_errors`); empty strings are valid texts.
     """
     from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 

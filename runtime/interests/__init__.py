@@ -1,0 +1,1 @@
+"""User interests: time and category layers, the topic tree, per-user interests, user segments and the clustering backends."""

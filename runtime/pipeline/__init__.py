@@ -1,0 +1,1 @@
+"""End-to-end jobs that chain the stages (the MovieLens demo and the inputs it assembles)."""

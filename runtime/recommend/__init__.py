@@ -1,0 +1,1 @@
+"""Recommendation with explanations, the baselines, evaluation, metrics and the HTML report."""
