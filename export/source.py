@@ -133,7 +133,7 @@ def _model_name(path: Path) -> str:
 
 def _weights_sha256(path: Path) -> str:
     """Hash of the weight files and config: identifies the source the package was built from."""
-    from tastemap.export.package import sha256_file
+    from tastemap.package import sha256_file
 
     digest = hashlib.sha256()
     for name in ("config.json", *_WEIGHT_FILES):

@@ -13,6 +13,7 @@ _EXPORTS = {
     "io.events": ("CatalogColumns", "DataReport", "EventColumns", "align_events", "load_movielens", "read_catalog",
                   "read_events", "render_item_texts"),
     "io.interactions": ("Interactions",),
+    "interests.base": ("NotFittedError",),
     "interests.clustering": ("resolve_backend",),
     "interests.layers": ("TimeWindows", "UserItems"),
     "interests.profile_io": ("read_profiles", "write_profiles"),
@@ -26,6 +27,7 @@ _EXPORTS = {
     "recommend.recommender": ("BlendWeights", "Explanation", "Recommendation", "TastemapRecommender"),
     "recommend.report": ("render_report", "write_report"),
     "pipeline.demo": ("run_demo",),
+    "pipeline.inputs": ("Inputs", "load_inputs"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -18,6 +18,10 @@ class ModelPackageError(TastemapError):
     """A model package (or source model folder) that is missing, corrupted or inconsistent."""
 
 
+class FittedModelError(TastemapError):
+    """A fitted model directory (``tastemap fit``) that is missing, corrupted or of another schema version."""
+
+
 class ParityError(TastemapError):
     """An exported variant failed its parity gate against the PyTorch reference (exit code 1)."""
 
@@ -40,5 +44,5 @@ def require(module: str, extra: str):
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(
-            f"{module} is not installed; install it with `pip install tastemap[{extra}]`"
+            f'{module} is not installed; install it with `pip install "tastemap[{extra}]"`'
         ) from exc

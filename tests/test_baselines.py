@@ -64,7 +64,7 @@ def test_ease_leaves_items_without_events_at_zero(data):
 
 def test_content_single_vector_is_mean_of_history(data):
     vectors = np.eye(5, dtype=np.float32)
-    model = ContentSingleVector(item_vectors=vectors).fit(data)
+    model = ContentSingleVector().fit(data, vectors)
     scores = model.score(np.array([1]))
     np.testing.assert_allclose(scores, [[1 / np.sqrt(3)] * 3 + [0, 0]], atol=1e-6)
 
@@ -93,7 +93,7 @@ def test_content_literal_renders_recent_history_and_ranks_the_matching_item_firs
     encoder = KeywordEncoder()
     item_vectors = encoder.encode([f"{t} {c}" for t, c in zip(CATALOG.title, ["Comedy", "Comedy", "Horror",
                                                                                "Horror", "Horror Drama"])])
-    model = ContentLiteral(catalog=CATALOG, item_vectors=item_vectors, encoder=encoder, n_recent=2).fit(data)
+    model = ContentLiteral(encoder=encoder, n_recent=2).fit(data, CATALOG, item_vectors)
     assert model.texts_ == [
         "Liked: Big (Comedy); Airplane (Comedy)",
         "Liked: Carrie (Horror); Big (Comedy)",  # most recent first, cut at n_recent=2
@@ -110,7 +110,7 @@ def test_content_literal_renders_recent_history_and_ranks_the_matching_item_firs
 def test_content_literal_scores_users_without_events_zero(data):
     train = data.subset(data.users != 2)
     encoder = KeywordEncoder()
-    model = ContentLiteral(catalog=CATALOG, item_vectors=np.eye(5, 3, dtype=np.float32), encoder=encoder).fit(train)
+    model = ContentLiteral(encoder=encoder).fit(train, CATALOG, np.eye(5, 3, dtype=np.float32))
     assert model.texts_[2] == "" and len(encoder.calls[0]) == 2
     assert model.score(np.array([2])).tolist() == [[0.0] * 5]
 
@@ -118,17 +118,18 @@ def test_content_literal_scores_users_without_events_zero(data):
 def test_content_literal_errors(data):
     vectors = np.eye(5, 3, dtype=np.float32)
     with pytest.raises(InputError, match="n_recent=0 should be an integer >= 1"):
-        ContentLiteral(catalog=CATALOG, item_vectors=vectors, encoder=KeywordEncoder(), n_recent=0).fit(data)
+        ContentLiteral(encoder=KeywordEncoder(), n_recent=0).fit(data, CATALOG, vectors)
     with pytest.raises(InputError, match="catalog has 4 rows; expected 5"):
-        ContentLiteral(catalog=CATALOG.iloc[:4], item_vectors=vectors, encoder=KeywordEncoder()).fit(data)
+        ContentLiteral(encoder=KeywordEncoder()).fit(data, CATALOG.iloc[:4], vectors)
     with pytest.raises(InputError, match=r"encoder returned shape \(3, 3\) for 3 history texts; expected \(3, 4\)"):
-        ContentLiteral(catalog=CATALOG, item_vectors=np.eye(5, 4), encoder=KeywordEncoder()).fit(data)
+        ContentLiteral(encoder=KeywordEncoder()).fit(data, CATALOG, np.eye(5, 4))
 
 
 def test_errors_name_values(data):
     with pytest.raises(InputError, match=r"item_vectors has shape \(3, 2\); expected \[5, dim\]"):
-        ContentSingleVector(item_vectors=np.zeros((3, 2))).fit(data)
+        ContentSingleVector().fit(data, np.zeros((3, 2)))
     with pytest.raises(InputError, match="l2=0 should be > 0"):
         EASE(l2=0).fit(data)
-    with pytest.raises(InputError, match="MostPop is not fitted yet"):
+    with pytest.raises(InputError, match=r"this MostPop is not fitted yet; call fit\(train\) first"):
         MostPop().score(np.array([0]))
+

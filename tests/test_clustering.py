@@ -74,7 +74,7 @@ def test_cuml_without_gpu_or_package_is_a_clear_error(monkeypatch):
         resolve_backend("cuml")
     monkeypatch.undo()
     if not clustering.cuml_importable():
-        with pytest.raises(MissingDependencyError, match=r"pip install tastemap\[gpu\]"):
+        with pytest.raises(MissingDependencyError, match=r'pip install "tastemap\[gpu\]"'):
             resolve_backend("cuml")
 
 

@@ -1,4 +1,5 @@
-"""Events and catalog readers: formats, column mapping, validation errors, alignment, MovieLens."""
+"""Inputs: the table reader, events and catalog (column mapping, validation errors, alignment,
+MovieLens), item vectors and the synthetic generator."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from tastemap.runtime.io.events import (
     read_events,
     render_item_texts,
 )
+from tastemap.runtime.io.synthetic import make_synthetic
+from tastemap.runtime.io.tables import iter_table, read_table
+from tastemap.runtime.io.vectors import load_item_vectors
 
 EVENTS = pd.DataFrame({
     "uid": ["u1", "u1", "u2", "u2"],
@@ -59,7 +63,7 @@ def test_read_events_parses_iso_dates_and_milliseconds(tmp_path):
 
 @pytest.mark.parametrize("frame, columns, message", [
     (EVENTS.drop(columns="ts"), EventColumns(user_id="uid", item_id="sku", timestamp="ts"),
-     "missing column(s) ['ts']; the file has ['uid', 'sku', 'stars', 'kind']"),
+     "missing column(s) ['ts']; it has ['uid', 'sku', 'stars', 'kind']; rename them or pass the column names"),
     (EVENTS.assign(ts=["1000", "soon", "x", "2000"]), EventColumns(user_id="uid", item_id="sku", timestamp="ts"),
      "row 2, column 'ts': cannot parse timestamp 'soon' (2 such rows)"),
     (EVENTS.assign(stars=["5", "4", "lots", "1"]), EventColumns(user_id="uid", item_id="sku", timestamp="ts", rating="stars"),
@@ -80,16 +84,19 @@ def test_read_events_errors_name_file_row_and_column(tmp_path, frame, columns, m
 def test_empty_and_unknown_files_are_input_errors(tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("user_id,item_id,timestamp\n")
-    with pytest.raises(InputError, match="events file .*empty.csv is empty: it has no rows"):
+    with pytest.raises(InputError, match="empty.csv is empty: it has no data rows"):
         read_events(empty)
     blank = tmp_path / "blank.jsonl"
     blank.write_text("")
     with pytest.raises(InputError, match="is empty"):
         read_events(blank)
-    with pytest.raises(InputError, match="unknown extension"):
+    with pytest.raises(InputError, match=r"events.xlsx: cannot tell the format from its name; use one of \["):
         read_events(tmp_path / "events.xlsx")
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(InputError, match="missing.csv: the events file does not exist"):
         read_events(tmp_path / "missing.csv")
+    (tmp_path / "catalog.csv").mkdir()
+    with pytest.raises(InputError, match="catalog.csv is a folder; give the catalog file"):
+        read_catalog(tmp_path / "catalog.csv")
 
 
 def test_read_catalog_parses_paths_lists_and_rejects_duplicates(tmp_path):
@@ -107,7 +114,7 @@ def test_read_catalog_parses_paths_lists_and_rejects_duplicates(tmp_path):
     assert catalog["tags"].tolist() == [["dark", "noir"], [], ["a", "b"]]
     assert catalog["description"].tolist() == ["", "", ""]
     write(frame.assign(sku=[10, 11, 10]), path)
-    with pytest.raises(InputError, match=r"item_id 10 at row 3 \(column 'sku'\) appears more than once"):
+    with pytest.raises(InputError, match=r"row 3, column 'sku': item_id 10 appears more than once"):
         read_catalog(path, CatalogColumns(item_id="sku", title="name", categories="cats"))
 
 
@@ -148,3 +155,61 @@ def test_load_movielens():
     assert toy["categories"][:2] == [("Adventure",), ("Animation",)]
     assert "pixar" in toy["tags"]
     assert events["weight"].iloc[0] == pytest.approx(4.0 / 5)
+
+
+@pytest.mark.parametrize("name", ["t.csv", "t.csv.gz", "t.tsv", "t.tsv.gz", "t.jsonl", "t.json.gz", "t.ndjson", "t.parquet"])
+def test_read_table_reads_every_format(tmp_path, name):
+    frame = pd.DataFrame({"item_id": [3, 1, 2], "title": ["a b", "c, d", "é"]})
+    path = tmp_path / name
+    if ".csv" in name or ".tsv" in name:
+        frame.to_csv(path, sep="\t" if ".tsv" in name else ",", index=False)
+    elif name.endswith(".parquet"):
+        frame.to_parquet(path)
+    else:
+        frame.to_json(path, orient="records", lines=True)
+    pd.testing.assert_frame_equal(read_table(path), frame)
+    chunks = list(iter_table(path, ["title"], chunk_rows=2))
+    assert [len(c) for c in chunks] == [2, 1] and pd.concat(chunks)["title"].tolist() == ["a b", "c, d", "é"]
+
+
+def test_table_errors_name_the_file(tmp_path):
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(InputError, match="bad.parquet cannot be read as Parquet: "):
+        read_table(tmp_path / "bad.parquet")
+    (tmp_path / "bad.jsonl").write_text('{"a": 1}\n{oops\n')
+    with pytest.raises(InputError, match="bad.jsonl cannot be read as JSON lines: "):
+        read_table(tmp_path / "bad.jsonl")
+    (tmp_path / "latin1.csv").write_bytes(b"item_id,title\n1,caf\xe9\n")
+    with pytest.raises(InputError, match=r"latin1.csv is not valid UTF-8: byte 0xe9 at byte offset 19 \(line 2\)"):
+        read_table(tmp_path / "latin1.csv")
+    pd.DataFrame({"item_id": [1]}).to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(InputError, match=r"t.parquet: missing column\(s\) \['title'\]; it has \['item_id'\]; fix"):
+        list(iter_table(tmp_path / "t.parquet", ["title"], 10, fix="fix"))
+
+
+def test_load_item_vectors_checks_shape_and_kind(tmp_path):
+    vectors = np.arange(6, dtype=np.float64).reshape(3, 2)
+    np.save(tmp_path / "v.npy", vectors)
+    loaded = load_item_vectors(tmp_path / "v.npy", n_items=3)
+    assert loaded.dtype == np.float32 and loaded.tolist() == vectors.tolist()
+    with pytest.raises(InputError, match=r"v.npy holds a float64 array of shape \(3, 2\); expected numbers of shape \[4, dim\]"):
+        load_item_vectors(tmp_path / "v.npy", n_items=4)
+    np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.raises(InputError, match="cannot read item vectors .*o.npy: .*save a float32"):
+        load_item_vectors(tmp_path / "o.npy")
+    np.savez(tmp_path / "v.npz", a=vectors)
+    with pytest.raises(InputError, match=r"holds several arrays \(.npz\)"):
+        load_item_vectors(tmp_path / "v.npz")
+
+
+def test_synthetic_options():
+    data = make_synthetic(n_users=30, n_items=60, n_events=600, n_topics=3, dim=8, interests_per_user=(2, 2),
+                          concentration=None, unique_pairs=True, first_id=0, seed=3)
+    assert not data.events.duplicated(["user_id", "item_id"]).any()
+    assert data.events["user_id"].min() == 0 and data.catalog["item_id"].tolist() == list(range(60))
+    np.testing.assert_allclose(data.user_mixtures, 0.5)
+    assert data.topic_centres.shape == (3, 8)
+    topics = data.item_topics[data.events["item_id"].to_numpy()]
+    assert all(np.isin(topics[data.events["user_id"].to_numpy() == u], data.user_topics[u]).all() for u in range(30))
+    again = make_synthetic(n_users=30, n_items=60, n_events=600, n_topics=3, dim=8, seed=3)
+    assert again.events["user_id"].min() == 1 and len(again.events) == 600

@@ -34,7 +34,7 @@ def test_embed_bad_input_exits_2_with_a_message(tiny_package, tmp_path):
         "--model", str(tiny_package), "--device", "cpu",
     ])
     assert result.exit_code == 2
-    assert "error: " in result.output and "has no column 'title' (it has ['item_id', 'name'])" in result.output
+    assert "error: " in result.output and "missing column(s) ['title']; it has ['item_id', 'name']" in result.output
     assert not (tmp_path / "e.npy").exists()
 
 

@@ -1,11 +1,14 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.exceptions import NotFittedError
 
 from planted import make_planted, make_recommender
 from tastemap.errors import InputError
 from tastemap.runtime.io.events import align_events
 from tastemap.runtime.recommend.evaluate import (
+    compare_models,
+    ease_name,
     evaluate_model,
     evaluation_table,
     rank_top_items,
@@ -97,12 +100,28 @@ def test_tune_blend_ignores_the_test_part():
     rng = np.random.default_rng(1)
     scrambled = split.test.__class__(**{**split.test.__dict__, "items": rng.permutation(split.test.items)})
     grid = {"long_term": (0.0, 0.5), "short_term": (0.0, 1.0), "interests": (0.0, 0.2)}
-    weights_a, table_a = tune_blend(make_recommender(catalog, vectors), split, grid=grid)
-    weights_b, table_b = tune_blend(make_recommender(catalog, vectors), split.__class__(split.train, scrambled, split.protocol),
-                                    grid=grid)
+    template = make_recommender()
+    weights_a, table_a = tune_blend(template, split, catalog=catalog, item_vectors=vectors, grid=grid)
+    with pytest.raises(NotFittedError):  # a clone was fitted, the template is left as it was
+        template.recommend(0)
+    weights_b, table_b = tune_blend(make_recommender(), split.__class__(split.train, scrambled, split.protocol),
+                                    catalog=catalog, item_vectors=vectors, grid=grid)
     assert weights_a == weights_b
     pd.testing.assert_frame_equal(table_a, table_b)
     assert len(table_a) == 7  # 2 x 2 x 2 combinations minus all-zero
+
+
+def test_compare_models_names_the_ease_reference():
+    events, catalog, vectors, _ = make_planted(12)
+    data, _ = align_events(events, catalog)
+    split = split_events(data, "leave-last-out")
+    plain = pd.DataFrame({"item_id": catalog.item_id.tolist(), "title": catalog.title.tolist()})
+    results = compare_models(split, catalog=plain, item_vectors=vectors, l2=30.0)
+    assert ease_name(30.0) == "EASE (l2=30)" and ease_name() == "EASE (l2=500)"
+    assert [e.name for e in results] == ["MostPop", "ItemKNN", "EASE (l2=30)", "Content single-vector",
+                                         "Content multi-interest", "tastemap"]
+    table = evaluation_table(results, reference=ease_name(30.0), n_resamples=50).set_index("model")
+    assert table.loc["EASE (l2=30)", "HR@10"] > 0 and table.loc["EASE (l2=30)", "HR@10_vs_ref"] == 1.0
 
 
 def test_split_errors():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tastemap.bench.synthetic import make_synthetic
+from tastemap.runtime.io.synthetic import make_synthetic
 from tastemap.cli import app
 
 runner = CliRunner()

@@ -8,8 +8,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
-from tastemap.bench.synthetic import make_synthetic
+from tastemap.runtime.io.synthetic import make_synthetic
 from tastemap.errors import InputError
 from tastemap.runtime.interests.profile_io import read_profiles, write_atomically, write_profiles
 from tastemap.runtime.interests.profiles import InterestProfiler
@@ -142,3 +145,37 @@ def test_vectors_must_match_catalog(planted):
         InterestProfiler(n_topics=6, n_coarse_topics=2).fit(planted.events, planted.catalog, planted.item_vectors[:10])
     with pytest.raises(InputError, match="not fitted yet"):
         InterestProfiler().transform(pd.DataFrame())
+
+
+def test_clone_keeps_the_parameters_and_drops_the_fit(fitted):
+    twin = clone(InterestProfiler(n_topics=20))
+    assert twin.n_topics == 20 and twin.get_params() == InterestProfiler(n_topics=20).get_params()
+    refit = clone(fitted)
+    assert refit.get_params() == fitted.get_params()
+    assert not hasattr(refit, "profiles_")
+    params = fitted.get_params()
+    assert InterestProfiler().set_params(**params).get_params() == params
+
+
+def test_unfitted_profiler_says_how_to_fit():
+    with pytest.raises(NotFittedError, match=r"this InterestProfiler is not fitted yet; "
+                                             r"call fit\(events, catalog, item_vectors\) first"):
+        InterestProfiler(n_topics=20).transform(pd.DataFrame({"user_id": [1], "item_id": [2], "timestamp": [3]}))
+
+
+def test_fit_with_only_the_required_columns(planted, fitted):
+    events = pd.DataFrame(planted.events[["user_id", "item_id", "timestamp"]].to_dict("list"))
+    catalog = pd.DataFrame(planted.catalog[["item_id", "title"]].to_dict("list"))
+    profiler = InterestProfiler(n_topics=6, n_coarse_topics=2, backend="sklearn", seed=0).fit(
+        events, catalog, planted.item_vectors)
+    check_is_fitted(profiler)
+    assert profiler.profiles_.n_users == fitted.profiles_.n_users
+    assert profiler.category_levels_ == [] and profiler.profiles_.categories == []
+    np.testing.assert_array_equal(profiler.item_topics_, fitted.item_topics_)  # topics come from the vectors
+    assert profiler.profiles_.interests.counts().sum() > 0
+    later = profiler.transform(events[events.user_id.isin(planted.events.user_id.unique()[:3])])
+    assert later.n_users == 3
+    text_dates = events.assign(timestamp=pd.to_datetime(events.timestamp, unit="s").astype(str))
+    again = InterestProfiler(n_topics=6, n_coarse_topics=2, backend="sklearn", seed=0).fit(
+        text_dates, catalog.assign(categories=["Books > Crime"] * len(catalog)), planted.item_vectors)
+    assert [level.names for level in again.category_levels_] == [["Books"], ["Books > Crime"]]

@@ -1,36 +1,38 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 from typer.testing import CliRunner
 
-from planted import ITEMS_PER_TOPIC, make_planted, make_recommender
+from planted import make_planted, make_recommender
 from tastemap.cli import app
 from tastemap.errors import InputError
 from tastemap.runtime.io.events import align_events
 from tastemap.runtime.io.interactions import Interactions
-from tastemap.runtime.recommend.recommender import BlendWeights, recency_matrix
+from tastemap.runtime.recommend.recommender import BlendWeights, TastemapRecommender, recency_matrix
 
 
 @pytest.fixture(scope="module")
 def fitted():
-    events, catalog, vectors, user_topics = make_planted(40)
+    events, catalog, vectors, truth = make_planted(40)
     data, _ = align_events(events, catalog)
-    return make_recommender(catalog, vectors).fit(data), data, catalog, vectors, user_topics
+    return make_recommender().fit(data, catalog, vectors), data, catalog, vectors, truth
 
 
-def topic_of(item_id):
-    return (item_id - 100) // ITEMS_PER_TOPIC
+def topic_of(truth, item_id):
+    return truth.item_topics[item_id]  # planted item ids are item indices
 
 
 def test_recommendations_are_unseen_and_follow_planted_interests(fitted):
-    recommender, data, _, _, user_topics = fitted
+    recommender, data, _, _, truth = fitted
     on_topic = 0
     for user in (0, 5, 13):
         recs = recommender.recommend(user, k=10)
         assert [r.rank for r in recs] == list(range(1, 11))
         seen = set(data.item_ids[data.items[data.users == user]].tolist())
         assert not seen & {r.item_id for r in recs}
-        on_topic += sum(topic_of(r.item_id) in user_topics[user] for r in recs)
+        on_topic += sum(topic_of(truth, r.item_id) in truth.user_topics[user] for r in recs)
     # two of four topics are the user's: chance is 15 of 30; collaborative signal adds co-liked topics
     assert on_topic >= 21
 
@@ -63,33 +65,32 @@ def test_batch_mode_has_one_row_per_user_and_rank(fitted):
 
 
 def test_cold_start_from_items(fitted):
-    recommender = fitted[0]
-    liked = [100 + 2 * ITEMS_PER_TOPIC + i for i in range(4)]  # four items of topic 2
+    recommender, truth = fitted[0], fitted[4]
+    liked = np.flatnonzero(truth.item_topics == 2)[:4].tolist()  # four items of topic 2
     recs = recommender.recommend_cold(item_ids=liked, k=10)
     assert not set(liked) & {r.item_id for r in recs}
-    counts = np.bincount([topic_of(r.item_id) for r in recs], minlength=4)
+    counts = np.bincount([topic_of(truth, r.item_id) for r in recs], minlength=4)
     assert counts[2] >= 5 and counts[2] == counts.max()
     assert all(r.explanation.segment for r in recs)
     assert set(recs[0].explanation.seed_item_ids) <= set(liked)
 
 
-class AxisEncoder:
-    """Encodes any text as the planted axis of one topic."""
+class CentreEncoder:
+    """Encodes any text as one vector (a planted topic's centre)."""
 
-    def __init__(self, topic, dim):
-        self.vector = np.zeros((1, dim), np.float32)
-        self.vector[0, topic] = 1.0
+    def __init__(self, vector):
+        self.vector = np.asarray(vector, np.float32)[None, :]
 
     def encode(self, texts):
         return np.repeat(self.vector, len(texts), axis=0)
 
 
 def test_cold_start_from_text_goes_through_nearest_topics(fitted):
-    recommender, _, _, vectors, _ = fitted
-    recs = recommender.recommend_cold(text="dusty towns and gunfights", encoder=AxisEncoder(1, vectors.shape[1]),
+    recommender, _, _, _, truth = fitted
+    recs = recommender.recommend_cold(text="dusty towns and gunfights", encoder=CentreEncoder(truth.topic_centres[1]),
                                       k=10, n_topics=2)
     assert len(recs) == 10
-    assert all(topic_of(r.item_id) == 1 for r in recs)
+    assert all(topic_of(truth, r.item_id) == 1 for r in recs)
     assert all(r.explanation.layer == "cold-start" and r.explanation.segment for r in recs)
 
 
@@ -101,18 +102,19 @@ def test_errors_are_clear(fitted):
         recommender.recommend(0, k=0)
     with pytest.raises(InputError, match="give exactly one of item_ids"):
         recommender.recommend_cold(item_ids=[100], text="x")
-    with pytest.raises(InputError, match=r"item ids \[5\] are not in the catalog"):
-        recommender.recommend_cold(item_ids=[5])
+    with pytest.raises(InputError, match=r"item ids \[500\] are not in the catalog"):
+        recommender.recommend_cold(item_ids=[500])
     with pytest.raises(InputError, match="blend weights must be >= 0; got {'interests': -1}"):
         BlendWeights(interests=-1)
 
 
 def test_multi_interest_only_needs_no_ease(fitted):
-    _, data, catalog, vectors, user_topics = fitted
-    model = make_recommender(catalog, vectors, weights=BlendWeights(long_term=0, short_term=0, interests=1)).fit(data)
+    _, data, catalog, vectors, truth = fitted
+    model = make_recommender(weights=BlendWeights(long_term=0, short_term=0, interests=1)).fit(
+        data, catalog, vectors)
     assert model.ease_ is None
     recs = model.recommend(2, k=6)
-    assert all(topic_of(r.item_id) in user_topics[2] for r in recs)
+    assert all(topic_of(truth, r.item_id) in truth.user_topics[2] for r in recs)
     assert {r.explanation.layer for r in recs} == {"interest"}
 
 
@@ -140,3 +142,47 @@ def test_cli_recommend_one_user_and_batch(tmp_path):
     result = CliRunner().invoke(app, ["recommend", "--user", "nobody", *common])
     assert result.exit_code == 2
     assert "error: --user 'nobody' is not an integer" in result.output
+
+
+def test_constructor_takes_no_data():
+    recommender = TastemapRecommender()
+    assert sorted(recommender.get_params(deep=False)) == [
+        "l2", "n_candidates", "profiler", "recency_half_life", "seed", "segmenter", "weights"]
+    events, catalog, vectors, _ = make_planted(4)
+    with pytest.raises(TypeError):
+        TastemapRecommender(catalog=catalog, item_vectors=vectors)
+    with pytest.raises(NotFittedError, match=r"this TastemapRecommender is not fitted yet; "
+                                             r"call fit\(train, catalog, item_vectors\) first"):
+        recommender.recommend_batch()
+
+
+def test_templates_are_cloned_and_nested_params_reach_them(fitted):
+    _, data, catalog, vectors, _ = fitted
+    template = make_recommender(weights=BlendWeights(long_term=0, short_term=0, interests=1))
+    template.set_params(profiler__n_topics=6, segmenter__n_segments=2)
+    assert template.get_params()["profiler__n_topics"] == 6
+    model = template.fit(data, catalog, vectors)
+    assert model.profiler_ is not template.profiler and model.segmenter_ is not template.segmenter
+    assert model.profiler_.topic_tree_.fine.n_topics == 6 and model.segmenter_.n_segments_ == 2
+    with pytest.raises(NotFittedError):  # the templates stay unfitted
+        check_is_fitted(template.profiler)
+    assert model.weights_ == template.weights
+    assert make_recommender().fit(data, catalog, vectors).weights_ == BlendWeights()
+
+
+def test_fit_checks_its_data(fitted):
+    _, data, catalog, vectors, _ = fitted
+    with pytest.raises(InputError, match=r"training items \(n_items=120\) are not the catalog's 119 items"):
+        make_recommender().fit(data, catalog.iloc[1:], vectors[1:])
+    with pytest.raises(InputError, match=r"ease_weights has shape \(3, 3\); expected \(120, 120\)"):
+        make_recommender().fit(data, catalog, vectors, ease_weights=np.zeros((3, 3)))
+    with pytest.raises(InputError, match="weights should be None or a BlendWeights, got dict"):
+        make_recommender(weights={"interests": 1}).fit(data, catalog, vectors)
+
+
+def test_fit_with_a_plain_catalog(fitted):
+    _, data, catalog, vectors, truth = fitted
+    plain = pd.DataFrame({"item_id": catalog.item_id.tolist(), "title": catalog.title.tolist()})
+    model = make_recommender(weights=BlendWeights(long_term=0, short_term=0, interests=1)).fit(data, plain, vectors)
+    recs = model.recommend(2, k=6)
+    assert all(topic_of(truth, r.item_id) in truth.user_topics[2] for r in recs)

@@ -19,9 +19,9 @@ def page(tmp_path_factory):
     events, catalog, vectors, _ = make_planted(16)
     catalog.loc[0, "title"] = EVIL
     catalog.loc[1, "tags"] = [EVIL]
-    events.loc[events.item_id == 100, "user_id"] = 0  # user 0 surely has the evil item
+    events.loc[events.item_id == catalog.loc[0, "item_id"], "user_id"] = 0  # user 0 surely has the evil item
     data, _ = align_events(events, catalog)
-    recommender = make_recommender(catalog, vectors).fit(data)
+    recommender = make_recommender().fit(data, catalog, vectors)
     table = pd.DataFrame([{"model": EVIL, "users": 16, **{f"{m}{s}": 0.5 for m in ("HR@10", "NDCG@10")
                                                            for s in ("", "_low", "_high")}, "Coverage@10": 0.1}])
     report = report_from_recommender(recommender, title=f"demo {EVIL}", summary={"users": 16, EVIL: EVIL},
@@ -86,6 +86,6 @@ def test_report_screenshot(page, tmp_path):
 def test_render_without_evaluation_or_users():
     events, catalog, vectors, _ = make_planted(8)
     data, _ = align_events(events, catalog)
-    report = report_from_recommender(make_recommender(catalog, vectors).fit(data), title="t", summary={})
+    report = report_from_recommender(make_recommender().fit(data, catalog, vectors), title="t", summary={})
     html = render_report(report)
     assert "No evaluation was run." in html and "No example users." in html

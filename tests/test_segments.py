@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import adjusted_rand_score
 
-from tastemap.bench.synthetic import make_synthetic
+from tastemap.runtime.io.synthetic import make_synthetic
 from tastemap.errors import InputError
 from tastemap.runtime.interests.profiles import InterestProfiler
 from tastemap.runtime.interests.segments import UserSegmenter, profile_features, write_segments
@@ -70,3 +72,18 @@ def test_invalid_settings(single_topic_users):
         UserSegmenter(k_range=(5, 3)).fit(profiles)
     with pytest.raises(InputError, match="not fitted yet"):
         UserSegmenter().predict(profiles)
+
+
+def test_segmenter_is_a_sklearn_estimator(single_topic_users):
+    _, profiles = single_topic_users
+    template = UserSegmenter(method="gmm", n_segments=4, backend="sklearn", seed=0)
+    with pytest.raises(NotFittedError, match=r"this UserSegmenter is not fitted yet; call fit\(profiles\) first"):
+        template.predict(profiles)
+    fitted = clone(template).fit(profiles)
+    assert clone(fitted).get_params() == template.get_params() and not hasattr(clone(fitted), "labels_")
+    np.testing.assert_array_equal(fitted.predict(profiles), fitted.labels_)  # through the fitted mixture_
+    assert fitted.mixture_ is not None
+    with pytest.raises(InputError, match=r"k_range=\(2,\) should be a pair of integers"):
+        UserSegmenter(k_range=(2,)).fit(profiles)
+    with pytest.raises(InputError, match=r"features='genres' is not supported"):
+        UserSegmenter(features="genres").fit(profiles)

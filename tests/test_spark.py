@@ -13,14 +13,15 @@ pytest.importorskip("pyspark")
 
 from tastemap.errors import InputError  # noqa: E402
 from tastemap.runtime.io import events as data  # noqa: E402
-from tastemap.runtime.io.events import EventColumns, validate_events  # noqa: E402
+from tastemap.runtime.io.events import MOVIELENS_COLUMNS, validate_events  # noqa: E402
+from tastemap.runtime.io.tables import read_table  # noqa: E402
 from tastemap.runtime.interests.profiles import InterestProfiler  # noqa: E402
 
 pytestmark = [pytest.mark.spark,
               pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")]
 
 N_USERS = 24
-COLUMNS = EventColumns(user_id="userId", item_id="movieId", rating="rating")
+COLUMNS = MOVIELENS_COLUMNS
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def movielens():
     """(raw ratings of the first N_USERS users plus one duplicate and one unknown item, catalog,
     item vectors [n_items, 20]: genre one-hot plus seeded noise)."""
     _, catalog = data.load_movielens()
-    raw = data.read_table(data.MOVIELENS_DIR / "ratings.csv.gz")
+    raw = read_table(data.MOVIELENS_DIR / "ratings.csv.gz")
     raw = raw[raw["userId"].isin(np.sort(raw["userId"].unique())[:N_USERS])].reset_index(drop=True)
     raw = pd.concat([raw, raw.iloc[[3]], raw.iloc[[5]].assign(movieId=-7)], ignore_index=True)
     genres = sorted({path[0] for paths in catalog["categories"] for path in paths})
@@ -57,7 +58,7 @@ def test_embed_with_spark_equals_single_machine(spark, tiny_package, tmp_path):
     from tastemap.runtime.encode.encoder import Encoder
     from tastemap.runtime.spark.embed import embed_with_spark
 
-    movies = data.read_table(data.MOVIELENS_DIR / "movies.csv.gz").head(300)
+    movies = read_table(data.MOVIELENS_DIR / "movies.csv.gz").head(300)
     texts = movies["title"] + ". " + movies["genres"].str.replace("|", ", ")
     texts.iloc[7] = ""  # an empty text is valid
     pd.DataFrame({"movieId": movies["movieId"], "text": texts}).to_parquet(tmp_path / "items.parquet")
@@ -82,8 +83,27 @@ def test_embed_null_text_is_a_clear_error(spark, tiny_package):
     with pytest.raises(InputError, match=r"column 'title' holds 1 null value\(s\) in this batch"):
         with spark_errors():
             embed(frame, tiny_package, text_col="title").collect()
-    with pytest.raises(InputError, match="missing column 'name'"):
+    with pytest.raises(InputError, match=r"embed: missing column\(s\) \['name'\]; it has \['id', 'title'\]"):
         embed(frame, tiny_package, text_col="name")
+
+
+def test_spark_reader_shares_format_detection_and_messages(spark, tmp_path):
+    from tastemap.runtime.spark.session import read_spark_table, spark_errors
+
+    frame = pd.DataFrame({"item_id": [3, 1, 2], "title": ["a b", "c, d", "e"]})
+    frame.to_csv(tmp_path / "items.tsv.gz", sep="\t", index=False)
+    got = read_spark_table(spark, tmp_path / "items.tsv.gz").toPandas()
+    pd.testing.assert_frame_equal(got, read_table(tmp_path / "items.tsv.gz"), check_dtype=False)
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    for name, message in (("items.xlsx", "cannot tell the format from its name"), ("none.csv", "does not exist"),
+                          ("bad.parquet", "bad.parquet cannot be read as Parquet: ")):
+        with pytest.raises(InputError) as local:
+            read_table(tmp_path / name, what="events")
+        with pytest.raises(InputError, match=message) as remote:
+            with spark_errors():
+                read_spark_table(spark, tmp_path / name, what="events").collect()
+        if name != "bad.parquet":  # the reason after the colon is each engine's own
+            assert str(remote.value) == str(local.value)
 
 
 @pytest.mark.parametrize("buckets", [None, 3])
@@ -152,7 +172,7 @@ def test_profile_and_segment_cli_on_spark(spark, tmp_path, movielens):
 
     raw, _, vectors = movielens
     raw.to_parquet(tmp_path / "events.parquet")
-    data.read_table(data.MOVIELENS_DIR / "movies.csv.gz").to_csv(tmp_path / "movies.csv", index=False)
+    read_table(data.MOVIELENS_DIR / "movies.csv.gz").to_csv(tmp_path / "movies.csv", index=False)
     np.save(tmp_path / "vectors.npy", vectors)
     runner = CliRunner()
     result = runner.invoke(app, [

@@ -111,14 +111,14 @@ def _write(path, content: bytes):
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("a.csv", b"", "a.csv is empty; nothing to encode"),
-        ("a.csv", b"item_id,title\n", "a.csv has no data rows; nothing to encode"),
-        ("a.csv", b"item_id,name\n1,x\n", "a.csv has no column 'title' (it has ['item_id', 'name']); pass one of those with --text-col / --id-col"),
-        ("a.jsonl", b'{"item_id": 1, "title": "x"}\n{"item_id": 2, "title": null}\n', "a.jsonl: column 'title' at row 1 is missing (nan); every text should be a string"),
-        ("a.jsonl", b'{"item_id": 1, "title": "x"}\n{"item_id": 2, "title": 1984}\n', "a.jsonl: column 'title' at row 1 is int 1984; every text should be a string"),
-        ("a.jsonl", b'{"item_id": 1, "title": "x"}\n{"title": "y"}\n', "a.jsonl: column 'item_id' has no value at row 1; every row needs an id"),
+        ("a.csv", b"", "a.csv is empty: it has no data rows"),
+        ("a.csv", b"item_id,title\n", "a.csv is empty: it has no data rows"),
+        ("a.csv", b"item_id,name\n1,x\n", "a.csv: missing column(s) ['title']; it has ['item_id', 'name']; pass one of those with --text-col / --id-col"),
+        ("a.jsonl", b'{"item_id": 1, "title": "x"}\n{"item_id": 2, "title": null}\n', "a.jsonl: row 2, column 'title': missing (nan); every text should be a string"),
+        ("a.jsonl", b'{"item_id": 1, "title": "x"}\n{"item_id": 2, "title": 1984}\n', "a.jsonl: row 2, column 'title': int 1984; every text should be a string"),
+        ("a.jsonl", b'{"item_id": 1, "title": "x"}\n{"title": "y"}\n', "a.jsonl: row 2, column 'item_id': missing value; every row needs an id"),
         ("a.csv", b"item_id,title\n1,ok\n2,caf\xe9\n", "a.csv is not valid UTF-8: byte 0xe9 at byte offset 24 (line 3); re-save the file as UTF-8"),
-        ("a.txt", b"x", "a.txt: cannot tell the format from its name; use one of ['.csv', '.jsonl', '.ndjson', '.parquet', '.pq', '.tsv'] (optionally .gz)"),
+        ("a.txt", b"x", "a.txt: cannot tell the format from its name; use one of ['.csv', '.json', '.jsonl', '.ndjson', '.parquet', '.pq', '.tsv'] (optionally .gz)"),
     ],
 )
 def test_bad_input_is_named_and_writes_nothing(tiny_package, tmp_path, name, content, message):
@@ -132,7 +132,7 @@ def test_bad_input_is_named_and_writes_nothing(tiny_package, tmp_path, name, con
 
 def test_missing_value_in_parquet_names_the_row(tiny_package, tmp_path):
     pd.DataFrame({"item_id": [1, 2, 3], "title": ["a", "b", None]}).to_parquet(tmp_path / "a.parquet")
-    with pytest.raises(InputError, match=r"a.parquet: column 'title' at row 2 is missing \(nan\); every text should be a string"):
+    with pytest.raises(InputError, match=r"a.parquet: row 3, column 'title': missing \(nan\); every text should be a string"):
         encode_to_file(tmp_path / "a.parquet", tmp_path / "e.npy", "title", encoder=_encoder(tiny_package))
 
 

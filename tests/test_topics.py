@@ -7,7 +7,7 @@ import pytest
 from scipy import sparse
 from sklearn.metrics import normalized_mutual_info_score
 
-from tastemap.bench.synthetic import make_synthetic
+from tastemap.runtime.io.synthetic import make_synthetic
 from tastemap.errors import InputError
 from tastemap.runtime.io.events import render_item_texts
 from tastemap.runtime.interests.topics import class_tfidf, fit_topic_tree, medoids

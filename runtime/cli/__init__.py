@@ -2,9 +2,10 @@
 
 import typer
 
-from tastemap.runtime.cli import embed, interests, recommend
+from tastemap.runtime.cli import embed, interests, model, recommend
 
 app = typer.Typer()
 app.add_typer(interests.app)
 app.add_typer(embed.app)
 app.add_typer(recommend.app)
+app.add_typer(model.app)

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from tastemap.console import exits_on_error
+from tastemap.paths import MODEL_HELP
 from tastemap.runtime.encode.encoder import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TOKENS
 from tastemap.runtime.encode.providers import Device, Variant
 from tastemap.runtime.spark.session import Engine
@@ -22,7 +23,7 @@ def embed_command(
     text_col: str = typer.Option(..., "--text-col", help="Column holding the texts."),
     out: Path = typer.Option(..., "--out", "-o", help="Output .npy (float32, rows x dim); ids go to OUT.ids.parquet."),
     id_col: Optional[str] = typer.Option(None, "--id-col", help="Column holding the ids (default: row numbers)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Model package folder (default: models/all-MiniLM-L6-v2)."),
+    model: Optional[Path] = typer.Option(None, "--model", help=MODEL_HELP),
     variant: Variant = typer.Option(Variant.auto, help="ONNX variant: auto is fp16 on a GPU, int8 on the CPU."),
     device: Device = typer.Option(Device.auto, help="auto falls back to the CPU with a warning; cuda fails without CUDA."),
     batch_tokens: int = typer.Option(DEFAULT_MAX_TOKENS, "--batch-tokens", help="Padded tokens per batch."),
@@ -45,12 +46,10 @@ def embed_command(
     if engine is Engine.spark:
         _embed_on_spark(input, out, text_col, id_col, model, variant, device, batch_tokens, threads, cache, master, partitions)
         return
-    if model is None:
-        from tastemap.export import DEFAULT_MODEL_DIR
+    from tastemap.paths import resolve_model_dir
 
-        model = Path(DEFAULT_MODEL_DIR)
     encoder = Encoder(
-        model, variant=variant.value, device=device.value, threads=threads, max_tokens=batch_tokens, cache_dir=cache
+        resolve_model_dir(model), variant=variant.value, device=device.value, threads=threads, max_tokens=batch_tokens, cache_dir=cache
     )
     result = encode_to_file(input, out, text_col, id_col, encoder=encoder, chunk_rows=chunk_rows, resume=resume)
     stats = result.stats

@@ -10,16 +10,13 @@ from typing import Optional
 import typer
 
 from tastemap.console import exits_on_error
+from tastemap.paths import MODEL_HELP
+from tastemap.runtime.interests.clustering import BACKENDS
 from tastemap.runtime.spark.session import Engine
 
 app = typer.Typer()
 
-
-class Backend(str, Enum):
-    auto = "auto"
-    cuml = "cuml"
-    faiss = "faiss"
-    sklearn = "sklearn"
+Backend = Enum("Backend", {name: name for name in BACKENDS}, type=str)
 
 
 class Method(str, Enum):
@@ -42,7 +39,7 @@ def profile_command(
     catalog: Optional[Path] = typer.Argument(None, help="Catalog file: item_id, title[, categories, tags, description]."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for profiles.parquet, profiles.jsonl, topics.json."),
     movielens: bool = typer.Option(False, "--movielens", help="Use the built-in MovieLens sample instead of EVENTS and CATALOG."),
-    model: Optional[Path] = typer.Option(None, help="Model package folder (default: models/all-MiniLM-L6-v2)."),
+    model: Optional[Path] = typer.Option(None, help=MODEL_HELP),
     vectors: Optional[Path] = typer.Option(None, help="Precomputed item vectors (.npy, n_items x dim, catalog order); skips the encoder."),
     cache: Optional[Path] = typer.Option(None, help="Embedding cache folder (default: OUT/.cache)."),
     device: str = typer.Option("auto", help="Encoder device: auto, cpu, cuda."),
@@ -84,8 +81,7 @@ def profile_command(
     if movielens:
         frame, items = data.load_movielens()
         if spark:
-            events, columns = data.MOVIELENS_DIR / "ratings.csv.gz", data.EventColumns(
-                user_id="userId", item_id="movieId", rating="rating", rating_scale=5.0)
+            events, columns = data.MOVIELENS_DIR / data.MOVIELENS_RATINGS, data.MOVIELENS_COLUMNS
     elif events is None or catalog is None:
         raise InputError("give EVENTS and CATALOG files, or --movielens for the built-in sample")
     else:
@@ -95,14 +91,17 @@ def profile_command(
         items = data.read_catalog(catalog, data.CatalogColumns(**data.parse_mapping(catalog_columns, what="--catalog-columns")))
     extra = {}
     if vectors is not None:
-        item_vectors = _load_vectors(vectors)
+        from tastemap.runtime.io.vectors import load_item_vectors
+
+        item_vectors = load_item_vectors(vectors, n_items=len(items))
         extra["vectors"] = str(vectors)
     else:
-        from tastemap.export import DEFAULT_MODEL_DIR
+        from tastemap.paths import resolve_model_dir
         from tastemap.runtime.encode.encoder import Encoder
 
-        item_vectors = Encoder(model or DEFAULT_MODEL_DIR, device=device, cache_dir=cache or out / ".cache")
-        extra["model"] = str(model or DEFAULT_MODEL_DIR)
+        model = resolve_model_dir(model)
+        item_vectors = Encoder(model, device=device, cache_dir=cache or out / ".cache")
+        extra["model"] = str(model)
     profiler = InterestProfiler(
         n_topics=topics, n_coarse_topics=coarse_topics or None, distance_threshold=threshold,
         max_items_per_user=max_items, max_interests=max_interests, short_window_days=short_window,
@@ -150,8 +149,8 @@ def profile_command(
 @app.command("segment")
 @exits_on_error
 def segment_command(
-    profiles: Path = typer.Argument(..., help="profiles.parquet (or the folder holding it) from `tastemap profile`."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder for segments.parquet and user_segments.parquet."),
+    profiles: Path = typer.Argument(..., help="profiles.parquet (or the folder holding it) from `tastemap profile`; or a fitted model directory (`tastemap fit`), whose segments are shown without refitting."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder for segments.parquet and user_segments.parquet (required unless PROFILES is a fitted model)."),
     method: Method = typer.Option(Method.kmeans, help="Clustering method (bisecting: Spark's BisectingKMeans hierarchy, --engine spark only; agglomerative: local only)."),
     k: Optional[int] = typer.Option(None, "--k", help="Number of segments (default: chosen over --k-min..--k-max)."),
     k_min: int = typer.Option(2, help="Smallest k tried."),
@@ -166,6 +165,8 @@ def segment_command(
 
     Example: tastemap segment profiles/ --out segments/ --method gmm
 
+    A fitted model's segments (no clustering): tastemap segment model/
+
     On Spark MLlib: tastemap segment profiles/ --out segments/ --engine spark --method bisecting
     """
     import time
@@ -174,6 +175,24 @@ def segment_command(
     from tastemap.runtime.interests.segments import UserSegmenter, write_segments
 
     started = time.perf_counter()
+    from tastemap.runtime.pipeline.model_io import is_fitted_model
+
+    if is_fitted_model(profiles):
+        from tastemap.runtime.pipeline.model import TastemapModel
+
+        fitted = TastemapModel.load(profiles).segmenter
+        if fitted is None:
+            from tastemap.errors import InputError
+
+            raise InputError(f"the fitted model {profiles} has no segments (it was fitted on fewer than 3 users)")
+        if out is not None:
+            write_segments(fitted, out)
+        _print_segments(fitted, fitted.method, fitted.backend_, started, out or profiles)
+        return
+    if out is None:
+        from tastemap.errors import InputError
+
+        raise InputError("--out FOLDER is required to segment profiles (it is optional only for a fitted model directory)")
     if engine is Engine.spark:
         from tastemap.runtime.spark.segment import SparkSegmenter, segment_with_spark
 
@@ -208,13 +227,3 @@ def _print_segments(fitted, method: str, backend: str, started: float, out: Path
         ("output", str(out)),
     ])
 
-
-def _load_vectors(path: Path):
-    import numpy as np
-
-    from tastemap.errors import InputError
-
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read item vectors {path}: {exc}; save a float32 [n_items, dim] array with numpy.save") from None

@@ -1,6 +1,7 @@
 """The text encoder: a model package run by ONNX Runtime in padding-aware batches.
 
->>> encoder = Encoder("models/all-MiniLM-L6-v2")
+>>> from tastemap.paths import default_model_dir
+>>> encoder = Encoder(default_model_dir())
 >>> encoder.encode(["The Matrix (1999)", "Toy Story (1995)"]).shape
 (2, 384)
 
@@ -165,7 +166,7 @@ class Encoder:
         """Read the package, choose provider and variant, create the session (once)."""
         if self._session is not None:
             return self
-        from tastemap.export.package import ModelPackage
+        from tastemap.package import ModelPackage
         from tastemap.runtime.encode.cache import EmbeddingCache, model_key
 
         package = ModelPackage.load(self.model_dir)

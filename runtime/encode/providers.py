@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tastemap.errors import DeviceError, InputError, ModelPackageError
-from tastemap.export.package import graph_optimization_level
+from tastemap.package import graph_optimization_level
 
 logger = logging.getLogger(__name__)
 

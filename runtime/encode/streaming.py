@@ -77,7 +77,8 @@ def encode_to_file(
     Writes float32 vectors ``[n_rows, dim]`` to ``out`` (``.npy``, readable with
     ``np.load(out, mmap_mode="r")``) and the ids (column ``id_col``, or row numbers) to
     :func:`ids_path_for` ``(out)`` as a one-column Parquet file named ``id``. Pass an ``encoder``,
-    or a ``model_dir`` to build one with default settings (the default model when neither is given).
+    or a ``model_dir`` to build one with default settings (the default model,
+    :func:`tastemap.paths.default_model_dir`, when neither is given).
     With ``resume``, an interrupted run with the same input, model and settings continues where it
     stopped; otherwise it starts over.
     """
@@ -87,11 +88,9 @@ def encode_to_file(
     if out.suffix != ".npy":
         raise InputError(f"out={str(out)!r} should end in .npy")
     if encoder is None:
-        if model_dir is None:
-            from tastemap.export import DEFAULT_MODEL_DIR
+        from tastemap.paths import resolve_model_dir
 
-            model_dir = DEFAULT_MODEL_DIR
-        encoder = Encoder(model_dir)
+        encoder = Encoder(resolve_model_dir(model_dir))
     encoder.load()
     started = time.perf_counter()
     scan = scan_table(source, text_col, id_col, chunk_rows)

@@ -78,14 +78,13 @@ def read_profiles(path: str | Path) -> UserProfiles:
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as exc:
         raise InputError(f"cannot read profiles file {path}: {exc}") from None
-    raw = (table.schema.metadata or {}).get(_META)
     required = {"user_id", "n_events", "last_seen", "short_term", "topics", "categories"}
-    if raw is None or not required <= set(table.column_names):
-        raise InputError(f"{path} is not a tastemap profiles file: it lacks the columns {sorted(required)} or metadata")
-    meta = json.loads(raw)
+    if not required <= set(table.column_names):
+        raise InputError(f"{path} is not a tastemap profiles file: it lacks the columns {sorted(required)}")
+    meta = profiles_metadata(table.schema, path)
     n = table.num_rows
-    topics = [_matrix(table["topics"], n, names, level) for level, names in enumerate(meta["topic_names"])]
-    categories = [_matrix(table["categories"], n, names, level) for level, names in enumerate(meta["category_names"])]
+    topics = [layer_matrix(table["topics"], names, level) for level, names in enumerate(meta["topic_names"])]
+    categories = [layer_matrix(table["categories"], names, level) for level, names in enumerate(meta["category_names"])]
     vectors = None
     if "vector" in table.column_names:
         column = table["vector"].combine_chunks()
@@ -96,11 +95,45 @@ def read_profiles(path: str | Path) -> UserProfiles:
         last_seen=table["last_seen"].to_numpy(),
         topics=topics,
         topic_names=meta["topic_names"],
-        short_term=_matrix(table["short_term"], n, meta["topic_names"][-1], None),
+        short_term=layer_matrix(table["short_term"], meta["topic_names"][-1]),
         categories=categories,
         category_names=meta["category_names"],
         vectors=vectors,
     )
+
+
+def profiles_metadata(schema: pa.Schema, path: str | Path) -> dict:
+    """The topic and category names per level that a ``profiles.parquet`` file carries in its
+    schema metadata (see :func:`profiles_table`)."""
+    raw = (schema.metadata or {}).get(_META)
+    if raw is None:
+        raise InputError(f"{path} is not a tastemap profiles file: it has no tastemap metadata")
+    return json.loads(raw)
+
+
+def layer_matrix(column: pa.Array | pa.ChunkedArray, names: list, level: int | None = None) -> sparse.csr_matrix:
+    """``[n_rows, len(names)]`` float32 weights of one level rebuilt from a ranked ``list<struct>``
+    column (``topics``, ``short_term`` or ``categories`` of :func:`profiles_table`, one row per
+    user); ``level=None`` keeps every entry. Category labels may be plain or dictionary-encoded
+    strings; labels not in ``names`` are dropped."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    n_rows = len(column)
+    entries = column.flatten()
+    rows = np.repeat(np.arange(n_rows), np.diff(column.offsets.to_numpy()))
+    fields = [f.name for f in entries.type]
+    if "topic" in fields:
+        cols = entries.field("topic").to_numpy(zero_copy_only=False).astype(np.int64)
+    else:
+        labels = entries.field("category")
+        labels = labels.dictionary_decode() if pa.types.is_dictionary(labels.type) else labels
+        cols = pd.Index(names).get_indexer(labels.to_numpy(zero_copy_only=False))
+    values = entries.field("weight").to_numpy(zero_copy_only=False)
+    keep = cols >= 0
+    if level is not None and "level" in fields:
+        keep &= entries.field("level").to_numpy(zero_copy_only=False) == level
+    return sparse.csr_matrix((values[keep].astype(np.float32), (rows[keep], cols[keep])),
+                             shape=(n_rows, max(len(names), 1)))
 
 
 def write_atomically(out_dir: str | Path, writers: dict[str, Callable[[Path], object]]) -> dict[str, Path]:
@@ -178,26 +211,6 @@ def _interests(profiles: UserProfiles, item_ids: np.ndarray, titles: np.ndarray,
         names=["medoid_item_id", "medoid_title", "importance", "share", "size", "topic", "topic_label", "item_ids"],
     )
     return pa.ListArray.from_arrays(pa.array(found.indptr.astype(np.int32)), struct)
-
-
-def _matrix(column: pa.ChunkedArray, n_rows: int, names: list, level: int | None) -> sparse.csr_matrix:
-    """Rebuild a ``[n_rows, len(names)]`` weight matrix from a ranked list column (one level)."""
-    column = column.combine_chunks()
-    entries = column.flatten()
-    rows = np.repeat(np.arange(n_rows), np.diff(column.offsets.to_numpy()))
-    fields = [f.name for f in entries.type]
-    if "topic" in fields:
-        cols = entries.field("topic").to_numpy().astype(np.int64)
-    else:
-        labels = entries.field("category")
-        labels = labels.dictionary_decode() if pa.types.is_dictionary(labels.type) else labels
-        cols = pd.Index(names).get_indexer(labels.to_numpy(zero_copy_only=False))
-    values = entries.field("weight").to_numpy()
-    keep = cols >= 0
-    if level is not None and "level" in fields:
-        keep &= entries.field("level").to_numpy() == level
-    return sparse.csr_matrix((values[keep].astype(np.float32), (rows[keep], cols[keep])),
-                             shape=(n_rows, max(len(names), 1)))
 
 
 def _write_jsonl(table: pa.Table, path: Path) -> None:

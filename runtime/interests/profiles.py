@@ -12,14 +12,10 @@ every user, the three layers and the per-user interest clusters:
   cut at ``distance_threshold`` (and at most ``max_interests``), each with its medoid item,
   importance, share, size, members and topic.
 
-Fitted attributes (the in-memory API used by recommendation and segmentation):
-``item_ids_`` and ``item_titles_`` ``[n_items]``, ``item_texts_``, ``item_vectors_`` ``[n_items, dim]`` (unit-norm),
-``topic_tree_`` (:class:`~tastemap.runtime.interests.topics.TopicTree`), ``item_topics_`` ``[n_items,
-n_levels]`` (topic of each item per level, coarse first), ``category_levels_`` (list of
-:class:`~tastemap.runtime.interests.layers.CategoryLevel`), ``user_items_``
-(:class:`~tastemap.runtime.interests.layers.UserItems`), ``profiles_`` (:class:`UserProfiles`),
-``data_report_`` (:class:`~tastemap.runtime.io.events.DataReport`, when fitted on an events frame),
-``backend_`` (the clustering backend used) and ``stats_`` (seconds per stage).
+The fitted attributes (the in-memory API used by recommendation and segmentation) are listed in
+the :class:`InterestProfiler` docstring. It is a scikit-learn estimator: ``get_params``,
+``set_params`` and ``sklearn.base.clone`` work, and an unfitted profiler raises
+:class:`~tastemap.runtime.interests.base.NotFittedError`.
 """
 
 from __future__ import annotations
@@ -34,8 +30,11 @@ import pandas as pd
 
 from scipy.cluster.hierarchy import linkage
 
+from sklearn.base import BaseEstimator
+
 from tastemap.console import progress
 from tastemap.errors import InputError
+from tastemap.runtime.interests.base import as_catalog, as_events, check_fitted
 from tastemap.runtime.interests.clustering import BACKENDS
 from tastemap.runtime.io.events import DEFAULT_TEMPLATE, align_events, render_item_texts, template_words
 from tastemap.runtime.io.interactions import Interactions
@@ -126,15 +125,66 @@ class UserProfiles:
         return int(self.user_ids.size)
 
 
-class InterestProfiler:
+class InterestProfiler(BaseEstimator):
     """Fit topics and build layered profiles and interest clusters (see the module docstring).
 
-    Parameters (keyword-only): ``n_topics`` fine topics and ``n_coarse_topics`` coarse topics
-    (None: one level); ``distance_threshold`` the Ward height at which a user's items split into
-    interests; ``max_items_per_user`` most recent items clustered per user; ``max_interests`` cap
-    per user; ``short_window_days``, ``short_decay`` and ``long_decay`` (per day) and
-    ``time_reference`` (``user`` or ``global``) for the time layer; ``text_template`` for item
-    texts; ``backend`` (``auto``, ``cuml``, ``faiss``, ``sklearn``) for topic k-means; ``seed``.
+    Parameters
+    ----------
+    n_topics : int, default=50
+        Fine topics: k-means clusters of the item vectors (>= 2).
+    n_coarse_topics : int or None, default=10
+        Coarse topics merged over the fine ones, in ``[0, n_topics)``; None or 0: one level.
+    distance_threshold : float, default=1.5
+        Ward merge height (Euclidean, unit vectors) at which a user's items split into separate
+        interests (> 0).
+    max_items_per_user : int, default=50
+        The most recent items of a user that are clustered into interests.
+    max_interests : int, default=8
+        At most this many interests per user.
+    short_window_days : float, default=90.0
+        Length of the short-term window, in days.
+    short_decay : float, default=log(2) / 30
+        Short-term decay rate ``lambda`` per day (a 30-day half-life).
+    long_decay : float, default=log(2) / 365
+        Long-term decay rate ``lambda`` per day (a 365-day half-life).
+    time_reference : {"user", "global"}, default="user"
+        Event ages measured from each user's latest event, or from the latest event of the log.
+    text_template : str, default=DEFAULT_TEMPLATE
+        How a catalog row becomes a text (fields ``item_id, title, categories, tags, description``).
+    backend : {"auto", "cuml", "faiss", "sklearn"}, default="auto"
+        Library that runs the topic k-means.
+    seed : int, default=0
+        Seed of every stochastic step.
+
+    Attributes
+    ----------
+    item_ids_ : ndarray of shape (n_items,)
+        Catalog item ids, catalog order.
+    item_titles_ : ndarray of shape (n_items,)
+        Catalog titles.
+    item_texts_ : list of str, length n_items
+        The rendered item texts.
+    item_vectors_ : ndarray of shape (n_items, dim), float32
+        Unit-norm item vectors.
+    topic_tree_ : :class:`~tastemap.runtime.interests.topics.TopicTree`
+        Topics per level, coarse first, with labels and centroids.
+    item_topics_ : ndarray of shape (n_items, n_levels), int
+        Topic of each item per level, coarse first.
+    category_levels_ : list of :class:`~tastemap.runtime.interests.layers.CategoryLevel`
+        The catalog's category tree, one entry per level.
+    time_windows_ : :class:`~tastemap.runtime.interests.layers.TimeWindows`
+        The time layer's windows and decays (from the parameters), used by ``transform`` too.
+    user_items_ : :class:`~tastemap.runtime.interests.layers.UserItems`
+        The (user, item) pairs of the training events with their importances.
+    profiles_ : :class:`UserProfiles`
+        Profiles of the training users.
+    data_report_ : :class:`~tastemap.runtime.io.events.DataReport` or None
+        Events dropped and kept (None when fitted on :class:`Interactions`).
+    backend_ : str
+        The library that ran the topic k-means.
+    stats_ : dict
+        Seconds per stage (``encode_seconds``, ``topics_seconds``, ``layers_seconds``,
+        ``interests_seconds``).
     """
 
     def __init__(
@@ -167,6 +217,7 @@ class InterestProfiler:
         self.seed = seed
 
     def _validate_params(self) -> TimeWindows:
+        """Check every parameter (messages carry the value received); returns the time windows."""
         if not (isinstance(self.n_topics, int) and self.n_topics >= 2):
             raise InputError(f"n_topics={self.n_topics!r} should be an integer >= 2")
         if self.n_coarse_topics is not None and not 0 <= self.n_coarse_topics < self.n_topics:
@@ -185,15 +236,29 @@ class InterestProfiler:
                            long_decay=self.long_decay, reference=self.time_reference)
 
     def fit(self, events: pd.DataFrame | Interactions, catalog: pd.DataFrame, item_vectors) -> "InterestProfiler":
-        """Fit on events (a frame from ``read_events`` or aligned :class:`Interactions`), the
-        catalog (from ``read_catalog``) and item vectors (``[n_items, dim]`` array in catalog order,
-        or an object with ``encode(texts) -> [n, dim]``). Returns self."""
-        self.fit_transform(events, catalog, item_vectors)
-        return self
+        """Fit the topic tree on the catalog and profile the users of ``events``.
 
-    def fit_transform(self, events, catalog: pd.DataFrame, item_vectors) -> UserProfiles:
-        """Fit and return the profiles of the users in ``events`` (also kept as ``profiles_``)."""
+        Parameters
+        ----------
+        events : DataFrame or :class:`~tastemap.runtime.io.interactions.Interactions`
+            ``user_id, item_id, timestamp`` and optionally ``weight`` / ``rating`` /
+            ``event_type`` (a frame from ``read_events`` is used as is, another is validated), or
+            Interactions aligned with ``catalog`` (``align_events``).
+        catalog : DataFrame of n_items rows
+            ``item_id, title`` and optionally ``categories, tags, description`` (a frame from
+            ``read_catalog`` is used as is, another is validated).
+        item_vectors : ndarray of shape (n_items, dim), or an encoder
+            Item vectors in catalog order, or an object with ``encode(texts) -> (n_texts, dim)``
+            that embeds the rendered item texts.
+
+        Returns
+        -------
+        self : InterestProfiler
+        """
         windows = self._validate_params()
+        catalog = as_catalog(catalog)
+        if not isinstance(events, Interactions):
+            events = as_events(events)
         stats = {}
         start = time.perf_counter()
         self.item_ids_ = catalog["item_id"].to_numpy()
@@ -211,17 +276,24 @@ class InterestProfiler:
         self.backend_ = topic_stats["backend"]
         self.item_topics_ = np.stack([level.labels for level in self.topic_tree_.levels], axis=1)
         self.category_levels_ = category_levels(catalog["categories"].tolist())
+        self.time_windows_ = windows
         stats["topics_seconds"] = round(time.perf_counter() - start, 3)
-        self._windows = windows
-        self.profiles_, self.user_items_, self.data_report_ = self._profile(events, catalog, stats)
+        profiles, self.user_items_, self.data_report_ = self._profile(events, catalog, stats)
         self.stats_ = stats
-        return self.profiles_
+        self.profiles_ = profiles
+        return self
+
+    def fit_transform(self, events: pd.DataFrame | Interactions, catalog: pd.DataFrame, item_vectors) -> UserProfiles:
+        """Fit (see :meth:`fit`) and return the profiles of the users in ``events`` (``profiles_``)."""
+        return self.fit(events, catalog, item_vectors).profiles_
 
     def transform(self, events: pd.DataFrame | Interactions) -> UserProfiles:
         """Profiles of the users in ``events`` with the fitted topics (no refit): for new users or
-        a later window. Items must come from the catalog the profiler was fitted on."""
-        if not hasattr(self, "topic_tree_"):
-            raise InputError("this InterestProfiler is not fitted yet; call fit(events, catalog, item_vectors) first")
+        a later window. ``events`` as in :meth:`fit`; items must come from the catalog the profiler
+        was fitted on."""
+        check_fitted(self, "profiles_", "fit(events, catalog, item_vectors)")
+        if not isinstance(events, Interactions):
+            events = as_events(events)
         catalog = pd.DataFrame({"item_id": self.item_ids_})
         return self._profile(events, catalog, {})[0]
 
@@ -234,7 +306,7 @@ class InterestProfiler:
                 raise InputError(f"interactions have n_items={interactions.n_items}; the catalog has {self.item_ids_.size}")
         else:
             interactions, report = align_events(events, catalog)
-        pairs = aggregate_user_items(interactions, self._windows)
+        pairs = aggregate_user_items(interactions, self.time_windows_)
         long, short = pairs.matrix("long"), pairs.matrix("short")
         tree = self.topic_tree_
         topics = [layer_weights(long, onehot(level.labels, level.n_topics)) for level in tree.levels]

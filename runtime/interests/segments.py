@@ -20,7 +20,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sklearn.base import BaseEstimator
+
 from tastemap.errors import InputError
+from tastemap.runtime.interests.base import check_fitted
 from tastemap.runtime.interests.clustering import BACKENDS, resolve_backend
 from tastemap.runtime.interests.profile_io import write_atomically
 from tastemap.runtime.interests.profiles import UserProfiles
@@ -70,19 +73,53 @@ def candidate_ks(n_segments: int | None, k_range: tuple[int, int], n_users: int)
     return list(range(low, high + 1))
 
 
-class UserSegmenter:
+class UserSegmenter(BaseEstimator):
     """Cluster users into segments (see the module docstring).
 
-    Parameters (keyword-only): ``method`` (``kmeans``, ``gmm``, ``agglomerative``),
-    ``n_segments`` (None: choose over ``k_range``, inclusive), ``features`` (``topics``,
-    ``categories``, ``topics+categories``), ``covariance_type`` for GMM, ``sample_size`` rows for
-    the silhouette, ``backend`` and ``seed``.
+    Parameters
+    ----------
+    method : {"kmeans", "gmm", "agglomerative"}, default="kmeans"
+        K-means, a Gaussian mixture or Ward agglomerative clustering.
+    n_segments : int or None, default=None
+        Number of segments; None: chosen over ``k_range`` by the criterion.
+    k_range : tuple of (int, int), default=(2, 12)
+        Smallest and largest k tried (inclusive) when ``n_segments`` is None; the largest is
+        capped at ``n_users - 1``.
+    features : {"topics", "categories", "topics+categories"}, default="topics"
+        Profile layers clustered (Hellinger features, see :func:`profile_features`).
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="diag"
+        Covariance of the GMM components.
+    sample_size : int, default=5000
+        Users (a seeded sample) on which the silhouette is computed.
+    backend : {"auto", "cuml", "faiss", "sklearn"}, default="auto"
+        Library that runs k-means (GMM and Ward always run on scikit-learn).
+    seed : int, default=0
+        Seed of the clustering and of the silhouette sample.
 
-    Fitted attributes: ``user_ids_`` ``[n_users]``, ``labels_`` ``[n_users]``, ``n_segments_``,
-    ``centroids_`` ``[n_segments, n_features]`` (feature space), ``feature_names_``,
-    ``criterion_`` (``silhouette``, ``bic`` or ``given``), ``criterion_scores_`` ({k: score}),
-    ``segments_`` (a DataFrame: segment, size, share, label, top_topics, top_categories),
-    ``backend_`` (library that ran the clustering).
+    Attributes
+    ----------
+    user_ids_ : ndarray of shape (n_users,)
+        Ids of the segmented users.
+    labels_ : ndarray of shape (n_users,), int
+        Segment of each user; segments are numbered by decreasing size.
+    n_segments_ : int
+        Number of segments.
+    centroids_ : ndarray of shape (n_segments, n_features), float32
+        Segment centres in feature space.
+    feature_names_ : list of str, length n_features
+        ``topic:<label>`` and ``category:<name>``.
+    criterion_ : {"silhouette", "bic", "given"}
+        How k was chosen.
+    criterion_scores_ : dict of int to float
+        The criterion for every k tried (empty when ``n_segments`` is given).
+    segments_ : DataFrame of n_segments rows
+        ``segment, size, share, label, top_topics, top_categories``.
+    backend_ : str
+        The library that ran the clustering.
+    mixture_ : GaussianMixture or None
+        The fitted mixture of ``method="gmm"`` (``predict`` uses it), else None.
+    segment_of_cluster_ : ndarray of shape (n_segments,), int
+        Segment number of each cluster label of the clustering run.
     """
 
     def __init__(self, *, method: str = "kmeans", n_segments: int | None = None, k_range: tuple[int, int] = (2, 12),
@@ -97,20 +134,40 @@ class UserSegmenter:
         self.backend = backend
         self.seed = seed
 
-    def _validate_params(self, n_users: int) -> list[int]:
+    def _validate_params(self) -> None:
+        """Check every parameter (messages carry the value received); the segment counts that
+        depend on the number of users are checked by :func:`candidate_ks`."""
         if self.method not in METHODS:
             raise InputError(f"method={self.method!r} is not supported; use one of {list(METHODS)}")
+        if self.features not in FEATURES:
+            raise InputError(f"features={self.features!r} is not supported; use one of {list(FEATURES)}")
         if self.backend not in BACKENDS:
             raise InputError(f"backend={self.backend!r} is not supported; use one of {list(BACKENDS)}")
         if self.covariance_type not in ("full", "tied", "diag", "spherical"):
             raise InputError(f"covariance_type={self.covariance_type!r} is not supported; use full, tied, diag or spherical")
-        return candidate_ks(self.n_segments, self.k_range, n_users)
+        if self.n_segments is not None and not isinstance(self.n_segments, (int, np.integer)):
+            raise InputError(f"n_segments={self.n_segments!r} should be None or an integer")
+        if not (isinstance(self.k_range, (tuple, list)) and len(self.k_range) == 2
+                and all(isinstance(k, (int, np.integer)) for k in self.k_range)):
+            raise InputError(f"k_range={self.k_range!r} should be a pair of integers (k_min, k_max)")
+        if not (isinstance(self.sample_size, (int, np.integer)) and self.sample_size >= 2):
+            raise InputError(f"sample_size={self.sample_size!r} should be an integer >= 2")
 
     def fit(self, profiles: UserProfiles) -> "UserSegmenter":
-        """Segment the users of ``profiles`` (from ``InterestProfiler.profiles_`` or
-        ``read_profiles``). Returns self."""
-        x, self.feature_names_ = profile_features(profiles, self.features)
-        candidates = self._validate_params(x.shape[0])
+        """Segment the users of ``profiles``.
+
+        Parameters
+        ----------
+        profiles : :class:`~tastemap.runtime.interests.profiles.UserProfiles` of n_users users
+            From ``InterestProfiler.profiles_`` or ``read_profiles``.
+
+        Returns
+        -------
+        self : UserSegmenter
+        """
+        self._validate_params()
+        x, feature_names = profile_features(profiles, self.features)
+        candidates = candidate_ks(self.n_segments, tuple(self.k_range), x.shape[0])
         engine = resolve_backend(self.backend)
         runs, scores = {}, {}
         sample = _sample(x.shape[0], self.sample_size, self.seed)
@@ -119,38 +176,38 @@ class UserSegmenter:
             if len(candidates) > 1:
                 scores[k] = self._score(x, runs[k], sample)
         if len(candidates) == 1:
-            best, self.criterion_ = candidates[0], "given"
+            best, criterion = candidates[0], "given"
         elif self.method == "gmm":
-            best, self.criterion_ = min(scores, key=lambda k: (scores[k], k)), "bic"
+            best, criterion = min(scores, key=lambda k: (scores[k], k)), "bic"
         else:
-            best, self.criterion_ = max(scores, key=lambda k: (scores[k], -k)), "silhouette"
-        self.criterion_scores_ = scores
+            best, criterion = max(scores, key=lambda k: (scores[k], -k)), "silhouette"
         (labels, centers), stats = runs[best]
-        self.backend_ = stats["backend"]
-        self._model = stats.get("model")
         order = np.lexsort((np.arange(best), -np.bincount(labels, minlength=best)))
         remap = np.empty(best, np.int64)
         remap[order] = np.arange(best)
-        self.labels_ = remap[labels]
-        self._remap = remap
+        self.feature_names_ = feature_names
+        self.criterion_, self.criterion_scores_ = criterion, scores
+        self.backend_ = stats["backend"]
+        self.mixture_ = stats.get("model")
+        self.segment_of_cluster_ = remap
         self.centroids_ = centers[order]
         self.n_segments_ = best
         self.user_ids_ = profiles.user_ids
-        self.segments_ = describe_segments(profiles, self.labels_, best)
+        self.segments_ = describe_segments(profiles, remap[labels], best)
+        self.labels_ = remap[labels]
         logger.info("segments: %s k=%d chosen by %s %s (backend %s)", self.method, best, self.criterion_,
                     {k: round(v, 4) for k, v in scores.items()}, self.backend_)
         return self
 
     def predict(self, profiles: UserProfiles) -> np.ndarray:
         """Segment of each user of ``profiles`` (e.g. new users from ``InterestProfiler.transform``):
-        ``[n_users]`` (the GMM's most likely component, else the nearest centroid)."""
-        if not hasattr(self, "labels_"):
-            raise InputError("this UserSegmenter is not fitted yet; call fit(profiles) first")
+        ``[n_users]`` int (the GMM's most likely component, else the nearest centroid)."""
+        check_fitted(self, "labels_", "fit(profiles)")
         x, _ = profile_features(profiles, self.features)
         if x.shape[1] != self.centroids_.shape[1]:
             raise InputError(f"profiles have {x.shape[1]} features; the segmenter was fitted on {self.centroids_.shape[1]}")
-        if self._model is not None:
-            return self._remap[self._model.predict(x)]
+        if self.mixture_ is not None:
+            return self.segment_of_cluster_[self.mixture_.predict(x)]
         distances = (self.centroids_ ** 2).sum(axis=1)[None, :] - 2.0 * x @ self.centroids_.T
         return np.argmin(distances, axis=1)
 

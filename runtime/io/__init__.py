@@ -1,1 +1,2 @@
-"""Reading the inputs: tables (CSV, TSV, Parquet, JSON lines, gzip), events and catalog validation, and the interactions matrix."""
+"""Reading the inputs: one table reader (CSV, TSV, Parquet, JSON lines, gzip), events and catalog
+validation, the interactions matrix, precomputed item vectors, and synthetic logs with planted topics."""

@@ -8,7 +8,8 @@ item, each path a tuple of levels, coarse to fine), ``tags`` (list of str) and `
 :class:`~tastemap.runtime.io.interactions.Interactions` plus a :class:`DataReport` that counts the
 events dropped as duplicates or for items missing from the catalog.
 
-Errors name the file, the (1-based, header excluded) data row and the column.
+Files are read by :func:`tastemap.runtime.io.tables.read_table`; errors name the file, the
+(1-based, header excluded) data row and the column.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import re
 import string
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -26,14 +27,16 @@ import pandas as pd
 import tastemap
 from tastemap.errors import InputError
 from tastemap.runtime.io.interactions import Interactions
+from tastemap.runtime.io.tables import check_columns, empty_table, read_table, row_error
 
 logger = logging.getLogger(__name__)
 
 MOVIELENS_DIR = Path(tastemap.__file__).parent / "data" / "movielens-small"
+MOVIELENS_RATINGS = "ratings.csv.gz"
 DEFAULT_TEMPLATE = "{title}. {categories}. Tags: {tags}. {description}"
 TEMPLATE_FIELDS = ("item_id", "title", "categories", "tags", "description")
-_FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
-            ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+EVENT_COLUMNS_FIX = "rename them or pass the column names (EventColumns; --event-columns on the command line)"
+CATALOG_COLUMNS_FIX = "rename them or pass the column names (CatalogColumns; --catalog-columns on the command line)"
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,10 @@ class EventColumns:
         for name, value in (self.event_weights or {}).items():
             if not (isinstance(value, (int, float)) and value >= 0):
                 raise InputError(f"event weight for {name!r} is {value!r}; weights must be numbers >= 0")
+
+
+MOVIELENS_COLUMNS = EventColumns(user_id="userId", item_id="movieId", rating="rating", rating_scale=5.0)
+"""How MovieLens ``ratings.csv.gz`` (in :data:`MOVIELENS_DIR`) maps to events: stars 0.5 to 5 weigh stars / 5."""
 
 
 @dataclass(frozen=True)
@@ -119,35 +126,6 @@ def parse_mapping(text: str, *, what: str, numeric: bool = False) -> dict:
     return result
 
 
-def read_table(path: str | Path, *, what: str = "table") -> pd.DataFrame:
-    """Read a CSV/TSV, Parquet or JSON-lines file (optionally ``.gz``) into a DataFrame."""
-    path = Path(path)
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-    fmt = _FORMATS.get(suffixes[-1] if suffixes else "")
-    if fmt is None:
-        raise InputError(
-            f"{what} file {path} has an unknown extension; use .csv, .tsv, .parquet or .jsonl (optionally .gz)"
-        )
-    if not path.is_file():
-        raise InputError(f"{what} file {path} does not exist")
-    try:
-        if fmt in ("csv", "tsv"):
-            frame = pd.read_csv(path, sep="," if fmt == "csv" else "\t")
-        elif fmt == "parquet":
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_json(path, lines=True, dtype=False)
-    except pd.errors.EmptyDataError:
-        frame = pd.DataFrame()
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise InputError(f"cannot read {what} file {path}: {exc}") from None
-    if frame.empty:
-        raise InputError(f"{what} file {path} is empty: it has no rows")
-    return frame
-
-
 def read_events(path: str | Path, columns: EventColumns = EventColumns()) -> pd.DataFrame:
     """Read and validate an events file.
 
@@ -161,17 +139,10 @@ def read_events(path: str | Path, columns: EventColumns = EventColumns()) -> pd.
 def validate_events(frame: pd.DataFrame, columns: EventColumns = EventColumns(), *, source: str = "events") -> pd.DataFrame:
     """Validate an in-memory events frame (see :func:`read_events`)."""
     if frame.empty:
-        raise InputError(f"{source} is empty: it has no rows")
-    defaults = EventColumns()
+        raise empty_table(source)
     required = [columns.user_id, columns.item_id, columns.timestamp]
-    _check_columns(frame, required, source)
-    optional = {}
-    for name in ("weight", "rating", "event_type"):
-        column = getattr(columns, name)
-        if column in frame.columns:
-            optional[name] = column
-        elif column != getattr(defaults, name):
-            _check_columns(frame, [column], source)
+    check_columns(source, frame.columns, required, fix=EVENT_COLUMNS_FIX)
+    optional = _optional_columns(frame, columns, ("weight", "rating", "event_type"), source, EVENT_COLUMNS_FIX)
     for column in required[:2]:
         _check_not_null(frame[column], source)
     out = pd.DataFrame({"user_id": frame[columns.user_id].to_numpy(),
@@ -203,30 +174,24 @@ def read_catalog(path: str | Path, columns: CatalogColumns = CatalogColumns()) -
 def validate_catalog(frame: pd.DataFrame, columns: CatalogColumns = CatalogColumns(), *, source: str = "catalog") -> pd.DataFrame:
     """Validate an in-memory catalog frame (see :func:`read_catalog`)."""
     if frame.empty:
-        raise InputError(f"{source} is empty: it has no rows")
-    _check_columns(frame, [columns.item_id, columns.title], source)
-    defaults = CatalogColumns()
-    for name in ("categories", "tags", "description"):
-        column = getattr(columns, name)
-        if column not in frame.columns and column != getattr(defaults, name):
-            _check_columns(frame, [column], source)
+        raise empty_table(source)
+    check_columns(source, frame.columns, [columns.item_id, columns.title], fix=CATALOG_COLUMNS_FIX)
+    optional = _optional_columns(frame, columns, ("categories", "tags", "description"), source, CATALOG_COLUMNS_FIX)
     ids = frame[columns.item_id]
     _check_not_null(ids, source)
     duplicated = ids.duplicated(keep="first").to_numpy()
     if duplicated.any():
         row = int(np.flatnonzero(duplicated)[0])
-        raise InputError(
-            f"{source}: item_id {_show(ids.iloc[row])} at row {row + 1} (column {columns.item_id!r}) "
-            f"appears more than once; each catalog item must be listed once"
-        )
+        raise row_error(source, row, columns.item_id,
+                        f"item_id {_show(ids.iloc[row])} appears more than once; each catalog item must be listed once")
     n = len(frame)
     out = pd.DataFrame({"item_id": ids.to_numpy()})
     out["title"] = frame[columns.title].fillna("").astype(str).to_numpy()
-    cats = frame[columns.categories] if columns.categories in frame.columns else pd.Series([None] * n)
-    tags = frame[columns.tags] if columns.tags in frame.columns else pd.Series([None] * n)
+    cats = frame[optional["categories"]] if "categories" in optional else pd.Series([None] * n)
+    tags = frame[optional["tags"]] if "tags" in optional else pd.Series([None] * n)
     out["categories"] = [_parse_paths(v, columns) for v in cats.to_numpy()]
     out["tags"] = [_parse_list(v, columns.list_separator) for v in tags.to_numpy()]
-    desc = frame[columns.description] if columns.description in frame.columns else pd.Series([""] * n)
+    desc = frame[optional["description"]] if "description" in optional else pd.Series([""] * n)
     out["description"] = desc.fillna("").astype(str).to_numpy()
     return out
 
@@ -319,13 +284,10 @@ def load_movielens(path: str | Path = MOVIELENS_DIR, *, max_tags: int = 10) -> t
     tags. Returns frames in the formats of :func:`read_events` and :func:`read_catalog`.
     """
     path = Path(path)
-    ratings = read_table(path / "ratings.csv.gz", what="ratings")
+    ratings = read_table(path / MOVIELENS_RATINGS, what="ratings")
     movies = read_table(path / "movies.csv.gz", what="movies")
     tags = read_table(path / "tags.csv.gz", what="tags")
-    events = validate_events(
-        ratings, EventColumns(user_id="userId", item_id="movieId", rating="rating", rating_scale=5.0),
-        source=str(path / "ratings.csv.gz"),
-    )
+    events = validate_events(ratings, MOVIELENS_COLUMNS, source=str(path / MOVIELENS_RATINGS))
     tags = tags.dropna(subset=["tag"]).assign(tag=lambda t: t["tag"].astype(str).str.strip().str.lower())
     counts = tags.groupby(["movieId", "tag"]).size().rename("n").reset_index()
     counts = counts.sort_values(["movieId", "n", "tag"], ascending=[True, False, True])
@@ -340,20 +302,24 @@ def load_movielens(path: str | Path = MOVIELENS_DIR, *, max_tags: int = 10) -> t
     return events, validate_catalog(catalog, source=str(path / "movies.csv.gz"))
 
 
-def _check_columns(frame: pd.DataFrame, names: Sequence[str], source: str) -> None:
-    missing = [c for c in names if c not in frame.columns]
-    if missing:
-        raise InputError(
-            f"{source}: missing column(s) {missing}; the file has {[str(c) for c in frame.columns]}; "
-            "rename them or set the column names (--columns)"
-        )
+def _optional_columns(frame: pd.DataFrame, columns, names: tuple[str, ...], source: str, fix: str) -> dict[str, str]:
+    """``{field: column}`` for the optional fields of ``columns`` (an :class:`EventColumns` or
+    :class:`CatalogColumns`) that ``frame`` has; a column name changed from its default must exist."""
+    defaults = type(columns)()
+    found = {}
+    for name in names:
+        column = getattr(columns, name)
+        if column in frame.columns:
+            found[name] = column
+        elif column != getattr(defaults, name):
+            check_columns(source, frame.columns, [column], fix=fix)
+    return found
 
 
 def _check_not_null(column: pd.Series, source: str) -> None:
     null = column.isna().to_numpy()
     if null.any():
-        row = int(np.flatnonzero(null)[0])
-        raise InputError(f"{source}: row {row + 1}, column {column.name!r}: missing value ({int(null.sum())} rows)")
+        raise row_error(source, int(np.flatnonzero(null)[0]), column.name, f"missing value ({int(null.sum())} rows)")
 
 
 def _parse_numbers(column: pd.Series, source: str) -> np.ndarray:
@@ -361,10 +327,8 @@ def _parse_numbers(column: pd.Series, source: str) -> np.ndarray:
     bad = ~np.isfinite(values) | (values < 0)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            f"{source}: row {row + 1}, column {column.name!r}: value {_show(column.iloc[row])} is not a "
-            f"number >= 0 ({int(bad.sum())} such rows)"
-        )
+        raise row_error(source, row, column.name,
+                        f"value {_show(column.iloc[row])} is not a number >= 0 ({int(bad.sum())} such rows)")
     return values
 
 
@@ -380,10 +344,8 @@ def _parse_timestamps(column: pd.Series, unit: str, source: str) -> np.ndarray:
     bad = parsed.isna().to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            f"{source}: row {row + 1}, column {column.name!r}: cannot parse timestamp {_show(column.iloc[row])} "
-            f"({int(bad.sum())} such rows); use seconds since the epoch or ISO 8601 dates"
-        )
+        raise row_error(source, row, column.name, f"cannot parse timestamp {_show(column.iloc[row])} "
+                        f"({int(bad.sum())} such rows); use seconds since the epoch or ISO 8601 dates")
     if parsed.dt.tz is None:
         parsed = parsed.dt.tz_localize("UTC")
     return (parsed.dt.tz_convert("UTC").astype("datetime64[ns, UTC]").astype("int64") // 1_000_000_000).to_numpy(np.int64)
@@ -397,10 +359,8 @@ def _event_type_weights(column: pd.Series, weights: Mapping[str, float] | None, 
     bad = mapped.isna().to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            f"{source}: row {row + 1}, column {column.name!r}: event type {_show(column.iloc[row])} has no "
-            f"weight; known types: {sorted(weights)}; add it, e.g. --event-weights {column.iloc[row]}=1"
-        )
+        raise row_error(source, row, column.name, f"event type {_show(column.iloc[row])} has no weight; "
+                        f"known types: {sorted(weights)}; add it, e.g. --event-weights {column.iloc[row]}=1")
     return mapped.to_numpy(np.float64)
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 from scipy import sparse
 
 from tastemap.errors import InputError
+from tastemap.runtime.io.tables import check_columns
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,8 @@ class Interactions:
 
         Events whose item is not in ``item_ids`` are an error, so that nothing is dropped silently.
         """
-        missing = [c for c in (user_col, item_col, time_col) if c not in events.columns]
-        if weight_col is not None and weight_col not in events.columns:
-            missing.append(weight_col)
-        if missing:
-            raise InputError(
-                f"events table lacks column(s) {missing}; it has {list(events.columns)}"
-            )
+        wanted = [user_col, item_col, time_col] + ([weight_col] if weight_col is not None else [])
+        check_columns("events table", events.columns, wanted, fix="rename them or pass user_col=, item_col=, time_col=")
         if events.empty:
             raise InputError("events table is empty; need at least one event")
         user_ids, users = np.unique(events[user_col].to_numpy(), return_inverse=True)

@@ -1,9 +1,17 @@
-"""Tables read in chunks: CSV, JSONL (optionally gzipped) and Parquet, with input checks.
+"""The one table reader: CSV, TSV, Parquet and JSON lines, text formats optionally gzipped.
 
-:func:`scan_table` makes a first, cheap pass that checks everything that could go wrong later
-(encoding, columns, missing or non-string texts, missing ids) and returns the row count and the
-ids; :func:`iter_texts` then yields the text column chunk by chunk. Row numbers in messages are
-0-based positions among the data rows (the CSV header is not a row).
+Every command reads its tables here, and the Spark engine takes its format detection, column
+checks and messages from here too (Spark keeps its own reading engine):
+
+- :func:`detect_format` tells the format from the file name; :func:`check_exists` and
+  :func:`check_columns` check the file and its columns;
+- :func:`read_table` reads a whole table with types inferred (events, catalogs);
+- :func:`iter_table` reads chosen columns chunk by chunk; :func:`scan_table` and
+  :func:`iter_texts` build on it for the text column of ``tastemap embed``.
+
+Messages start with the file (or the frame's name) and name the row and the column where one is
+at fault: ``events.csv: row 3, column 'ts': ...``. Rows count data rows from 1 (the header is
+not a row).
 """
 
 from __future__ import annotations
@@ -11,26 +19,139 @@ from __future__ import annotations
 import codecs
 import gzip
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from tastemap.errors import InputError
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
+           ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+FORMAT_NAMES = {"csv": "CSV", "tsv": "TSV", "parquet": "Parquet", "jsonl": "JSON lines"}
+SEPARATORS = {"csv": ",", "tsv": "\t"}
+TEXT_COLUMNS_FIX = "pass one of those with --text-col / --id-col"
 
 
-def detect_format(path: Path) -> str:
-    """``csv``, ``tsv``, ``jsonl`` or ``parquet`` from the file name (a ``.gz`` suffix is allowed)."""
-    suffixes = [suffix.lower() for suffix in path.suffixes]
+def detect_format(path: str | Path) -> str:
+    """``csv``, ``tsv``, ``parquet`` or ``jsonl`` from the name of ``path`` (a file, a folder of
+    Parquet parts or a URI); a ``.gz`` suffix is allowed."""
+    suffixes = [suffix.lower() for suffix in PurePosixPath(str(path).rstrip("/")).suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]
     kind = FORMATS.get(suffixes[-1]) if suffixes else None
     if kind is None:
         raise InputError(f"{path}: cannot tell the format from its name; use one of {sorted(FORMATS)} (optionally .gz)")
     return kind
+
+
+def check_exists(path: str | Path, *, what: str = "input", folders: bool = False) -> None:
+    """Raise :class:`InputError` unless ``path`` is a file (or, with ``folders``, a folder of parts)."""
+    location = Path(path)
+    if location.is_file() or (folders and location.is_dir()):
+        return
+    if location.is_dir():
+        raise InputError(f"{path} is a folder; give the {what} file")
+    raise InputError(f"{path}: the {what} file does not exist")
+
+
+def check_columns(source: str | Path, present: Iterable, wanted: Sequence[str], *,
+                  fix: str = "rename them or pass the column names") -> None:
+    """Raise :class:`InputError` naming the ``wanted`` columns missing from ``present``."""
+    present = [str(column) for column in present]
+    missing = [column for column in wanted if column not in present]
+    if missing:
+        raise InputError(f"{source}: missing column(s) {missing}; it has {present}; {fix}")
+
+
+def row_error(source: str | Path, row: int, column, problem: str) -> InputError:
+    """``source: row R, column 'C': problem`` for the 0-based data row ``row`` (shown from 1)."""
+    return InputError(f"{source}: row {row + 1}, column {str(column)!r}: {problem}")
+
+
+def unreadable(path: str | Path, kind: str, reason) -> InputError:
+    """The error for a file that is not valid ``kind`` (a key of :data:`FORMAT_NAMES`)."""
+    return InputError(f"{path} cannot be read as {FORMAT_NAMES[kind]}: {reason}")
+
+
+def empty_table(path: str | Path) -> InputError:
+    return InputError(f"{path} is empty: it has no data rows")
+
+
+def read_table(path: str | Path, *, what: str = "table") -> pd.DataFrame:
+    """The whole table at ``path`` as a DataFrame (types inferred; text columns as object)."""
+    path = Path(path)
+    kind = detect_format(path)
+    check_exists(path, what=what)
+    frame = next(_frames(path, kind, None, None, strings=False, fix=""), pd.DataFrame())
+    if frame.empty:
+        raise empty_table(path)
+    return frame
+
+
+def iter_table(path: str | Path, columns: Sequence[str], chunk_rows: int, *, what: str = "input",
+               strings: bool = False, fix: str = TEXT_COLUMNS_FIX) -> Iterator[pd.DataFrame]:
+    """Yield ``columns`` of ``path`` in frames of at most ``chunk_rows`` rows (index from 0 in
+    each). With ``strings``, CSV/TSV values are read as str and an empty field is the empty
+    string, not a missing value. A missing column is an error naming ``fix``."""
+    path = Path(path)
+    kind = detect_format(path)
+    check_exists(path, what=what)
+    yield from _frames(path, kind, list(columns), chunk_rows, strings=strings, fix=fix)
+
+
+def _frames(path: Path, kind: str, columns: list[str] | None, chunk_rows: int | None, *, strings: bool,
+            fix: str) -> Iterator[pd.DataFrame]:
+    """Frames of ``path`` (one frame when ``chunk_rows`` is None), restricted to ``columns``."""
+    if kind == "parquet":
+        yield from _parquet_frames(path, columns, chunk_rows, fix)
+        return
+    try:
+        if kind == "jsonl":
+            result = pd.read_json(path, lines=True, dtype=False, chunksize=chunk_rows, encoding="utf-8")
+        else:
+            text = dict(dtype=str, keep_default_na=False, na_filter=False) if strings else {}
+            result = pd.read_csv(path, sep=SEPARATORS[kind], chunksize=chunk_rows, encoding="utf-8", **text)
+        if chunk_rows is None:
+            yield _select(result, columns, path, fix)
+            return
+        with result:
+            for chunk in result:
+                yield _select(chunk, columns, path, fix)
+    except pd.errors.EmptyDataError:
+        raise empty_table(path) from None
+    except UnicodeDecodeError as exc:
+        check_utf8(path)  # raises with the byte offset and line
+        raise unreadable(path, kind, exc) from None
+    except (pd.errors.ParserError, ValueError, OSError, EOFError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise unreadable(path, kind, exc) from None
+
+
+def _parquet_frames(path: Path, columns: list[str] | None, chunk_rows: int | None, fix: str) -> Iterator[pd.DataFrame]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+        if columns is not None:
+            check_columns(path, table.schema_arrow.names, columns, fix=fix)
+        if chunk_rows is None:
+            yield table.read(columns=columns).to_pandas()
+            return
+        for batch in table.iter_batches(batch_size=chunk_rows, columns=columns):
+            yield batch.to_pandas()
+    except (OSError, pa.ArrowException) as exc:
+        raise unreadable(path, "parquet", exc) from None
+
+
+def _select(frame: pd.DataFrame, columns: list[str] | None, path: Path, fix: str) -> pd.DataFrame:
+    if columns is None:
+        return frame
+    check_columns(path, frame.columns, columns, fix=fix)
+    return frame[columns].reset_index(drop=True)
 
 
 def _open_binary(path: Path):
@@ -87,24 +208,22 @@ class TableScan:
 def scan_table(path: str | Path, text_col: str, id_col: str | None, chunk_rows: int) -> TableScan:
     """Check ``path`` from end to end and collect its ids (row numbers when ``id_col`` is None)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"input file {path} does not exist")
     kind = detect_format(path)
+    check_exists(path)
     if kind != "parquet":
         check_utf8(path)
     columns = [text_col] + ([id_col] if id_col and id_col != text_col else [])
     ids, n_rows = [], 0
-    for chunk in _iter_frames(path, kind, columns, chunk_rows):
+    for chunk in iter_table(path, columns, chunk_rows, strings=True):
         check_text_column(chunk[text_col], path, text_col, n_rows)
         if id_col is not None:
             missing = chunk[id_col].isna().to_numpy()
             if missing.any():
-                row = n_rows + int(np.argmax(missing))
-                raise InputError(f"{path}: column {id_col!r} has no value at row {row}; every row needs an id")
+                raise row_error(path, n_rows + int(np.argmax(missing)), id_col, "missing value; every row needs an id")
             ids.append(chunk[id_col].to_numpy())
         n_rows += len(chunk)
     if n_rows == 0:
-        raise InputError(f"{path} has no data rows; nothing to encode")
+        raise empty_table(path)
     if id_col is None:
         return TableScan(path, kind, n_rows, np.arange(n_rows, dtype=np.int64))
     return TableScan(path, kind, n_rows, _normalize_ids(np.concatenate(ids), kind))
@@ -112,69 +231,20 @@ def scan_table(path: str | Path, text_col: str, id_col: str | None, chunk_rows: 
 
 def iter_texts(path: str | Path, text_col: str, chunk_rows: int) -> Iterator[list[str]]:
     """Yield the text column of ``path`` as lists of at most ``chunk_rows`` str (run :func:`scan_table` first)."""
-    path = Path(path)
-    for chunk in _iter_frames(path, detect_format(path), [text_col], chunk_rows):
+    for chunk in iter_table(path, [text_col], chunk_rows, strings=True):
         yield chunk[text_col].tolist()
 
 
 def check_text_column(values: pd.Series, path: Path, column: str, first_row: int) -> None:
-    """Raise :class:`InputError` for the first value in ``values`` that is not a str."""
+    """Raise :class:`InputError` for the first value in ``values`` that is not a str; ``first_row``
+    is the 0-based data row of ``values[0]``."""
     from tastemap.runtime.encode.encoder import describe_value
 
     is_text = np.fromiter((isinstance(value, str) for value in values), dtype=bool, count=len(values))
     if not is_text.all():
         position = int(np.argmin(is_text))
-        raise InputError(
-            f"{path}: column {column!r} at row {first_row + position} is "
-            f"{describe_value(values.iloc[position])}; every text should be a string"
-        )
-
-
-def _iter_frames(path: Path, kind: str, columns: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
-    if kind == "parquet":
-        yield from _iter_parquet(path, columns, chunk_rows)
-        return
-    try:
-        if kind in ("csv", "tsv"):
-            # Every value is read as a string; an empty field is the empty text, not a missing one.
-            reader = pd.read_csv(
-                path, sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False,
-                na_filter=False, chunksize=chunk_rows, encoding="utf-8",
-            )
-        else:
-            reader = pd.read_json(path, lines=True, chunksize=chunk_rows, dtype=False, encoding="utf-8")
-        with reader:
-            for chunk in reader:
-                _check_columns(path, chunk.columns, columns)
-                yield chunk[columns].reset_index(drop=True)
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path} is empty; nothing to encode") from None
-    except (pd.errors.ParserError, ValueError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(f"{path} cannot be parsed as {kind.upper()}: {exc}") from exc
-
-
-def _iter_parquet(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.ParquetFile(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"{path} cannot be read as Parquet: {exc}") from exc
-    _check_columns(path, table.schema_arrow.names, columns)
-    for batch in table.iter_batches(batch_size=chunk_rows, columns=columns):
-        yield batch.to_pandas()
-
-
-def _check_columns(path: Path, present, wanted: list[str]) -> None:
-    missing = [column for column in wanted if column not in present]
-    if missing:
-        raise InputError(
-            f"{path} has no column {missing[0]!r} (it has {list(present)}); "
-            f"pass one of those with --text-col / --id-col"
-        )
+        raise row_error(path, first_row + position, column,
+                        f"{describe_value(values.iloc[position])}; every text should be a string")
 
 
 def _normalize_ids(ids: np.ndarray, kind: str) -> np.ndarray:

@@ -8,105 +8,35 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from tastemap.errors import InputError
+from tastemap.runtime.pipeline.inputs import Inputs, load_inputs
 
 logger = logging.getLogger(__name__)
 
 COLD_START_TEXT = "space adventure with robots and aliens"
 
 
-@dataclass
-class Inputs:
-    """Aligned events, catalog and item vectors ``[n_items, dim]`` (catalog order)."""
-
-    interactions: object
-    catalog: pd.DataFrame
-    item_vectors: np.ndarray
-    report: object
-    encoder: object | None = None
-
-
 def default_cache_dir() -> Path:
-    """Where item embeddings are cached between runs: ``$XDG_CACHE_HOME/tastemap`` (or ``~/.cache``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tastemap" / "embeddings"
+    """Where item embeddings are cached between runs: ``embeddings`` in the tastemap folder
+    (:func:`tastemap.paths.cache_dir`; ``~/.cache/tastemap/embeddings`` on Linux)."""
+    from tastemap.paths import cache_dir
 
-
-def sample_users(events: pd.DataFrame, catalog: pd.DataFrame, n_users: int, *, seed: int = 0):
-    """Keep the events of ``n_users`` users drawn with ``seed``, and the catalog items they touched."""
-    users = np.unique(events["user_id"].to_numpy())
-    if not 1 <= n_users:
-        raise InputError(f"sample={n_users} should be >= 1 users")
-    if n_users < users.size:
-        chosen = np.random.default_rng(seed).choice(users, n_users, replace=False)
-        events = events[events["user_id"].isin(chosen)]
-        catalog = catalog[catalog["item_id"].isin(events["item_id"].unique())].reset_index(drop=True)
-    return events.reset_index(drop=True), catalog
-
-
-def load_inputs(
-    events_path: Path | None = None,
-    catalog_path: Path | None = None,
-    *,
-    model_dir: Path | None = None,
-    vectors_path: Path | None = None,
-    cache_dir: Path | None = None,
-    sample: int | None = None,
-    seed: int = 0,
-    export_missing: bool = False,
-) -> Inputs:
-    """Read events and catalog (default: the built-in MovieLens sample), optionally sample users,
-    and embed the item texts with the model package at ``model_dir`` (default
-    ``models/all-MiniLM-L6-v2``; exported first when ``export_missing``), or load ``vectors_path``
-    (``.npy`` ``[n_items, dim]`` in catalog order)."""
-    from tastemap.runtime.io.events import align_events, load_movielens, read_catalog, read_events, render_item_texts
-
-    if (events_path is None) != (catalog_path is None):
-        raise InputError("give both EVENTS and CATALOG files, or neither for the built-in MovieLens sample")
-    if events_path is None:
-        events, catalog = load_movielens()
-    else:
-        events, catalog = read_events(events_path), read_catalog(catalog_path)
-    if sample is not None:
-        if vectors_path is not None:
-            raise InputError("--sample cannot be combined with precomputed --vectors (rows would not match)")
-        events, catalog = sample_users(events, catalog, sample, seed=seed)
-    interactions, report = align_events(events, catalog)
-    encoder = None
-    if vectors_path is not None:
-        vectors = np.load(vectors_path)
-        if vectors.ndim != 2 or vectors.shape[0] != len(catalog):
-            raise InputError(f"{vectors_path} holds shape {vectors.shape}; expected [{len(catalog)}, dim] in catalog order")
-    else:
-        encoder = make_encoder(model_dir, cache_dir=cache_dir, export_missing=export_missing)
-        vectors = encoder.encode(render_item_texts(catalog))
-    return Inputs(interactions=interactions, catalog=catalog, item_vectors=np.asarray(vectors, np.float32),
-                  report=report, encoder=encoder)
+    return cache_dir("embeddings")
 
 
 def make_encoder(model_dir: Path | None, *, cache_dir: Path | None = None, export_missing: bool = False):
-    """An :class:`~tastemap.runtime.encode.encoder.Encoder` on ``model_dir`` (default package, exported
-    first when ``export_missing``; otherwise a missing package is an error with the fix)."""
-    from tastemap.errors import ModelPackageError
-    from tastemap.export import DEFAULT_MODEL_DIR, ensure_default_model
+    """An :class:`~tastemap.runtime.encode.encoder.Encoder` on ``model_dir``, or on the default package,
+    which is exported first when ``export_missing`` (see :func:`tastemap.paths.resolve_model_dir`)."""
+    from tastemap.paths import resolve_model_dir
     from tastemap.runtime.encode.encoder import Encoder
 
-    model_dir = Path(model_dir or DEFAULT_MODEL_DIR)
-    if not (model_dir / "manifest.json").is_file():
-        if not export_missing:
-            raise ModelPackageError(
-                f"no model package at {model_dir}; run `tastemap export` (or `tastemap demo`) first, or pass --model"
-            )
-        logger.info("exporting the default model package to %s (first run only)", model_dir)
-        ensure_default_model(model_dir)
+    model_dir = resolve_model_dir(model_dir, export_missing=export_missing)
     return Encoder(model_dir, cache_dir=cache_dir or default_cache_dir())
 
 
@@ -128,7 +58,7 @@ def run_demo(
     and ``report.html``. ``sample`` keeps that many users (seeded); item embeddings are cached in
     ``cache_dir`` (default :func:`default_cache_dir`, shared with ``tastemap recommend``). Returns
     the summary."""
-    from tastemap.runtime.recommend.evaluate import compare_models, evaluation_table, split_events
+    from tastemap.runtime.recommend.evaluate import compare_models, ease_name, evaluation_table, split_events
     from tastemap.runtime.interests.profile_io import write_atomically, write_profiles
     from tastemap.runtime.recommend.recommender import TastemapRecommender
     from tastemap.runtime.recommend.report import ExampleUser, report_from_recommender, write_report
@@ -143,19 +73,18 @@ def run_demo(
 
     tick = time.perf_counter()
     evaluations, tables = {}, []
+    reference = ease_name() if protocols else None
     for protocol in protocols:
         split = split_events(inputs.interactions, protocol)
         results = compare_models(split, catalog=inputs.catalog, item_vectors=inputs.item_vectors,
                                  encoder=inputs.encoder, seed=seed)
-        reference = results[2].name
         table = evaluation_table(results, reference=reference, seed=seed)
         evaluations[protocol] = table
         tables.append(table.assign(protocol=protocol))
     seconds["evaluate"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    recommender = TastemapRecommender(catalog=inputs.catalog, item_vectors=inputs.item_vectors, seed=seed)
-    recommender.fit(inputs.interactions)
+    recommender = TastemapRecommender(seed=seed).fit(inputs.interactions, inputs.catalog, inputs.item_vectors)
     recommendations = recommender.recommend_batch(k=k)
     seconds["profile, segment, recommend"] = time.perf_counter() - tick
 
@@ -163,10 +92,10 @@ def run_demo(
     example_rows = np.lexsort((np.arange(counts.size), -np.minimum(counts, 4),
                                np.abs(np.log(np.maximum(recommender.profiler_.profiles_.n_events, 1) / 100.0))))
     example_users = [recommender.user_index_[i] for i in example_rows[:n_example_users]]
-    summary = _summary(inputs, recommender, evaluations, reference if protocols else None, seconds, started)
+    summary = _summary(inputs, recommender, evaluations, reference, seconds, started)
     data = report_from_recommender(recommender, title="tastemap: MovieLens interest map", summary=summary["report"],
                                    example_users=example_users, evaluations=evaluations,
-                                   reference=reference if protocols else None, k=k, seed=seed)
+                                   reference=reference, k=k, seed=seed)
     if inputs.encoder is not None:
         cold = recommender.recommend_cold(text=COLD_START_TEXT, encoder=inputs.encoder, k=k)
         data.users.append(ExampleUser(user_id=f'new user: "{COLD_START_TEXT}"', n_events=0, interests=[],

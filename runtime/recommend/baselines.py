@@ -1,8 +1,10 @@
 """Baseline recommenders: MostPop, ItemKNN (cosine), EASE (closed form) and content models.
 
 Every recommender follows one small protocol used by :mod:`tastemap.runtime.recommend.evaluate`:
-``fit(train: Interactions) -> self`` and ``score(users: int[n]) -> float32 [n, n_items]``, where a
-higher score is a better item; the evaluation masks the items a user has already seen.
+``fit(train: Interactions, **data) -> self`` and ``score(users: int[n]) -> float32 [n, n_items]``,
+where a higher score is a better item; the evaluation masks the items a user has already seen.
+They are scikit-learn estimators: ``__init__`` takes parameters only, data (``train`` and, for
+the content models, the catalog and the item vectors) goes to ``fit``.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 from scipy.linalg import lapack
+from sklearn.base import BaseEstimator
 
 from tastemap.errors import InputError
+from tastemap.runtime.interests.base import as_catalog, check_fitted
 from tastemap.runtime.io.interactions import Interactions
 
 logger = logging.getLogger(__name__)
@@ -24,17 +28,12 @@ logger = logging.getLogger(__name__)
 class Recommender(Protocol):
     """What the evaluation needs from a recommender."""
 
-    def fit(self, train: Interactions) -> "Recommender": ...
+    def fit(self, train: Interactions, **data) -> "Recommender": ...
 
     def score(self, users: np.ndarray) -> np.ndarray: ...
 
 
-def _check_fitted(model, attribute: str) -> None:
-    if not hasattr(model, attribute):
-        raise InputError(f"{type(model).__name__} is not fitted yet; call fit(train) first")
-
-
-class MostPop:
+class MostPop(BaseEstimator):
     """Scores every item by how many distinct users interacted with it in training."""
 
     def fit(self, train: Interactions) -> "MostPop":
@@ -42,13 +41,21 @@ class MostPop:
         return self
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        _check_fitted(self, "popularity_")
+        check_fitted(self, "popularity_", "fit(train)")
         return np.broadcast_to(self.popularity_, (len(users), self.popularity_.size)).copy()
 
 
-class ItemKNN:
+class ItemKNN(BaseEstimator):
     """Item-based nearest neighbours: cosine similarity between item columns, ``n_neighbors`` kept
-    per item, a user's score is the sum of similarities to the items they interacted with."""
+    per item, a user's score is the sum of similarities to the items they interacted with.
+
+    Parameters
+    ----------
+    n_neighbors : int, default=100
+        Most similar items kept per item.
+    shrink : float, default=0.0
+        Added to the cosine denominator (>= 0), damping similarities of rare items.
+    """
 
     def __init__(self, *, n_neighbors: int = 100, shrink: float = 0.0):
         self.n_neighbors = n_neighbors
@@ -73,14 +80,20 @@ class ItemKNN:
         return self
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        _check_fitted(self, "similarity_")
+        check_fitted(self, "similarity_", "fit(train)")
         return np.asarray((self.user_items_[users] @ self.similarity_).todense(), dtype=np.float32)
 
 
-class EASE:
+class EASE(BaseEstimator):
     """Embarrassingly shallow autoencoder (Steck, 2019): item-item weights
     ``B = I - P·diag(1/diag(P))`` with ``P = (XᵀX + λI)⁻¹`` and a zero diagonal. ``weights_`` is
-    ``[n_items, n_items]`` float32; a user's scores are ``x_u · B``."""
+    ``[n_items, n_items]`` float32; a user's scores are ``x_u · B``.
+
+    Parameters
+    ----------
+    l2 : float, default=500.0
+        The regularisation ``λ`` (> 0).
+    """
 
     def __init__(self, *, l2: float = 500.0):
         self.l2 = l2
@@ -93,7 +106,7 @@ class EASE:
         return self
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        _check_fitted(self, "weights_")
+        check_fitted(self, "weights_", "fit(train)")
         return np.asarray(self.user_items_[users] @ self.weights_, dtype=np.float32)
 
 
@@ -122,61 +135,72 @@ def ease_weights(user_items: sparse.spmatrix, *, l2: float) -> np.ndarray:
     return weights
 
 
-class ContentSingleVector:
-    """One vector per user: the mean of the vectors of the items they interacted with.
+class ContentSingleVector(BaseEstimator):
+    """One vector per user: the mean of the vectors of the items they interacted with; a user's
+    scores are cosine similarities to their mean vector. No parameters."""
 
-    ``item_vectors`` is ``[n_items, dim]`` (unit rows, aligned with the train item indices); a
-    user's scores are cosine similarities to their mean vector.
-    """
-
-    def __init__(self, *, item_vectors: np.ndarray):
-        self.item_vectors = item_vectors
-
-    def fit(self, train: Interactions) -> "ContentSingleVector":
-        vectors = _check_vectors(self.item_vectors, train.n_items)
+    def fit(self, train: Interactions, item_vectors: np.ndarray) -> "ContentSingleVector":
+        """Mean vector per user. ``item_vectors`` ``[n_items, dim]``: unit rows aligned with the
+        train item indices (catalog order)."""
+        vectors = _check_vectors(item_vectors, train.n_items)
         matrix = train.matrix()
         counts = np.maximum(np.asarray(matrix.sum(axis=1)).ravel(), 1.0)
         means = np.asarray(matrix @ vectors) / counts[:, None]
         norms = np.linalg.norm(means, axis=1, keepdims=True)
-        self.user_vectors_ = (means / np.maximum(norms, 1e-12)).astype(np.float32)
         self.vectors_ = vectors
+        self.user_vectors_ = (means / np.maximum(norms, 1e-12)).astype(np.float32)
         return self
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        _check_fitted(self, "user_vectors_")
+        check_fitted(self, "user_vectors_", "fit(train, item_vectors)")
         return self.user_vectors_[users] @ self.vectors_.T
 
 
-class ContentLiteral:
+class ContentLiteral(BaseEstimator):
     """One text per user, encoded: the user's ``n_recent`` most recent training items, most
     recent first, rendered as ``"Liked: Heat (1995) (Action, Crime); Toy Story (1995) (...)"``.
 
-    ``catalog`` holds ``title`` and ``categories`` rows aligned with the train item indices,
-    ``item_vectors`` is ``[n_items, dim]`` (unit rows, same order) and ``encoder`` is anything
-    with ``encode(texts: list[str]) -> float32 [n_texts, dim]`` (an
-    :class:`~tastemap.runtime.encode.encoder.Encoder`, whose tokenizer truncates a long history at the
-    model's maximum length, so the oldest of the ``n_recent`` items are the ones cut). All user
-    texts go to the encoder in one call. A user's scores are cosine similarities between their
-    text's vector and the item vectors; users without training events score 0 everywhere.
+    All user texts go to the encoder in one call. A user's scores are cosine similarities between
+    their text's vector and the item vectors; users without training events score 0 everywhere.
+
+    Parameters
+    ----------
+    encoder : object with ``encode(texts: list[str]) -> float32 (n_texts, dim)``
+        An :class:`~tastemap.runtime.encode.encoder.Encoder`, whose tokenizer truncates a long
+        history at the model's maximum length, so the oldest of the ``n_recent`` items are the
+        ones cut. Use the encoder that produced the item vectors.
+    n_recent : int, default=20
+        Most recent items per user rendered into the text.
+
+    Attributes
+    ----------
+    texts_ : list of str, length n_users
+        The rendered history texts.
+    user_vectors_ : ndarray of shape (n_users, dim), float32
+        Unit vectors of the texts (zero rows for users without events).
+    vectors_ : ndarray of shape (n_items, dim), float32
+        The item vectors.
     """
 
-    def __init__(self, *, catalog: pd.DataFrame, item_vectors: np.ndarray, encoder, n_recent: int = 20):
-        self.catalog = catalog
-        self.item_vectors = item_vectors
+    def __init__(self, *, encoder, n_recent: int = 20):
         self.encoder = encoder
         self.n_recent = n_recent
 
-    def fit(self, train: Interactions) -> "ContentLiteral":
+    def fit(self, train: Interactions, catalog: pd.DataFrame, item_vectors: np.ndarray) -> "ContentLiteral":
+        """Render and encode every user's history. ``catalog`` holds ``item_id, title`` (and
+        optionally ``categories``) rows aligned with the train item indices; ``item_vectors`` is
+        ``[n_items, dim]`` (unit rows, same order)."""
         if not isinstance(self.n_recent, int) or self.n_recent < 1:
             raise InputError(f"n_recent={self.n_recent!r} should be an integer >= 1")
         if not callable(getattr(self.encoder, "encode", None)):
             raise InputError(f"encoder={self.encoder!r} has no encode(texts) method; pass an Encoder")
-        vectors = _check_vectors(self.item_vectors, train.n_items)
-        if len(self.catalog) != train.n_items:
+        vectors = _check_vectors(item_vectors, train.n_items)
+        catalog = as_catalog(catalog)
+        if len(catalog) != train.n_items:
             raise InputError(
-                f"catalog has {len(self.catalog)} rows; expected {train.n_items}, one per catalogue item"
+                f"catalog has {len(catalog)} rows; expected {train.n_items}, one per catalogue item"
             )
-        texts = render_history_texts(train, item_labels(self.catalog), n_recent=self.n_recent)
+        texts = render_history_texts(train, item_labels(catalog), n_recent=self.n_recent)
         active = np.flatnonzero([bool(text) for text in texts])
         encoded = np.asarray(self.encoder.encode([texts[u] for u in active]), dtype=np.float32)
         if encoded.shape != (active.size, vectors.shape[1]):
@@ -187,12 +211,12 @@ class ContentLiteral:
         user_vectors = np.zeros((train.n_users, vectors.shape[1]), dtype=np.float32)
         user_vectors[active] = encoded / np.maximum(np.linalg.norm(encoded, axis=1, keepdims=True), 1e-12)
         self.texts_ = texts
-        self.user_vectors_ = user_vectors
         self.vectors_ = vectors
+        self.user_vectors_ = user_vectors
         return self
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        _check_fitted(self, "user_vectors_")
+        check_fitted(self, "user_vectors_", "fit(train, catalog, item_vectors)")
         return self.user_vectors_[users] @ self.vectors_.T
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -23,8 +22,9 @@ import pandas as pd
 from scipy import sparse
 
 from tastemap.errors import InputError
-from tastemap.runtime.recommend.baselines import Recommender
+from tastemap.runtime.interests.base import as_catalog
 from tastemap.runtime.io.interactions import Interactions
+from tastemap.runtime.recommend.baselines import Recommender
 from tastemap.runtime.recommend.metrics import (
     Interval,
     bootstrap_ci,
@@ -36,19 +36,20 @@ from tastemap.runtime.recommend.metrics import (
     ndcg_at_k,
     recall_at_k,
 )
+from tastemap.runtime.recommend.protocols import Protocol
 
 logger = logging.getLogger(__name__)
 
 HIT_KS = (10, 20, 50)
 NDCG_KS = (10, 20)
 LITERAL_NAME = "Content literal (history text)"
+EASE_L2 = 500.0
 
 
-class Protocol(str, Enum):
-    """How each user's history is cut into training and test parts."""
-
-    leave_last_out = "leave-last-out"
-    temporal = "temporal"
+def ease_name(l2: float = EASE_L2) -> str:
+    """The name :func:`compare_models` gives the EASE baseline, the reference of the comparison
+    (``"EASE (l2=500)"``)."""
+    return f"EASE (l2={l2:g})"
 
 
 @dataclass(frozen=True)
@@ -171,15 +172,17 @@ def evaluate_model(
     *,
     name: str | None = None,
     fit: bool = True,
+    fit_params: Mapping[str, object] | None = None,
     item_features: sparse.spmatrix | None = None,
     hit_ks: Sequence[int] = HIT_KS,
     ndcg_ks: Sequence[int] = NDCG_KS,
 ) -> Evaluation:
-    """Fit ``model`` on ``split.train`` (unless ``fit=False``), rank the full catalogue for every
-    test user with their training items removed, and compute HR, Recall, NDCG, coverage and, with
-    ``item_features`` ``[n_items, n_features]`` (genres), intra-list diversity."""
+    """Fit ``model`` on ``split.train`` (unless ``fit=False``; ``fit_params`` go to its ``fit``,
+    e.g. the catalog and the item vectors), rank the full catalogue for every test user with their
+    training items removed, and compute HR, Recall, NDCG, coverage and, with ``item_features``
+    ``[n_items, n_features]`` (genres), intra-list diversity."""
     if fit:
-        model.fit(split.train)
+        model.fit(split.train, **(fit_params or {}))
     users = split.test_users
     max_k = max(max(hit_ks), max(ndcg_ks))
     top_items = rank_top_items(model, users, split.train.matrix(), max_k)
@@ -257,18 +260,23 @@ def tune_blend(
     recommender,
     split: Split,
     *,
+    catalog: pd.DataFrame,
+    item_vectors,
     grid: Mapping[str, Sequence[float]] = DEFAULT_GRID,
     metric: str = "NDCG@10",
 ) -> tuple[object, pd.DataFrame]:
     """Choose the blend weights of a :class:`~tastemap.runtime.recommend.recommender.TastemapRecommender` on
     the validation split of ``split`` (never on its test part).
 
-    ``recommender`` is fitted on the validation training part; its standardised components are
-    computed once for the validation users and every weight combination of ``grid`` is ranked by
-    ``metric`` (ties: HR@10, then the earlier combination). Returns ``(best BlendWeights, table of
-    every combination with HR@10 and NDCG@10)``.
+    A clone of ``recommender`` (an unfitted template, left unchanged) is fitted on the validation
+    training part with ``catalog`` and ``item_vectors`` ``[n_items, dim]``; its standardised
+    components are computed once for the validation users and every weight combination of
+    ``grid`` is ranked by ``metric`` (ties: HR@10, then the earlier combination). Returns ``(best
+    BlendWeights, table of every combination with HR@10 and NDCG@10)``.
     """
     import itertools
+
+    from sklearn.base import clone
 
     from tastemap.runtime.recommend.recommender import BlendWeights
 
@@ -278,7 +286,7 @@ def tune_blend(
     if unknown:
         raise InputError(f"grid names unknown components {unknown}; allowed: {list(BlendWeights().as_dict())}")
     validation = validation_split(split)
-    recommender.fit(validation.train)
+    recommender = clone(recommender).fit(validation.train, catalog, item_vectors)
     users = validation.test_users
     components = recommender.components(users)
     seen = validation.train.matrix()[users]
@@ -307,10 +315,10 @@ def tune_blend(
 
 def genre_features(catalog: pd.DataFrame) -> sparse.csr_matrix:
     """Binary ``[n_items, n_top_level_categories]`` item features (MovieLens: genres) for the
-    intra-list diversity, from the catalog's ``categories`` column."""
+    intra-list diversity, from the catalog's ``categories`` (none: ``[n_items, 0]``)."""
     from tastemap.runtime.interests.layers import category_levels
 
-    levels = category_levels(catalog["categories"].tolist())
+    levels = category_levels(as_catalog(catalog)["categories"].tolist())
     if not levels:
         return sparse.csr_matrix((len(catalog), 0), dtype=np.float32)
     features = levels[0].items.copy()
@@ -325,34 +333,39 @@ def compare_models(
     item_vectors: np.ndarray,
     encoder=None,
     weights=None,
-    l2: float = 500.0,
+    l2: float = EASE_L2,
     seed: int = 0,
 ) -> list[Evaluation]:
     """Evaluate the baselines and tastemap on one split, in one run: MostPop, ItemKNN (cosine),
-    EASE (``l2``), content single-vector, content multi-interest (the interest component alone),
-    content literal (each user's history rendered as one text and encoded by ``encoder``; left out
-    when ``encoder`` is None, as with precomputed vectors) and tastemap with ``weights`` (default:
-    :class:`BlendWeights`); tastemap reuses EASE's weights."""
+    EASE (``l2``, named :func:`ease_name`), content single-vector, content multi-interest (the
+    interest component alone), content literal (each user's history rendered as one text and
+    encoded by ``encoder``; left out when ``encoder`` is None, as with precomputed vectors) and
+    tastemap with ``weights`` (default: :class:`BlendWeights`); tastemap reuses EASE's weights.
+    ``item_vectors`` is ``[n_items, dim]`` in catalog order."""
     from tastemap.runtime.recommend.baselines import EASE, ContentLiteral, ContentSingleVector, ItemKNN, MostPop
     from tastemap.runtime.recommend.recommender import BlendWeights, TastemapRecommender
 
+    catalog = as_catalog(catalog)
     features = genre_features(catalog)
     ease = EASE(l2=l2)
+    vectors = {"item_vectors": item_vectors}
+    items = {"catalog": catalog, **vectors}
     models = [
-        ("MostPop", MostPop()),
-        ("ItemKNN", ItemKNN()),
-        (f"EASE (l2={l2:g})", ease),
-        ("Content single-vector", ContentSingleVector(item_vectors=item_vectors)),
-        ("Content multi-interest", TastemapRecommender(
-            catalog=catalog, item_vectors=item_vectors, seed=seed,
-            weights=BlendWeights(long_term=0, short_term=0, interests=1, category=0))),
+        ("MostPop", MostPop(), {}),
+        ("ItemKNN", ItemKNN(), {}),
+        (ease_name(l2), ease, {}),
+        ("Content single-vector", ContentSingleVector(), vectors),
+        ("Content multi-interest",
+         TastemapRecommender(seed=seed, weights=BlendWeights(long_term=0, short_term=0, interests=1, category=0)),
+         items),
     ]
     if encoder is not None:
-        models.append((LITERAL_NAME, ContentLiteral(catalog=catalog, item_vectors=item_vectors, encoder=encoder)))
+        models.append((LITERAL_NAME, ContentLiteral(encoder=encoder), items))
     else:
         logger.info("no encoder (precomputed item vectors): %s is not evaluated", LITERAL_NAME)
-    results = [evaluate_model(model, split, name=name, item_features=features) for name, model in models]
-    tastemap = TastemapRecommender(catalog=catalog, item_vectors=item_vectors, weights=weights or BlendWeights(),
-                                   l2=l2, ease_weights=ease.weights_, seed=seed)
-    results.append(evaluate_model(tastemap, split, name="tastemap", item_features=features))
+    results = [evaluate_model(model, split, name=name, fit_params=fit_params, item_features=features)
+               for name, model, fit_params in models]
+    tastemap = TastemapRecommender(weights=weights, l2=l2, seed=seed)
+    results.append(evaluate_model(tastemap, split, name="tastemap", item_features=features,
+                                  fit_params={**items, "ease_weights": ease.weights_}))
     return results

@@ -21,7 +21,6 @@ text (through the nearest topics and the nearest segment), see :meth:`recommend_
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
@@ -29,10 +28,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from scipy import sparse
+from sklearn.base import BaseEstimator, clone
 
 from tastemap.errors import InputError
-from tastemap.runtime.recommend.baselines import ease_weights
+from tastemap.runtime.interests.base import as_catalog, check_fitted
 from tastemap.runtime.io.interactions import Interactions
+from tastemap.runtime.recommend.baselines import ease_weights as baseline_ease_weights
 from tastemap.runtime.interests.profiles import InterestProfiler, UserInterests, UserProfiles
 from tastemap.runtime.interests.segments import UserSegmenter
 
@@ -110,98 +111,145 @@ class _UserState:
     categories: sparse.csr_matrix | None
 
 
-class TastemapRecommender:
+class TastemapRecommender(BaseEstimator):
     """Interest-based recommender (see the module docstring).
 
-    Parameters (keyword-only): ``catalog`` (frame with ``item_id``, ``title``, ``categories`` as
-    from :func:`~tastemap.runtime.io.events.read_catalog`), ``item_vectors`` ``[n_items, dim]`` in
-    catalog order, ``weights`` (:class:`BlendWeights`), ``l2`` EASE regularisation,
-    ``recency_half_life`` (in items), ``n_candidates`` per interest, ``profiler`` and
-    ``segmenter`` (unfitted estimators used as templates; defaults with ``seed``),
-    ``ease_weights`` (precomputed ``[n_items, n_items]`` weights for the same training data, to
-    avoid a second inversion), ``seed``.
+    Parameters
+    ----------
+    weights : BlendWeights or None, default=None
+        Weights of the standardised components; None: ``BlendWeights()`` (the tuned defaults).
+    l2 : float, default=500.0
+        EASE regularisation (> 0).
+    recency_half_life : float, default=5.0
+        Half-life of the short-term recency weight, in items (> 0).
+    n_candidates : int, default=300
+        Nearest items retrieved per interest medoid.
+    profiler : InterestProfiler or None, default=None
+        Unfitted template, cloned at fit; None: ``InterestProfiler(seed=seed)``.
+    segmenter : UserSegmenter or None, default=None
+        Unfitted template, cloned at fit; None: ``UserSegmenter(seed=seed)``.
+    seed : int, default=0
+        Seed of the default profiler and segmenter.
 
-    Fitted attributes: ``profiler_``, ``segmenter_`` (None with fewer than 3 users),
-    ``ease_`` (None when no collaborative component is used), ``index_`` (faiss index),
-    ``state_`` (per-user state), ``segment_popularity_`` ``[n_segments, n_items]``.
+    Attributes
+    ----------
+    weights_ : BlendWeights
+        The blend weights used (``weights``, or the defaults).
+    profiler_ : InterestProfiler
+        Fitted on the training events (topics, layers, interests, unit item vectors).
+    segmenter_ : UserSegmenter or None
+        Fitted on the training profiles (None with fewer than 3 users).
+    ease_ : ndarray of shape (n_items, n_items), float32, or None
+        EASE item-item weights (None when no collaborative component has a weight).
+    index_ : faiss.IndexFlatIP
+        Inner-product index over the ``n_items`` unit item vectors.
+    item_ids_ : ndarray of shape (n_items,)
+        Catalog item ids, catalog order.
+    titles_ : ndarray of shape (n_items,)
+        Catalog titles as str.
+    user_index_ : pandas.Index of n_users ids
+        Training user ids; position = user row.
+    state_ : _UserState
+        Per-user history, recency, interests and categories of the training users.
+    segment_popularity_ : ndarray of shape (n_segments, n_items), float32, or None
+        Events per item within each segment (None without a segmenter).
     """
 
     def __init__(
         self,
         *,
-        catalog: pd.DataFrame,
-        item_vectors: np.ndarray,
-        weights: BlendWeights = BlendWeights(),
+        weights: BlendWeights | None = None,
         l2: float = 500.0,
         recency_half_life: float = 5.0,
         n_candidates: int = 300,
         profiler: InterestProfiler | None = None,
         segmenter: UserSegmenter | None = None,
-        ease_weights: np.ndarray | None = None,
         seed: int = 0,
     ):
-        self.catalog = catalog
-        self.item_vectors = item_vectors
         self.weights = weights
         self.l2 = l2
         self.recency_half_life = recency_half_life
         self.n_candidates = n_candidates
         self.profiler = profiler
         self.segmenter = segmenter
-        self.ease_weights = ease_weights
         self.seed = seed
 
-    def _validate_params(self, train: Interactions) -> None:
-        if not isinstance(self.weights, BlendWeights):
-            raise InputError(f"weights should be a BlendWeights, got {type(self.weights).__name__}")
+    def _validate_params(self) -> None:
+        """Check every parameter (messages carry the value received)."""
+        if self.weights is not None and not isinstance(self.weights, BlendWeights):
+            raise InputError(f"weights should be None or a BlendWeights, got {type(self.weights).__name__}")
         if not self.l2 > 0:
             raise InputError(f"l2={self.l2} should be > 0")
         if not self.recency_half_life > 0:
             raise InputError(f"recency_half_life={self.recency_half_life} should be > 0 (items)")
         if not (isinstance(self.n_candidates, int) and self.n_candidates >= 1):
             raise InputError(f"n_candidates={self.n_candidates!r} should be an integer >= 1")
-        catalog_ids = self.catalog["item_id"].to_numpy()
-        if catalog_ids.size != train.n_items or not np.array_equal(catalog_ids, train.item_ids):
-            raise InputError(
-                f"training items (n_items={train.n_items}) are not the catalog's {catalog_ids.size} items "
-                "in catalog order; build the Interactions with align_events(events, catalog)"
-            )
-        if self.ease_weights is not None and np.shape(self.ease_weights) != (train.n_items, train.n_items):
-            raise InputError(
-                f"ease_weights has shape {np.shape(self.ease_weights)}; expected {(train.n_items, train.n_items)}"
-            )
+        if self.profiler is not None and not isinstance(self.profiler, InterestProfiler):
+            raise InputError(f"profiler should be None or an InterestProfiler, got {type(self.profiler).__name__}")
+        if self.segmenter is not None and not isinstance(self.segmenter, UserSegmenter):
+            raise InputError(f"segmenter should be None or a UserSegmenter, got {type(self.segmenter).__name__}")
 
-    def fit(self, train: Interactions) -> "TastemapRecommender":
-        """Profile the users of ``train``, segment them, build the index and the EASE weights."""
+    def fit(self, train: Interactions, catalog: pd.DataFrame, item_vectors, *,
+            ease_weights: np.ndarray | None = None) -> "TastemapRecommender":
+        """Profile the users of ``train``, segment them, build the index and the EASE weights.
+
+        Parameters
+        ----------
+        train : :class:`~tastemap.runtime.io.interactions.Interactions`
+            Training events aligned with ``catalog`` (``align_events(events, catalog)``): item
+            index ``i`` is catalog row ``i``.
+        catalog : DataFrame of n_items rows
+            ``item_id, title`` and optionally ``categories, tags, description`` (as from
+            :func:`~tastemap.runtime.io.events.read_catalog`, or a plain frame).
+        item_vectors : ndarray of shape (n_items, dim), or an encoder
+            Item vectors in catalog order, or an object with ``encode(texts) -> (n_texts, dim)``.
+        ease_weights : ndarray of shape (n_items, n_items), optional
+            EASE weights already computed on the same ``train`` with the same ``l2``
+            (``EASE.weights_``), to avoid a second inversion.
+
+        Returns
+        -------
+        self : TastemapRecommender
+        """
         import faiss
 
-        self._validate_params(train)
-        profiler = copy.deepcopy(self.profiler) if self.profiler is not None else InterestProfiler(seed=self.seed)
-        self.profiler_ = profiler.fit(train, self.catalog, self.item_vectors)
+        self._validate_params()
+        catalog = as_catalog(catalog)
+        _check_training_data(train, catalog, ease_weights)
+        self.weights_ = self.weights if self.weights is not None else BlendWeights()
+        profiler = clone(self.profiler) if self.profiler is not None else InterestProfiler(seed=self.seed)
+        self.profiler_ = profiler.fit(train, catalog, item_vectors)
         vectors = self.profiler_.item_vectors_
         self.index_ = faiss.IndexFlatIP(vectors.shape[1])
         self.index_.add(vectors)
-        self.titles_ = self.catalog["title"].astype(str).to_numpy()
+        self.titles_ = catalog["title"].astype(str).to_numpy()
         self.item_ids_ = train.item_ids
         self.user_index_ = pd.Index(train.user_ids)
         history = train.matrix()
-        needs_ease = self.weights.long_term > 0 or self.weights.short_term > 0
-        if self.ease_weights is not None:
-            self.ease_ = np.asarray(self.ease_weights, dtype=np.float32)
+        needs_ease = self.weights_.long_term > 0 or self.weights_.short_term > 0
+        if ease_weights is not None:
+            self.ease_ = np.asarray(ease_weights, dtype=np.float32)
         else:
-            self.ease_ = ease_weights(history, l2=self.l2) if needs_ease else None
+            self.ease_ = baseline_ease_weights(history, l2=self.l2) if needs_ease else None
         profiles = self.profiler_.profiles_
-        self.state_ = self._state(history, recency_matrix(train, self.recency_half_life), profiles)
         self.segmenter_, self.segment_popularity_ = None, None
         if train.n_users >= 3:
-            segmenter = copy.deepcopy(self.segmenter) if self.segmenter is not None else UserSegmenter(seed=self.seed)
+            segmenter = clone(self.segmenter) if self.segmenter is not None else UserSegmenter(seed=self.seed)
             self.segmenter_ = segmenter.fit(profiles)
             membership = sparse.csr_matrix(
                 (np.ones(train.n_users, np.float32), (self.segmenter_.labels_, np.arange(train.n_users))),
                 shape=(self.segmenter_.n_segments_, train.n_users),
             )
             self.segment_popularity_ = np.asarray((membership @ history).todense(), dtype=np.float32)
+        self.state_ = self._state(history, recency_matrix(train, self.recency_half_life), profiles)
         return self
+
+    def scoring_state(self, history: sparse.csr_matrix, recency: sparse.csr_matrix,
+                      profiles: UserProfiles) -> _UserState:
+        """The scoring state of ``n`` users from their binary ``history`` and ``recency`` (CSR
+        ``[n, n_items]``, see :func:`recency_matrix`) and their profiles with the fitted topics
+        (``profiler_.transform``): for a fitted model loaded from disk or updated with new events."""
+        return self._state(history, recency, profiles)
 
     def _state(self, history, recency, profiles: UserProfiles) -> _UserState:
         interests = profiles.interests
@@ -223,7 +271,7 @@ class TastemapRecommender:
         return self._blend(self._components(np.asarray(users), self.state_, self._weighted()))
 
     def _weighted(self) -> list[str]:
-        return [name for name, weight in self.weights.as_dict().items() if weight > 0]
+        return [name for name, weight in self.weights_.as_dict().items() if weight > 0]
 
     def components(self, users: np.ndarray, state: _UserState | None = None) -> dict[str, np.ndarray]:
         """Every standardised component score, name to ``[len(users), n_items]`` float32 (those
@@ -249,7 +297,7 @@ class TastemapRecommender:
         return out
 
     def _blend(self, components: dict[str, np.ndarray], weights: BlendWeights | None = None) -> np.ndarray:
-        weights = (weights or self.weights).as_dict()
+        weights = (weights or self.weights_).as_dict()
         total = None
         for name, values in components.items():
             if weights[name] > 0:
@@ -282,8 +330,7 @@ class TastemapRecommender:
         return neighbours
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "state_"):
-            raise InputError("this TastemapRecommender is not fitted yet; call fit(train) first")
+        check_fitted(self, "state_", "fit(train, catalog, item_vectors)")
 
     # recommendations with explanations -----------------------------------------------------------
 
@@ -317,6 +364,22 @@ class TastemapRecommender:
                 rows += [_row(_plain(self.user_index_[position]), rec) for rec in recs]
         return pd.DataFrame(rows, columns=list(_row(None, None).keys()))
 
+    def explain(self, user_id, item_id) -> Explanation:
+        """Why ``item_id`` would be recommended to training user ``user_id``: the layer whose
+        weighted component contributes most to the item's score, and the interest and seed items
+        it comes from (as in :meth:`recommend`)."""
+        self._check_fitted()
+        user = self.user_index_.get_indexer([user_id])[0]
+        item = pd.Index(self.item_ids_).get_indexer([item_id])[0]
+        if user < 0:
+            raise InputError(f"user {user_id!r} is not in the training events ({self.user_index_.size} users)")
+        if item < 0:
+            raise InputError(f"item {item_id!r} is not in the catalog ({self.item_ids_.size} items)")
+        weights = self.weights_.as_dict()
+        components = self._components(np.array([user]), self.state_, self._weighted())
+        component = max(components, key=lambda name: weights[name] * components[name][0, item])
+        return self._explain(user, item, self.state_, component, None)
+
     def _recommend_rows(self, rows: np.ndarray, state: _UserState, k: int, *, segment: str | None = None,
                         extra: np.ndarray | None = None) -> list[list[Recommendation]]:
         if not (isinstance(k, int) and k >= 1):
@@ -327,7 +390,7 @@ class TastemapRecommender:
         scores[np.repeat(np.arange(len(rows)), np.diff(seen.indptr)), seen.indices] = -np.inf
         k = min(k, int(np.isfinite(scores).sum(axis=1).min()))
         top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        weights = self.weights.as_dict()
+        weights = self.weights_.as_dict()
         results = []
         for local, user in enumerate(rows):
             layer_scores = {n: weights[n] * c[local, top[local]] for n, c in components.items() if weights[n] > 0}
@@ -455,6 +518,20 @@ class TastemapRecommender:
         segment = int(self.segmenter_.predict(profiles)[0])
         label = str(self.segmenter_.segments_.loc[segment, "label"])
         return label, weight * standardise(self.segment_popularity_[segment][None, :])
+
+
+def _check_training_data(train: Interactions, catalog: pd.DataFrame, ease_weights) -> None:
+    """``train`` aligned with ``catalog`` (same items, catalog order); ``ease_weights`` square over them."""
+    if not isinstance(train, Interactions):
+        raise InputError(f"train should be Interactions (align_events(events, catalog)); got {type(train).__name__}")
+    catalog_ids = catalog["item_id"].to_numpy()
+    if catalog_ids.size != train.n_items or not np.array_equal(catalog_ids, train.item_ids):
+        raise InputError(
+            f"training items (n_items={train.n_items}) are not the catalog's {catalog_ids.size} items "
+            "in catalog order; build the Interactions with align_events(events, catalog)"
+        )
+    if ease_weights is not None and np.shape(ease_weights) != (train.n_items, train.n_items):
+        raise InputError(f"ease_weights has shape {np.shape(ease_weights)}; expected {(train.n_items, train.n_items)}")
 
 
 def recency_matrix(data: Interactions, half_life: float) -> sparse.csr_matrix:

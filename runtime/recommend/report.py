@@ -259,6 +259,9 @@ def report_from_recommender(
     """Collect the page's content from a fitted
     :class:`~tastemap.runtime.recommend.recommender.TastemapRecommender` (topics, map, segments, the
     ``example_users``' interests and top ``k`` recommendations) and evaluation tables."""
+    from tastemap.runtime.interests.base import check_fitted
+
+    check_fitted(recommender, "state_", "fit(train, catalog, item_vectors)")
     profiler = recommender.profiler_
     tree = profiler.topic_tree_
     rows, points = project_2d(profiler.item_vectors_, max_points=max_points, seed=seed)

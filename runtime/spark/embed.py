@@ -28,7 +28,8 @@ from typing import Iterator
 
 from tastemap.errors import InputError, ModelPackageError
 from tastemap.runtime.encode.encoder import DEFAULT_MAX_TOKENS, Encoder
-from tastemap.runtime.spark.session import check_column, read_table, spark_session, write_parquet
+from tastemap.runtime.io.tables import TEXT_COLUMNS_FIX, check_columns
+from tastemap.runtime.spark.session import read_spark_table, spark_session, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class SparkEmbedResult:
 
 def ship_package(spark, model_dir: str | Path) -> ShippedPackage:
     """Check ``model_dir`` on the driver and add it to the Spark job's files (once per session)."""
-    from tastemap.export.package import MANIFEST, ModelPackage, sha256_file
+    from tastemap.package import MANIFEST, ModelPackage, sha256_file
 
     package = ModelPackage.load(model_dir)
     path = package.path.resolve()
@@ -89,7 +90,7 @@ def worker_encoder(shipped: ShippedPackage, *, variant: str, device: str, thread
     """
     from pyspark import SparkFiles
 
-    from tastemap.export.package import MANIFEST, sha256_file
+    from tastemap.package import MANIFEST, sha256_file
 
     path = Path(SparkFiles.get(shipped.name))
     key = (str(path), shipped.manifest_sha256, variant, device, threads, max_tokens)
@@ -136,7 +137,7 @@ def embed(
     """
     from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
-    check_column(frame, text_col, "embed")
+    check_columns("embed", frame.columns, [text_col], fix=TEXT_COLUMNS_FIX)
     if not isinstance(frame.schema[text_col].dataType, StringType):
         raise InputError(f"embed: column {text_col!r} has type {frame.schema[text_col].dataType.simpleString()}; "
                          "it should hold strings; cast it first")
@@ -191,19 +192,18 @@ def embed_with_spark(
     every input column and ``embedding`` without ``id_col``). Rows are spread over
     ``partitions`` (default: at least Spark's default parallelism). ``out`` appears only when
     complete."""
-    from tastemap.export import DEFAULT_MODEL_DIR
-    from tastemap.export.package import ModelPackage
+    from tastemap.package import ModelPackage
+    from tastemap.paths import resolve_model_dir
 
-    model = Path(model or DEFAULT_MODEL_DIR)
+    model = resolve_model_dir(model)
     dim = ModelPackage.load(model).embedding_dim
     if partitions is not None and partitions < 1:
         raise InputError(f"partitions={partitions} should be >= 1")
     spark = spark_session(master)
     started = time.perf_counter()
-    frame = read_table(spark, input, what="input")
-    check_column(frame, text_col, str(input))
+    frame = read_spark_table(spark, input, what="input")
+    check_columns(input, frame.columns, [text_col] + ([id_col] if id_col is not None else []), fix=TEXT_COLUMNS_FIX)
     if id_col is not None:
-        check_column(frame, id_col, str(input))
         frame = frame.select(id_col, text_col)
     workers = spark.sparkContext.defaultParallelism
     current = frame.rdd.getNumPartitions()

@@ -31,10 +31,11 @@ import pandas as pd
 import pyarrow as pa
 
 from tastemap.errors import InputError
-from tastemap.runtime.io.events import EventColumns, align_events, validate_events
+from tastemap.runtime.io.events import EVENT_COLUMNS_FIX, EventColumns, align_events, validate_events
+from tastemap.runtime.io.tables import check_columns
 from tastemap.runtime.interests.profile_io import SCHEMA_VERSION, profiles_table, write_atomically
 from tastemap.runtime.interests.profiles import InterestProfiler
-from tastemap.runtime.spark.session import check_column, spark_errors, write_parquet
+from tastemap.runtime.spark.session import spark_errors, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -75,23 +76,25 @@ def profile(events, catalog: pd.DataFrame, item_vectors, profiler: InterestProfi
 
     ``buckets=None`` groups by user (one ``applyInPandas`` call per user); ``buckets=n`` groups
     users into ``n`` hash buckets, each profiled in one vectorised call (far less per-call
-    overhead, same rows). ``sample_rows`` events feed the driver-side fit.
+    overhead, same rows). ``sample_rows`` events feed the driver-side fit of a clone of
+    ``profiler`` (an unfitted template, left unchanged; the fitted one is ``result.profiler``).
     """
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
+    from sklearn.base import clone
 
     if profiler.time_reference != "user":
         raise InputError(f"time_reference={profiler.time_reference!r} is not supported on Spark; use 'user' "
                          "(ages measured from each user's latest event)")
     if buckets is not None and buckets < 1:
         raise InputError(f"buckets={buckets} should be None (group by user) or >= 1")
-    for name in (columns.user_id, columns.item_id, columns.timestamp):
-        check_column(events, name, "events")
+    check_columns("events", events.columns, [columns.user_id, columns.item_id, columns.timestamp],
+                  fix=EVENT_COLUMNS_FIX)
     columns = _with_rating_scale(events, columns)
     spark = events.sparkSession
     with spark_errors():
         sample = validate_events(events.limit(sample_rows).toPandas(), columns, source="events")
-    profiler.fit(sample, catalog, item_vectors)
+    profiler = clone(profiler).fit(sample, catalog, item_vectors)
     logger.info("profiler fitted on the driver: %d items, topics %s", profiler.item_ids_.size,
                 [level.n_topics for level in profiler.topic_tree_.levels])
     context = spark.sparkContext
@@ -212,15 +215,15 @@ def profile_with_spark(events: str | Path, catalog: pd.DataFrame, out: str | Pat
     JSONL) with Spark, profile every user and write ``out`` (see :func:`write_spark_profiles`)."""
     import time
 
-    from tastemap.runtime.spark.session import read_table, spark_session
+    from tastemap.runtime.spark.session import read_spark_table, spark_session
 
     started = time.perf_counter()
     spark = spark_session(master)
-    frame = read_table(spark, events, what="events")
+    frame = read_spark_table(spark, events, what="events")
     result = profile(frame, catalog, item_vectors, profiler, columns=columns, buckets=buckets)
     written = write_spark_profiles(result, out, extra=extra)
     with spark_errors():
         n_users = spark.read.parquet(str(written["profiles.parquet"])).count()
     return SparkProfileSummary(out=Path(out), n_users=n_users, report=result.report(),
-                               n_topics=[level.n_topics for level in profiler.topic_tree_.levels],
-                               backend=profiler.backend_, seconds=time.perf_counter() - started)
+                               n_topics=[level.n_topics for level in result.profiler.topic_tree_.levels],
+                               backend=result.profiler.backend_, seconds=time.perf_counter() - started)

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from scipy import sparse
 
 from tastemap.errors import InputError
-from tastemap.runtime.interests.profile_io import write_atomically
+from tastemap.runtime.interests.profile_io import layer_matrix, profiles_metadata, write_atomically
 from tastemap.runtime.interests.profiles import UserProfiles
 from tastemap.runtime.interests.segments import FEATURES, SEGMENTS_SCHEMA, candidate_ks, describe_segments, profile_features
 from tastemap.runtime.spark.session import spark_errors, write_parquet
@@ -53,10 +53,7 @@ def read_spark_profiles(spark, path: str | Path):
     if parquet.is_dir() and sidecar.is_file():
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
     elif parquet.is_file():
-        raw = (pq.read_schema(parquet).metadata or {}).get(b"tastemap")
-        if raw is None:
-            raise InputError(f"{parquet} is not a tastemap profiles file: it has no tastemap metadata")
-        meta = json.loads(raw)
+        meta = profiles_metadata(pq.read_schema(parquet), parquet)
     else:
         raise InputError(f"{parquet} is a folder without {SCHEMA_FILE} beside it; "
                          "write it with `tastemap profile --engine spark`")
@@ -104,30 +101,12 @@ def batch_profiles(batch: pa.RecordBatch, meta: dict) -> UserProfiles:
     """The topic and category layers of a batch of profile rows as :class:`UserProfiles`."""
     n = batch.num_rows
     topic_names, category_names = meta["topic_names"], meta["category_names"]
-    topics = [_weights(batch.column("topics"), n, names, level, "topic") for level, names in enumerate(topic_names)]
-    categories = [_weights(batch.column("categories"), n, names, level, "category")
-                  for level, names in enumerate(category_names)]
+    topics = [layer_matrix(batch.column("topics"), names, level) for level, names in enumerate(topic_names)]
+    categories = [layer_matrix(batch.column("categories"), names, level) for level, names in enumerate(category_names)]
     empty = np.zeros(n, np.int64)
     return UserProfiles(user_ids=batch.column("user_id").to_numpy(zero_copy_only=False), n_events=empty,
                         last_seen=empty, topics=topics, topic_names=topic_names, short_term=None,
                         categories=categories, category_names=category_names)
-
-
-def _weights(column: pa.Array, n_rows: int, names: list, level: int, key: str) -> sparse.csr_matrix:
-    """``[n_rows, len(names)]`` weights of one level from a ranked ``list<struct>`` column."""
-    entries = column.flatten()
-    rows = np.repeat(np.arange(n_rows), np.diff(column.offsets.to_numpy()))
-    fields = [f.name for f in entries.type]
-    if key == "topic":
-        cols = entries.field("topic").to_numpy(zero_copy_only=False).astype(np.int64)
-    else:
-        cols = pd.Index(names).get_indexer(entries.field("category").to_numpy(zero_copy_only=False))
-    keep = cols >= 0
-    if "level" in fields:
-        keep &= entries.field("level").to_numpy(zero_copy_only=False) == level
-    values = entries.field("weight").to_numpy(zero_copy_only=False)
-    return sparse.csr_matrix((values[keep].astype(np.float32), (rows[keep], cols[keep])),
-                             shape=(n_rows, max(len(names), 1)))
 
 
 @dataclass

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Iterator
 
 from tastemap import errors
-from tastemap.errors import InputError, require
+from tastemap.errors import require
+from tastemap.runtime.io.tables import SEPARATORS, check_exists, detect_format, empty_table, unreadable
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MASTER = "local[*]"
-_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json"}
 _ERROR = re.compile(r"tastemap\.errors\.(\w+): (.+)")
 _URI = re.compile(r"^[A-Za-z][\w+.-]*:/")
 
@@ -93,36 +93,32 @@ def spark_errors() -> Iterator[None]:
         raise error(message.strip()) from None
 
 
-def read_table(spark, path: str | Path, *, what: str = "table"):
-    """Read Parquet (a file or a folder of parts), CSV/TSV with a header, or JSON lines into a
-    Spark DataFrame; the format comes from the extension (``.gz`` allowed for text formats).
-    ``path`` may be a URI Spark reads (``hdfs://``, ``s3a://``); local paths are checked first."""
+def read_spark_table(spark, path: str | Path, *, what: str = "table"):
+    """Read a table into a Spark DataFrame: Parquet (a file or a folder of parts), CSV/TSV with a
+    header, or JSON lines, text formats optionally gzipped. The format, the checks and the messages
+    are those of :mod:`tastemap.runtime.io.tables`; Spark does the reading. ``path`` may be a URI
+    Spark reads (``hdfs://``, ``s3a://``); local paths are checked first. Check columns with
+    :func:`~tastemap.runtime.io.tables.check_columns` on ``frame.columns``."""
     location = str(path)
-    suffixes = [s.lower() for s in Path(location.rstrip("/")).suffixes if s.lower() != ".gz"]
-    fmt = _FORMATS.get(suffixes[-1] if suffixes else "")
-    if fmt is None:
-        raise InputError(f"{what} {location} has an unknown extension; use .parquet, .csv, .tsv or .jsonl")
-    if not _URI.match(location) and not Path(location).exists():
-        raise InputError(f"{what} {location} does not exist")
+    kind = detect_format(location)
+    if not _URI.match(location):
+        check_exists(location, what=what, folders=True)
     reader = spark.read
-    if fmt == "csv":
-        sep = "\t" if ".tsv" in suffixes else ","
-        reader = reader.option("header", "true").option("inferSchema", "true").option("sep", sep)
+    if kind in SEPARATORS:
+        reader = reader.option("header", "true").option("inferSchema", "true").option("sep", SEPARATORS[kind])
+    read = {"csv": reader.csv, "tsv": reader.csv, "jsonl": reader.json, "parquet": reader.parquet}[kind]
+    from py4j.protocol import Py4JJavaError
     from pyspark.errors import AnalysisException
 
     try:
-        frame = getattr(reader, fmt)(location)
+        frame = read(location)
     except AnalysisException as exc:
-        raise InputError(f"cannot read {what} {location}: {str(exc).splitlines()[0]}") from None
+        raise unreadable(location, kind, str(exc).splitlines()[0]) from None
+    except Py4JJavaError as exc:  # a file Spark cannot parse while inferring the schema
+        raise unreadable(location, kind, str(exc.java_exception.getMessage()).splitlines()[0]) from None
     if not frame.columns:
-        raise InputError(f"{what} {location} has no columns")
+        raise empty_table(location)
     return frame
-
-
-def check_column(frame, name: str, what: str) -> None:
-    """Raise :class:`InputError` if ``frame`` (a Spark DataFrame) lacks column ``name``."""
-    if name not in frame.columns:
-        raise InputError(f"{what}: missing column {name!r}; it has {frame.columns}; pass the right column name")
 
 
 def write_parquet(frame, out: str | Path) -> Path:

@@ -1,0 +1,364 @@
+"""Fine-tune the encoder on the interaction log: co-engaged item pairs, contrastive loss.
+
+Two items one user engaged with positively and close in time form a positive pair; the other
+items of the batch are the negatives (sentence-transformers' ``MultipleNegativesRankingLoss``,
+InfoNCE over scaled cosine similarities). Items are rendered as texts exactly as the runtime renders
+them (:func:`~tastemap.runtime.io.events.render_item_texts`), so the encoder learns on the texts it
+will later encode. The result is an ordinary sentence-transformers folder (``config.json``,
+``model.safetensors``, ``tokenizer.json``, ``modules.json`` with the pooling config) that
+:func:`tastemap.export.export_model` takes unchanged, plus ``finetune.json`` recording the base
+model, its hash, the hash of the training data, the seed, the epochs and the objective.
+
+>>> from tastemap.export.finetune import FinetuneConfig, finetune_encoder
+>>> result = finetune_encoder(events, catalog, FinetuneConfig(out="models/movielens-minilm"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from tastemap.errors import DeviceError, InputError, ModelPackageError, require
+from tastemap.versions import installed_versions
+
+log = logging.getLogger(__name__)
+
+FINETUNE_RECORD = "finetune.json"
+LOSS_NAME = "MultipleNegativesRankingLoss"
+DEVICES = ("auto", "cpu", "cuda")
+_CATALOG_COLUMNS = ("item_id", "title", "categories", "tags", "description")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How to fine-tune. Invalid values are rejected here, before any work.
+
+    Pairs: each user's events with ``weight >= min_weight`` (MovieLens: rating >= 3.5), in time
+    order; every event is paired with the next ``window`` ones. At most ``max_pairs`` distinct
+    pairs are drawn (seeded) per epoch; ``max_steps`` caps the optimizer steps over all epochs.
+    ``max_seq_len`` truncates the texts during training only (the written model keeps the base
+    model's length). ``learning_rate`` peaks after a linear warm-up over ``warmup`` of the steps
+    and decays linearly to 0. ``scale`` is the loss's inverse temperature.
+    """
+
+    out: Path
+    base: str | Path | None = None
+    epochs: int = 1
+    seed: int = 0
+    batch_size: int = 64
+    max_pairs: int = 8_000
+    max_steps: int | None = None
+    window: int = 5
+    min_weight: float = 0.7
+    learning_rate: float = 1e-4
+    warmup: float = 0.1
+    scale: float = 20.0
+    max_seq_len: int = 48
+    template: str | None = None
+    device: str = "auto"
+
+    def __post_init__(self):
+        object.__setattr__(self, "out", Path(self.out))
+        for name in ("epochs", "batch_size", "max_pairs", "window", "max_seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"{name}={value!r} should be an integer >= 1")
+        if self.batch_size < 2:
+            raise InputError(f"batch_size={self.batch_size} should be >= 2: the other pairs of a batch are the negatives")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise InputError(f"max_steps={self.max_steps!r} should be None (no cap) or an integer >= 1")
+        if not self.learning_rate > 0:
+            raise InputError(f"learning_rate={self.learning_rate} should be > 0")
+        if not 0 <= self.warmup < 1:
+            raise InputError(f"warmup={self.warmup} should be a fraction of the steps in [0, 1)")
+        if not self.scale > 0:
+            raise InputError(f"scale={self.scale} should be > 0")
+        if not self.min_weight >= 0:
+            raise InputError(f"min_weight={self.min_weight} should be >= 0")
+        if self.device not in DEVICES:
+            raise InputError(f"device={self.device!r} is not one of {list(DEVICES)}")
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """The written model folder, its record (the content of ``finetune.json``) and the per-step
+    training losses ``[n_steps]``."""
+
+    path: Path
+    record: dict
+    losses: np.ndarray
+
+    @property
+    def data_sha256(self) -> str:
+        return self.record["data"]["sha256"]
+
+
+def finetune_encoder(events: pd.DataFrame, catalog: pd.DataFrame, config: FinetuneConfig) -> FinetuneResult:
+    """Fine-tune ``config.base`` on co-engaged pairs of ``events`` and write it atomically to ``config.out``.
+
+    ``events`` and ``catalog`` are validated frames as returned by
+    :func:`~tastemap.runtime.io.events.read_events` and :func:`~tastemap.runtime.io.events.read_catalog`
+    (or :func:`~tastemap.runtime.io.events.load_movielens`). The model is trained first and written
+    at the end, to a temporary folder renamed to ``config.out``: an interrupted run writes nothing.
+    """
+    from tastemap.package import atomic_directory
+    from tastemap.export.source import SourceModel
+    from tastemap.runtime.io.events import DEFAULT_TEMPLATE, align_events, render_item_texts, validate_events
+    from tastemap.runtime.io.fingerprint import training_data_sha256
+
+    events = validate_events(events, source="events")
+    _check_catalog(catalog)
+    template = config.template or DEFAULT_TEMPLATE
+    texts = render_item_texts(catalog, template)
+    interactions, _ = align_events(events, catalog)
+    pairs = co_engaged_pairs(interactions, window=config.window, min_weight=config.min_weight)
+    if len(pairs) == 0:
+        raise InputError(
+            f"no co-engaged pairs: no user has two events with weight >= min_weight={config.min_weight} "
+            f"among {interactions.n_events} events; lower min_weight or pass more events"
+        )
+    source = SourceModel.resolve(config.base)
+    _check_modules(source.path)
+    data_sha256 = training_data_sha256(events, catalog, texts)
+    device = _resolve_device(config.device)
+    log.info("fine-tuning %s on %d co-engaged pairs (%d events, %d users) on %s",
+             source.name, len(pairs), interactions.n_events, interactions.n_users, device)
+    start = time.perf_counter()
+    model, losses, n_pairs = _train(source, texts, pairs, config, device)
+    seconds = time.perf_counter() - start
+    record = {
+        "base": {"name": source.name, "path": str(source.path), "sha256": source.sha256},
+        "data": {"sha256": data_sha256, "n_events": int(len(events)), "n_users": interactions.n_users,
+                 "n_items": int(np.unique(interactions.items).size), "template": template},
+        "loss": {"name": LOSS_NAME, "scale": config.scale, "similarity": "cosine", "negatives": "in-batch",
+                 "pairs": {"window": config.window, "min_weight": config.min_weight,
+                           "available": int(len(pairs)), "max_pairs": config.max_pairs}},
+        "seed": config.seed,
+        "epochs": config.epochs,
+        "steps": int(losses.size),
+        "pairs_seen": int(n_pairs),
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "warmup": config.warmup,
+        "max_seq_len": config.max_seq_len,
+        "final_loss": round(float(losses[-max(1, losses.size // 10):].mean()), 6),
+        "device": device,
+        "seconds": round(seconds, 1),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": installed_versions(("tastemap", "torch", "transformers", "sentence-transformers")),
+    }
+    with atomic_directory(config.out) as staging:
+        _write_model(model, source, staging)
+        (staging / FINETUNE_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    log.info("fine-tuned model written to %s (%d steps, %.0f s, final loss %.4f)",
+             config.out, losses.size, seconds, record["final_loss"])
+    return FinetuneResult(path=config.out, record=record, losses=losses)
+
+
+def read_record(folder: str | Path) -> dict | None:
+    """The ``finetune.json`` record of a model folder, or None when the folder was not fine-tuned here."""
+    path = Path(folder) / FINETUNE_RECORD
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelPackageError(f"{path} is not valid JSON: {exc}; remove it or fine-tune again") from exc
+
+
+def co_engaged_pairs(interactions, *, window: int = 5, min_weight: float = 0.7) -> np.ndarray:
+    """Distinct unordered item pairs ``[n_pairs, 2]`` (catalog indices, smaller first, sorted):
+    within each user's events of weight >= ``min_weight`` in time order, each event is paired
+    with the next ``window`` ones. Pairs of an item with itself are left out."""
+    keep = interactions.weights >= min_weight
+    users, items, times = interactions.users[keep], interactions.items[keep], interactions.timestamps[keep]
+    order = np.lexsort((items, times, users))
+    users, items = users[order], items[order]
+    found = []
+    for gap in range(1, window + 1):
+        same_user = users[:-gap] == users[gap:]
+        found.append(np.stack([items[:-gap][same_user], items[gap:][same_user]], axis=1))
+    pairs = np.concatenate(found) if found else np.empty((0, 2), np.int64)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    return np.unique(np.sort(pairs, axis=1), axis=0).astype(np.int64).reshape(-1, 2)
+
+
+def plan_batches(pairs: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffle ``pairs`` ``[n, 2]``, orient each at random and cut them into batches ``[<= batch_size, 2]``
+    in which no item appears twice (a repeated item would be its own in-batch negative). A pair
+    that does not fit the current batch waits for the next one; batches left smaller than half
+    ``batch_size`` at the end (pairs of the most popular items) are dropped, as they would hold
+    too few negatives."""
+    pairs = pairs[rng.permutation(len(pairs))]
+    flip = rng.random(len(pairs)) < 0.5
+    pairs[flip] = pairs[flip][:, ::-1]
+    batches: list[np.ndarray] = []
+    waiting = list(range(len(pairs)))
+    while waiting:
+        batch, used, rest = [], set(), []
+        for index in waiting:
+            a, b = pairs[index]
+            if len(batch) < batch_size and a not in used and b not in used:
+                batch.append(index)
+                used.update((a, b))
+            else:
+                rest.append(index)
+        batches.append(pairs[batch])
+        waiting = rest
+    smallest = max(2, min(batch_size // 2, len(batches[0]) if batches else 0))
+    kept = [batch for batch in batches if len(batch) >= smallest]
+    if len(kept) < len(batches):
+        log.debug("%d pairs left out: their items repeat in every batch", sum(len(b) for b in batches) - sum(len(b) for b in kept))
+    return kept
+
+
+def _train(source, texts: list[str], pairs: np.ndarray, config: FinetuneConfig, device: str):
+    """The training loop. Returns ``(model, losses [n_steps], pairs seen)``."""
+    torch = require("torch", "finetune")
+    st = require("sentence_transformers", "finetune")
+    from tastemap.console import progress
+
+    rng = np.random.default_rng(config.seed)
+    epochs = []
+    for _ in range(config.epochs):
+        sample = pairs if len(pairs) <= config.max_pairs else pairs[np.sort(rng.choice(len(pairs), config.max_pairs, replace=False))]
+        epochs.append(plan_batches(sample.copy(), config.batch_size, rng))
+    batches = [batch for epoch in epochs for batch in epoch][: config.max_steps]
+    if not batches:
+        raise InputError(f"the {len(pairs)} co-engaged pairs make no batch of 2 pairs with 4 distinct items; pass more events")
+    with _deterministic(torch, config.seed, device):
+        model = st.SentenceTransformer(str(source.path), device=device)
+        base_length = model.max_seq_length
+        model.max_seq_length = min(config.max_seq_len, base_length)
+        loss_fn = _loss(model, config.scale)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(len(batches), config.warmup))
+        tokenize = getattr(model, "preprocess", None) or model.tokenize
+        losses = np.empty(len(batches), np.float32)
+        model.train()
+        for step, batch in enumerate(progress(batches, total=len(batches), description="fine-tuning")):
+            features = [_to(tokenize([texts[i] for i in side]), device) for side in (batch[:, 0], batch[:, 1])]
+            loss = loss_fn(features, None)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses[step] = float(loss.detach())
+            if (step + 1) % max(1, len(batches) // 10) == 0:
+                log.info("step %d/%d: loss %.4f", step + 1, len(batches), losses[max(0, step - 9) : step + 1].mean())
+        model.eval()
+        model.max_seq_length = base_length
+    return model, losses, int(sum(len(batch) for batch in batches))
+
+
+def _write_model(model, source, folder: Path) -> None:
+    """Save the trained transformer and its tokenizer to ``folder`` with the classic
+    sentence-transformers module configs (Transformer, Pooling with the base's mode, Normalize),
+    which every sentence-transformers version and :class:`~tastemap.export.source.SourceModel` read."""
+    transformer = model[0]
+    transformer.auto_model.save_pretrained(str(folder), safe_serialization=True)
+    transformer.tokenizer.save_pretrained(str(folder))
+    modules = [("", "Transformer"), ("1_Pooling", "Pooling"), ("2_Normalize", "Normalize")]
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
+        for i, (path, kind) in enumerate(modules)
+    ], indent=2) + "\n", encoding="utf-8")
+    (folder / "1_Pooling").mkdir()
+    pooling = {"word_embedding_dimension": int(transformer.auto_model.config.hidden_size),
+               **{f"pooling_mode_{key}": source.pooling == mode
+                  for key, mode in (("cls_token", "cls"), ("mean_tokens", "mean"), ("max_tokens", "max"))},
+               "pooling_mode_mean_sqrt_len_tokens": False}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2) + "\n", encoding="utf-8")
+    (folder / "2_Normalize").mkdir()
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": source.max_seq_len, "do_lower_case": False}, indent=2) + "\n", encoding="utf-8")
+
+
+def _check_modules(path: Path) -> None:
+    """Refuse a base whose sentence-transformers modules go beyond Transformer, Pooling and
+    Normalize (a Dense head, say): the export graph has no place for them."""
+    modules_path = path / "modules.json"
+    if not modules_path.is_file():
+        return
+    kinds = [str(module.get("type", "")).rsplit(".", 1)[-1] for module in json.loads(modules_path.read_text(encoding="utf-8"))]
+    other = [kind for kind in kinds if kind not in ("Transformer", "Pooling", "Normalize")]
+    if other:
+        raise InputError(
+            f"{modules_path} lists modules {kinds}; fine-tuning and export support Transformer, Pooling and "
+            f"Normalize only, not {other}: start from a model without them"
+        )
+
+
+def _loss(model, scale: float):
+    try:
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    except ImportError:  # sentence-transformers < 5.7 keeps the losses at the old path
+        from sentence_transformers.losses import MultipleNegativesRankingLoss
+    return MultipleNegativesRankingLoss(model, scale=scale)
+
+
+def _schedule(n_steps: int, warmup: float):
+    warmup_steps = int(round(n_steps * warmup))
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (n_steps - step) / max(1, n_steps - warmup_steps))
+
+    return factor
+
+
+def _to(features: dict, device: str) -> dict:
+    return {key: value.to(device) if hasattr(value, "to") else value for key, value in features.items()}
+
+
+@contextmanager
+def _deterministic(torch, seed: int, device: str) -> Iterator[None]:
+    """Seed torch and turn on its deterministic algorithms for the block (restored after).
+
+    On CUDA some kernels have no deterministic version; there they only warn.
+    """
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=device != "cpu")
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _resolve_device(device: str) -> str:
+    torch = require("torch", "finetune")
+    has_cuda = torch.cuda.is_available()
+    if device == "cuda" and not has_cuda:
+        raise DeviceError("device='cuda' was asked for but torch sees no CUDA device; use device='cpu' or 'auto'")
+    if device == "auto":
+        device = "cuda" if has_cuda else "cpu"
+        log.info("device auto: training on %s", device)
+    return device
+
+
+def _check_catalog(catalog: pd.DataFrame) -> None:
+    missing = [c for c in _CATALOG_COLUMNS if c not in catalog.columns]
+    if missing:
+        raise InputError(
+            f"catalog frame lacks column(s) {missing}; it has {[str(c) for c in catalog.columns]}; "
+            "read it with read_catalog or validate_catalog"
+        )
+    if catalog.empty:
+        raise InputError("catalog is empty: it has no rows")
+
+
+def config_dict(config: FinetuneConfig) -> dict:
+    """``config`` as JSON-ready values (for bench results)."""
+    return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(config).items()}

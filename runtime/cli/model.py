@@ -1,0 +1,169 @@
+"""CLI of fitted models: ``tastemap fit`` (write a model directory) and ``tastemap update`` (fold
+new events into it). ``recommend``, ``evaluate`` and ``segment`` answer from a model directory
+given in place of their inputs."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tastemap.console import exits_on_error
+from tastemap.paths import MODEL_HELP
+from tastemap.runtime.spark.session import Engine
+
+app = typer.Typer()
+
+
+class Holdout(str, Enum):
+    none = "none"
+    leave_last_out = "leave-last-out"
+    temporal = "temporal"
+
+
+@app.command("fit")
+@exits_on_error
+def fit_command(
+    events: Optional[Path] = typer.Argument(None, help="Events file (.csv, .parquet, .jsonl); default: the built-in MovieLens sample."),
+    catalog: Optional[Path] = typer.Argument(None, help="Catalog file (item_id, title[, categories, tags, description]); give it with EVENTS."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model directory to write (an existing model there is replaced atomically)."),
+    model: Optional[Path] = typer.Option(None, help=MODEL_HELP),
+    vectors: Optional[Path] = typer.Option(None, help="Precomputed item vectors (.npy, catalog order); skips the encoder (then text cold starts and new items need --model later)."),
+    sample: Optional[int] = typer.Option(None, help="Fit on this many users drawn with --seed."),
+    holdout: Holdout = typer.Option(Holdout.none, help="Keep held-out events out of the fit for `tastemap evaluate --model DIR`."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Fit the interest model and the recommender once and write a model directory.
+
+    Example: tastemap fit events.csv catalog.csv --out model/   (then: tastemap recommend --model model/ --user 42)
+    """
+    import time
+
+    from tastemap.console import print_table
+    from tastemap.runtime.io.events import MOVIELENS_COLUMNS
+    from tastemap.runtime.pipeline.inputs import load_inputs
+    from tastemap.runtime.pipeline.model import TastemapModel
+
+    started = time.perf_counter()
+    inputs = load_inputs(events, catalog, model_dir=model, vectors_path=vectors, sample=sample, seed=seed)
+    fitted = TastemapModel.fit(inputs.interactions, inputs.catalog, inputs.item_vectors, encoder=inputs.encoder,
+                               holdout=None if holdout is Holdout.none else holdout.value, seed=seed,
+                               rating_scale=MOVIELENS_COLUMNS.rating_scale if events is None else None)
+    fitted.save(out)
+    recommender = fitted.recommender
+    segmenter = recommender.segmenter_
+    encoder = fitted.meta["encoder"]
+    print_table("Fitted model", ["", "value"], [
+        ("users / items / events", f"{fitted.n_users:,} / {fitted.n_items:,} / {fitted.events.n_events:,}"),
+        ("topics (coarse / fine)", " / ".join(str(level.n_topics) for level in recommender.profiler_.topic_tree_.levels)),
+        ("segments", segmenter.n_segments_ if segmenter is not None else 0),
+        ("held out", f"{fitted.meta['holdout']['n_events']:,} events ({holdout.value})" if fitted.meta["holdout"] else "none"),
+        ("item vectors", f"{encoder['name']} (manifest {encoder['manifest_sha256'][:12]})" if encoder else str(vectors)),
+        ("time", f"{time.perf_counter() - started:.1f} s"),
+        ("output", str(out)),
+    ])
+
+
+@app.command("update")
+@exits_on_error
+def update_command(
+    model_dir: Path = typer.Argument(..., help="Fitted model directory (from `tastemap fit`); replaced atomically."),
+    events: Optional[Path] = typer.Argument(None, help="New events file (.csv, .parquet, .jsonl): user_id, item_id, timestamp[, weight, rating, event_type]."),
+    catalog: Optional[Path] = typer.Option(None, help="Catalog rows of new items (encoded and placed into the fitted topics)."),
+    vectors: Optional[Path] = typer.Option(None, help="Precomputed vectors of the --catalog rows (.npy, catalog order); skips the encoder."),
+    model: Optional[Path] = typer.Option(None, help="Encoder package for new items [default: the one recorded at fit, checked by its manifest hash]."),
+    event_columns: str = typer.Option("", help="Event column names, e.g. user_id=uid,item_id=sku,timestamp=ts,rating=stars."),
+    catalog_columns: str = typer.Option("", help="Catalog column names, e.g. item_id=sku,title=name,categories=path."),
+    rating_scale: Optional[float] = typer.Option(None, help="Divide ratings by this [default: the scale recorded at fit, else the file's largest rating]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the updated model here instead of replacing MODEL_DIR."),
+    engine: Engine = typer.Option(Engine.local, help="local: this process; spark: a Structured Streaming job over --stream."),
+    stream: Optional[Path] = typer.Option(None, help="With --engine spark: folder where new event files (Parquet) arrive."),
+    checkpoint: Optional[Path] = typer.Option(None, help="With --engine spark: streaming checkpoint folder [default: MODEL_DIR.checkpoint]."),
+    master: str = typer.Option("local[2]", help="Spark master with --engine spark (ignored under spark-submit)."),
+) -> None:
+    """Fold new events into a fitted model: the users they touch are re-profiled with the fitted topics.
+
+    Example: tastemap update model/ new-events.csv --catalog new-items.csv
+
+    On Spark (new Parquet event files in a folder, processed as they arrive):
+    tastemap update model/ --engine spark --stream incoming/
+    """
+    from tastemap.console import print_table
+    from tastemap.errors import InputError
+    from tastemap.runtime.io import events as data
+    from tastemap.runtime.pipeline.model import TastemapModel
+
+    if engine is Engine.spark:
+        if stream is None or events is not None or catalog is not None:
+            raise InputError("--engine spark reads new event files from --stream FOLDER; give no EVENTS or --catalog")
+        from tastemap.runtime.spark.stream_update import stream_update
+
+        result = stream_update(model_dir, stream, checkpoint=checkpoint, master=master, out=out)
+        print_table("Streaming update (Spark)", ["", "value"], [(key, value) for key, value in result.items()])
+        return
+    if events is None:
+        raise InputError("give the new EVENTS file (or --engine spark --stream FOLDER)")
+    fitted = TastemapModel.load(model_dir)
+    scale = rating_scale if rating_scale is not None else fitted.meta["data"].get("rating_scale")
+    columns = data.EventColumns(**data.parse_mapping(event_columns, what="--event-columns"), rating_scale=scale)
+    frame = data.read_events(events, columns)
+    items, item_vectors = None, None
+    if catalog is not None:
+        items = data.read_catalog(catalog, data.CatalogColumns(**data.parse_mapping(catalog_columns, what="--catalog-columns")))
+        if vectors is not None:
+            from tastemap.runtime.io.vectors import load_item_vectors
+
+            item_vectors = load_item_vectors(vectors, n_items=len(items))
+        elif model is not None:
+            from tastemap.runtime.pipeline.demo import make_encoder
+
+            fitted.set_encoder(make_encoder(model))
+    elif vectors is not None:
+        raise InputError("--vectors gives the vectors of --catalog rows; give --catalog too")
+    summary = fitted.update(frame, items, item_vectors=item_vectors)
+    fitted.save(out or model_dir)
+    print_update(summary, out or model_dir)
+
+
+def print_update(summary, where: Path) -> None:
+    """The update summary table and what waits for the next batch fit."""
+    from tastemap.console import print_table
+
+    print_table("Update", ["", "value"], [
+        ("events read / added", f"{summary.n_events_read:,} / {summary.n_events_added:,}"),
+        ("dropped: duplicates", f"{summary.n_duplicates:,}"),
+        ("dropped: unknown items", f"{summary.n_unknown_items:,}" + (
+            f" (e.g. {', '.join(map(str, summary.unknown_item_examples))}; give their rows with --catalog)"
+            if summary.n_unknown_items else "")),
+        ("users updated / new", f"{summary.n_users_updated:,} / {summary.n_new_users:,}"),
+        ("users that changed segment", f"{summary.n_segment_changes:,}"),
+        ("items added", f"{summary.n_new_items:,}" + (f" ({summary.n_known_catalog_rows:,} catalog rows already known)"
+                                                      if summary.n_known_catalog_rows else "")),
+        ("time (update)", f"{summary.seconds * 1000:.1f} ms"),
+        ("output", str(where)),
+    ])
+    typer.echo("waits for the next `tastemap fit`: " + "; ".join(summary.deferred))
+
+
+def evaluate_fitted(model_dir: Path, *, seed: int):
+    """``tastemap evaluate --model DIR``: the fitted state on its held-out split; returns
+    ``(protocol, table, reference model name or None)``."""
+    from tastemap.runtime.pipeline.model import TastemapModel
+    from tastemap.runtime.recommend.evaluate import ease_name
+
+    fitted = TastemapModel.load(model_dir)
+    table = fitted.evaluate(seed=seed)
+    reference = ease_name(fitted.recommender.l2) if fitted.recommender.ease_ is not None else None
+    return fitted.meta["holdout"]["protocol"], table, reference
+
+
+def refuse_inputs(model_dir: Path, **given) -> None:
+    """With a fitted model directory, data options would be ignored: refuse them."""
+    from tastemap.errors import InputError
+
+    named = [f"--{name.replace('_', '-')}" for name, value in given.items() if value not in (None, False)]
+    if named:
+        raise InputError(f"--model {model_dir} is a fitted model, which answers from its own data; "
+                         f"{', '.join(named)} cannot be combined with it (refit with `tastemap fit`)")
