@@ -40,7 +40,7 @@ def bench(
     if ctx.invoked_subcommand is not None:
         return
     from tastemap.bench.report import print_summary
-    from tastemap.bench.runner import SUITES, BenchConfig, default_cache_dir, run_bench
+    from tastemap.bench.runner import DEFAULT_SUITES, BenchConfig, default_cache_dir, run_bench
     from tastemap.bench.schema import write_result
     from tastemap.console import stderr
     from tastemap.runtime.encode.providers import usable_cores
@@ -57,7 +57,7 @@ def bench(
         chosen["models"] = _split(models)
     config = BenchConfig.quick_preset(**chosen) if quick else BenchConfig(**chosen)
     command = " ".join(["tastemap bench", *(["--quick"] if quick else []), f"--threads {config.threads}",
-                        *([f"--suite {suite}"] if set(config.suites) != set(SUITES) else []),
+                        *([f"--suite {suite}"] if set(config.suites) != set(DEFAULT_SUITES) else []),
                         *([f"--models {models}"] if models is not None else [])])
     doc = run_bench(config, command=command)
     write_result(doc, out)
@@ -89,11 +89,11 @@ def compare_command(
     print_table(f"{new} vs {base} (max regression {max_regression:.0%})",
                 ["figure", "base", "new", "unit", "change", "status"], rows)
     for warning in warnings:
-        stderr.print(f"warning: {warning}", highlight=False)
+        stderr.print(f"warning: {warning}", highlight=False, markup=False)
     failed = [c for c in comparisons if c.failed]
     if failed:
         stderr.print(f"{len(failed)} of {len(comparisons)} gated figures regressed or are missing: "
-                     + ", ".join(c.name for c in failed), highlight=False)
+                     + ", ".join(c.name for c in failed), highlight=False, markup=False)
         raise typer.Exit(code=1)
     stderr.print(f"ok: {len(comparisons)} gated figures within {max_regression:.0%}", highlight=False)
 

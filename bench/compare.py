@@ -4,7 +4,9 @@ Gated figures are ratios measured inside one run (see :mod:`tastemap.bench.schem
 compare across runs on a shared machine; absolute figures (texts/s, ms, MiB) drift with the
 machine's load and are compared only when asked (``gate_absolute``). A figure regresses when it
 moves in its worse direction by more than ``max_regression`` (a fraction of the base value). A
-gated figure of the base that is missing from the new result is a failure too.
+gated figure of the base that is missing from the new result is a failure too. A gated base
+figure that is not > 0 is an error (no relative change can be computed from it); such an
+absolute figure is not compared, with a warning.
 """
 
 from __future__ import annotations
@@ -41,19 +43,25 @@ def compare_results(base: dict, new: dict, *, max_regression: float = 0.10,
     """
     if not 0 < max_regression < 1:
         raise InputError(f"max_regression={max_regression} should be a fraction between 0 and 1, e.g. 0.10")
-    comparisons = []
+    comparisons, unusable = [], []
     for name, item in sorted(base["figures"].items()):
         if not (item["gated"] or gate_absolute):
+            continue
+        if not item["value"] > 0:
+            if item["gated"]:
+                raise InputError(f"gated base figure {name!r} is {item['value']}; a change relative to it cannot be "
+                                 "computed (gated figures should be > 0); re-run the baseline")
+            unusable.append(f"base figure {name!r} is {item['value']}: not compared (no relative change from it)")
             continue
         other = new["figures"].get(name)
         if other is None:
             comparisons.append(Comparison(name, item["unit"], item["value"], None, None, "missing", item["gated"]))
             continue
-        change = other["value"] / item["value"] - 1 if item["value"] else 0.0
+        change = other["value"] / item["value"] - 1
         worse = -change if item["better"] == "higher" else change
         status = "regressed" if worse > max_regression else ("improved" if worse < -max_regression else "ok")
         comparisons.append(Comparison(name, item["unit"], item["value"], other["value"], change, status, item["gated"]))
-    return comparisons, comparability_warnings(base, new)
+    return comparisons, comparability_warnings(base, new) + unusable
 
 
 def comparability_warnings(base: dict, new: dict) -> list[str]:

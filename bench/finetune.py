@@ -7,13 +7,13 @@ for every user by content similarity to their training history. Reproduce with::
     python -m tastemap.bench.finetune --out bench/results/finetune.json
 
 Both encoders embed the items through sentence-transformers (the same code path, so the
-comparison isolates the weights); the frozen vectors are cached in ``--work``.
+comparison isolates the weights); the vectors are cached in ``--work``, keyed by the model's and
+the texts' hashes.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Optional
@@ -23,67 +23,105 @@ import typer
 
 from tastemap.console import exits_on_error
 
-log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False)
 
 
-def embed_items(folder: Path, texts: list[str], *, batch_size: int = 128) -> np.ndarray:
-    """Unit vectors ``[n_texts, dim]`` float32 of ``texts`` by the sentence-transformers model in ``folder``."""
+def embed_items(folder: Path, texts: list[str], rows: np.ndarray, *, batch_size: int = 128) -> np.ndarray:
+    """Unit vectors ``[n_texts, dim]`` float32 by the sentence-transformers model in ``folder``;
+    only ``rows`` are encoded, the other rows are zeros."""
     import torch
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(folder), device="cuda" if torch.cuda.is_available() else "cpu")
     with torch.inference_mode():
-        vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                               show_progress_bar=False)
-    return vectors.astype(np.float32)
+        encoded = model.encode([texts[i] for i in rows], batch_size=batch_size, normalize_embeddings=True,
+                               convert_to_numpy=True, show_progress_bar=False)
+    vectors = np.zeros((len(texts), encoded.shape[1]), np.float32)
+    vectors[rows] = encoded
+    return vectors
+
+
+def cached_embeddings(folder: Path, texts: list[str], rows: np.ndarray, cache: Path) -> np.ndarray:
+    """:func:`embed_items`, cached in ``cache/<model hash>-<texts hash>.npy``."""
+    import hashlib
+
+    from tastemap.export.source import SourceModel
+
+    digest = hashlib.sha256("\n".join(texts).encode() + rows.tobytes()).hexdigest()[:12]
+    path = cache / f"{SourceModel.resolve(folder).sha256[:12]}-{digest}.npy"
+    if path.is_file():
+        return np.load(path)
+    vectors = embed_items(folder, texts, rows)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
 
 
 def run_cold_start_bench(
     *,
     work: Path,
     holdout_fraction: float = 0.2,
-    aggregate: str = "mean",
     config_overrides: dict | None = None,
     seed: int = 0,
+    finetuned: Path | None = None,
 ) -> dict:
-    """Split, fine-tune on the training part, embed, evaluate. Returns the JSON-ready result."""
+    """Split, fine-tune on the training part (or take the ``finetuned`` folder of an earlier run,
+    which must have been trained on that same training part), embed, evaluate (mean and max of
+    the history). Returns the JSON-ready result."""
     from tastemap.bench.machine import machine_info
-    from tastemap.export.finetune import FinetuneConfig, config_dict, finetune_encoder
+    from tastemap.export.finetune import FinetuneConfig, FinetuneResult, config_dict, finetune_encoder, read_record
     from tastemap.export.source import SourceModel
     from tastemap.runtime.encode.providers import usable_cores
     from tastemap.runtime.io.events import load_movielens, render_item_texts
-    from tastemap.runtime.recommend.cold_start import ContentModel, evaluate_cold_start, split_new_items
+    from tastemap.runtime.recommend.cold_start import (
+        AGGREGATES,
+        ContentModel,
+        evaluate_cold_start,
+        scored_items,
+        split_new_items,
+    )
+    from tastemap.runtime.recommend.metrics import bootstrap_ratio_ci
 
     events, catalog = load_movielens()
     split = split_new_items(events, catalog, holdout_fraction=holdout_fraction)
     config = FinetuneConfig(out=work / "finetuned", template=split.template, seed=seed, **(config_overrides or {}))
-    started = time.perf_counter()
-    tuned = finetune_encoder(split.train_events, split.train_catalog, config)
-    train_seconds = time.perf_counter() - started
+    started, cpu_started = time.perf_counter(), time.process_time()
+    if finetuned is None:
+        tuned = finetune_encoder(split.train_events, split.train_catalog, config)
+    else:
+        tuned = FinetuneResult(path=finetuned, record=read_record(finetuned) or {"data": {"sha256": None}}, losses=np.empty(0))
+    train_seconds, train_cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     if tuned.data_sha256 != split.train_sha256:
         raise AssertionError("the fine-tune's data hash differs from the training part's: leakage or a changed split")
     texts = render_item_texts(split.catalog, split.template)
+    rows = scored_items(split)
     base = SourceModel.resolve(config.base)
-    frozen_path = work / f"frozen-{base.sha256[:12]}-{split.train_sha256[:12]}.npy"
     started = time.perf_counter()
-    if frozen_path.is_file():
-        frozen = np.load(frozen_path)
-    else:
-        frozen = embed_items(base.path, texts)
-        np.save(frozen_path, frozen)
-    tuned_vectors = embed_items(tuned.path, texts)
+    frozen = cached_embeddings(base.path, texts, rows, work / "vectors")
+    tuned_vectors = cached_embeddings(tuned.path, texts, rows, work / "vectors")
     embed_seconds = time.perf_counter() - started
-    result = evaluate_cold_start(split, [
-        ContentModel(f"Frozen {base.name}", frozen),
-        ContentModel(f"Fine-tuned {base.name}", tuned_vectors, trained_on=tuned.data_sha256),
-    ], aggregate=aggregate, seed=seed)
+    models = [ContentModel(f"{kind} ({aggregate})", vectors, trained_on=trained_on, aggregate=aggregate)
+              for kind, vectors, trained_on in (("Frozen", frozen, None), ("Fine-tuned", tuned_vectors, tuned.data_sha256))
+              for aggregate in AGGREGATES]
+    result = evaluate_cold_start(split, models, reference="Frozen (mean)", seed=seed)
+    same_rule = {aggregate: {metric: bootstrap_ratio_ci(result.per_user[f"Fine-tuned ({aggregate})"][metric],
+                                                        result.per_user[f"Frozen ({aggregate})"][metric], seed=seed).as_dict()
+                             for metric in ("Recall@20", "NDCG@10")} for aggregate in AGGREGATES}
+    best_frozen = max((f"Frozen ({a})" for a in AGGREGATES), key=lambda name: result.metrics[name]["Recall@20"].mean)
+    best_tuned = max((f"Fine-tuned ({a})" for a in AGGREGATES), key=lambda name: result.metrics[name]["Recall@20"].mean)
+    best = {metric: bootstrap_ratio_ci(result.per_user[best_tuned][metric], result.per_user[best_frozen][metric],
+                                       seed=seed).as_dict() for metric in ("Recall@20", "NDCG@10")}
     return {
         "command": "python -m tastemap.bench.finetune",
+        "base": {"name": base.name, "sha256": base.sha256},
         "cold_start": result.to_dict(),
-        "finetune": {"config": config_dict(config), "record": tuned.record,
-                     "train_seconds": round(train_seconds, 1)},
+        "fine_tuned_vs_frozen": {"same_aggregate": same_rule,
+                                 "best_vs_best": {"fine_tuned": best_tuned, "frozen": best_frozen, **best}},
+        "finetune": {"config": None if finetuned else config_dict(config), "record": tuned.record,
+                     "train_seconds": tuned.record.get("seconds") if finetuned else round(train_seconds, 1),
+                     "train_cpu_seconds": None if finetuned else round(train_cpu_seconds, 1)},
         "embed_seconds": round(embed_seconds, 1),
+        "items_embedded": int(rows.size),
         "machine": machine_info(usable_cores()),
     }
 
@@ -92,35 +130,44 @@ def run_cold_start_bench(
 @exits_on_error
 def main(
     out: Path = typer.Option(Path("bench/results/finetune.json"), "--out", "-o", help="JSON result file."),
-    work: Path = typer.Option(Path(".finetune-bench"), help="Working folder: the fine-tuned model and cached vectors."),
+    work: Optional[Path] = typer.Option(None, help="Working folder for the fine-tuned model and the cached vectors "
+                                        "(default: finetune/ in the tastemap bench cache, ~/.cache/tastemap/bench on Linux)."),
+    objective: str = typer.Option("history", help="history or pairs (see tastemap finetune --help)."),
     epochs: int = typer.Option(1, help="Fine-tuning epochs."),
-    max_pairs: int = typer.Option(8_000, help="Co-engaged pairs drawn per epoch."),
-    batch_size: int = typer.Option(64, help="Pairs per batch (in-batch negatives)."),
+    max_examples: int = typer.Option(2_000, help="Groups or pairs drawn per epoch."),
+    batch_size: int = typer.Option(16, help="Groups or pairs per batch (in-batch negatives)."),
     learning_rate: float = typer.Option(1e-4, help="Peak learning rate."),
-    max_seq_len: int = typer.Option(48, help="Token truncation during training."),
+    max_seq_len: int = typer.Option(32, help="Token truncation during training."),
     max_steps: Optional[int] = typer.Option(None, help="Cap on optimizer steps."),
-    aggregate: str = typer.Option("mean", help="User history to item score: mean or max."),
-    seed: int = typer.Option(0, help="Seed of the pair sampling, the batches and the training."),
+    seed: int = typer.Option(0, help="Seed of the sampling, the batches and the training."),
+    finetuned: Optional[Path] = typer.Option(None, help="Evaluate this fine-tuned folder of an earlier run instead of training."),
 ) -> None:
     """Item cold start Recall/NDCG of the fine-tuned vs the frozen encoder on MovieLens."""
     from tastemap.console import print_table, setup_logging, stdout
 
+    from tastemap.paths import cache_dir
+
     setup_logging()
-    overrides = {"epochs": epochs, "max_pairs": max_pairs, "batch_size": batch_size, "learning_rate": learning_rate,
-                 "max_seq_len": max_seq_len, "max_steps": max_steps}
-    result = run_cold_start_bench(work=work, aggregate=aggregate, config_overrides=overrides, seed=seed)
+    work = work or cache_dir("bench") / "finetune"
+    overrides = {"objective": objective, "epochs": epochs, "max_examples": max_examples, "batch_size": batch_size,
+                 "learning_rate": learning_rate, "max_seq_len": max_seq_len, "max_steps": max_steps}
+    result = run_cold_start_bench(work=work, config_overrides=overrides, seed=seed, finetuned=finetuned)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     cold = result["cold_start"]
-    rows = []
-    for name, metrics in cold["metrics"].items():
-        ratio = cold["ratios_to_reference"][name]["Recall@20"]
-        rows.append([name, *(_interval(metrics[m]) for m in ("Recall@10", "Recall@20", "NDCG@10")), _interval(ratio)])
-    print_table(f"item cold start: {cold['n_items_held_out']} new items, {cold['n_users']} users ({aggregate} of history)",
-                ["model", "Recall@10", "Recall@20", "NDCG@10", f"Recall@20 / {cold['reference']}"], rows)
+    rows = [[name, *(_interval(metrics[m]) for m in ("Recall@10", "Recall@20", "NDCG@10")),
+             _interval(cold["ratios_to_reference"][name]["Recall@20"])] for name, metrics in cold["metrics"].items()]
+    print_table(f"item cold start: {cold['n_items_held_out']} new items, {cold['n_users']} users",
+                ["model (user history)", "Recall@10", "Recall@20", "NDCG@10", f"Recall@20 / {cold['reference']}"], rows)
+    versus = result["fine_tuned_vs_frozen"]
+    for aggregate, ratios in versus["same_aggregate"].items():
+        stdout.print(f"fine-tuned / frozen, both {aggregate} of history: Recall@20 {_interval(ratios['Recall@20'])}")
+    best = versus["best_vs_best"]
+    stdout.print(f"{best['fine_tuned']} / {best['frozen']} (each at its better rule): Recall@20 {_interval(best['Recall@20'])}")
     stdout.print(cold["not_evaluated"])
-    stdout.print(f"fine-tuning: {result['finetune']['train_seconds']} s on {result['machine']['cores_usable']} cores "
-                 f"({result['finetune']['record']['steps']} steps); result written to {out}")
+    finetune = result["finetune"]
+    stdout.print(f"fine-tuning: {finetune['train_seconds']} s ({finetune['train_cpu_seconds']} s of CPU) on "
+                 f"{result['machine']['cores_usable']} cores, {finetune['record'].get('steps')} steps; written to {out}")
 
 
 def _interval(value: dict) -> str:

@@ -63,6 +63,8 @@ def make_planted_interests(
     per_group: int = 4,
     items_per_category: int = 80,
     dim: int = 64,
+    variances: tuple[float, ...] = (0.2, 0.1, 0.2, 0.15, 0.35),
+    n_sub: int = 3,
     long_interests: tuple[int, int] = (1, 4),
     items_per_interest: tuple[int, int] = (5, 12),
     burst_items: tuple[int, int] = (4, 8),
@@ -72,12 +74,14 @@ def make_planted_interests(
 ) -> PlantedInterests:
     """Users with ``long_interests`` long-term interests and one recent burst.
 
-    Categories: ``n_groups * per_group`` fine categories (32 by default), ``per_group`` per group.
-    An item vector is ``unit(0.45 common + 0.39 group + 0.5 category + 0.63 noise)`` (variances
-    0.2, 0.15, 0.25, 0.4): cosine about 0.6 between items of one category, 0.35 between sibling
-    categories (same group) and 0.2 between unrelated ones. Each user has 1 to 4 distinct
-    long-term categories (siblings allowed), each with 5 to 12 items rated over ``days``, and a
-    burst: a further category with 4 to 8 items in the last ``burst_days`` days.
+    Categories: ``n_groups * per_group`` fine categories (32 by default), ``per_group`` per group,
+    each with ``n_sub`` sub-groups (franchises, sub-genres). An item vector is the unit sum of a
+    common direction, its group's, its category's, its sub-group's and its own noise, with
+    variances ``variances`` (0.2, 0.1, 0.2, 0.15, 0.35): cosine about 0.69 within a sub-group, 0.5
+    within a category, 0.3 between sibling categories (same group) and 0.2 between unrelated ones.
+    Each user has 1 to 4 distinct long-term categories (siblings allowed), each with
+    ``items_per_interest`` items rated over ``days``, and a burst: a further category with 4 to 8
+    items in the last ``burst_days`` days.
     """
     rng = np.random.default_rng(seed)
     n_categories = n_groups * per_group
@@ -85,9 +89,12 @@ def make_planted_interests(
     common = _unit(rng.standard_normal((1, dim)))
     groups = _unit(rng.standard_normal((n_groups, dim)))
     offsets = _unit(rng.standard_normal((n_categories, dim)))
-    signal = np.sqrt(0.2) * common + np.sqrt(0.15) * groups[group_of] + np.sqrt(0.25) * offsets
+    v_common, v_group, v_category, v_sub, v_noise = variances
+    signal = np.sqrt(v_common) * common + np.sqrt(v_group) * groups[group_of] + np.sqrt(v_category) * offsets
     item_category = np.repeat(np.arange(n_categories), items_per_category)
-    noise = _unit(rng.standard_normal((item_category.size, dim))) * np.sqrt(0.4)
+    item_sub = np.tile(np.arange(items_per_category) % n_sub, n_categories)
+    subs = _unit(rng.standard_normal((n_categories * n_sub, dim))) * np.sqrt(v_sub)
+    noise = subs[item_category * n_sub + item_sub] + _unit(rng.standard_normal((item_category.size, dim))) * np.sqrt(v_noise)
     vectors = _unit(signal[item_category] + noise)
 
     low, high = long_interests
@@ -165,12 +172,12 @@ def interest_figures(interests, item_category: np.ndarray) -> dict:
     }
 
 
-def planted_figures(n_users: int = 300, seed: int = 0, **profiler_params) -> dict:
+def planted_figures(n_users: int = 300, seed: int = 0, data_params: dict | None = None, **profiler_params) -> dict:
     """Fit an :class:`InterestProfiler` (default parameters unless given) on
     :func:`make_planted_interests` and return :func:`interest_figures` with the data's shape."""
     from tastemap.runtime.interests.profiles import InterestProfiler
 
-    data = make_planted_interests(n_users, seed=seed)
+    data = make_planted_interests(n_users, seed=seed, **(data_params or {}))
     params = {"n_topics": 32, "n_coarse_topics": 8, "backend": "sklearn", "seed": 0, **profiler_params}
     started = time.perf_counter()
     profiler = InterestProfiler(**params).fit(data.events, data.catalog, data.item_vectors)
@@ -178,11 +185,184 @@ def planted_figures(n_users: int = 300, seed: int = 0, **profiler_params) -> dic
     return {
         "data": {"users": n_users, "seed": seed, "categories": int(data.category_group.size),
                  "groups": int(data.category_group.max() + 1), "events": len(data.events),
-                 "long_term_interests": "1-4", "burst": "1 category, 4-8 items in the last 10 days"},
+                 "long_term_interests": "1-4",
+                 "items_per_interest": "{}-{}".format(*(data_params or {}).get("items_per_interest", (5, 12))),
+                 "burst": "1 category, 4-8 items in the last 10 days"},
         "params": {k: v for k, v in params.items() if k != "backend"},
         **figures,
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def label_figures(tree) -> dict:
+    """Per topic level: topics, label sets used twice, labels holding a stop word, a number or a
+    one- or two-letter fragment, coarse labels equal to a child's, and the labels."""
+    import re
+
+    from tastemap.runtime.interests.labels import stop_word_set
+
+    stop = stop_word_set()
+    levels = []
+    for depth, level in enumerate(tree.levels):
+        sets = [frozenset(words[:3]) for words in level.keywords]
+        words = [[w for phrase in words[:3] for w in phrase.split()] for words in level.keywords]
+        entry = {
+            "topics": level.n_topics,
+            "duplicate_labels": len(sets) - len(set(sets)),
+            "with_stop_word": sum(any(w in stop for w in ws) for ws in words),
+            "with_number": sum(any(any(c.isdigit() for c in w) for w in ws) for ws in words),
+            "with_fragment": sum(any(len(w) < 3 for w in ws) for ws in words),
+            "labels": list(level.names),
+        }
+        if depth + 1 < len(tree.levels):
+            child = tree.levels[depth + 1]
+            entry["same_as_a_child"] = sum(
+                any(frozenset(child.keywords[c][:3]) == sets[t] for c in np.flatnonzero(child.parents == t))
+                for t in range(level.n_topics))
+        levels.append(entry)
+    return {"levels": levels}
+
+
+def explanation_figures(recommender, data, *, k: int = 10, users: np.ndarray | None = None,
+                        max_cases: int = 1500, seed: int = 0) -> dict:
+    """For the top ``k`` of every user (or ``users``): the share of explanations whose label's
+    topic holds the recommended item and at least one seed, the share that name a mixed interest,
+    and the deletion test on ``max_cases`` explanations drawn with ``seed`` (the seeds removed from
+    the history: share of items whose blended score drops, and share that leave the top ``k``)."""
+    from tastemap.runtime.interests.profiles import shared_topic
+
+    topics = recommender.profiler_.item_topics_
+    item_index = pd.Index(recommender.item_ids_)
+    users = np.arange(recommender.user_index_.size) if users is None else np.asarray(users)
+    agree = mixed = total = 0
+    layers: dict[str, int] = {}
+    cases = []
+    for start in range(0, users.size, 128):
+        batch = users[start:start + 128]
+        for user, recs in zip(batch, recommender._recommend_rows(batch, recommender.state_, k)):
+            for rec in recs:
+                e = rec.explanation
+                item = int(item_index.get_indexer([rec.item_id])[0])
+                seeds = item_index.get_indexer(list(e.seed_item_ids))
+                level = e.topic_level
+                ok = level >= 0 and topics[item, level] == e.topic_id and bool(seeds.size) and bool(
+                    np.any(topics[seeds, level] == e.topic_id))
+                agree += ok
+                interests = recommender.state_.interests.of_user(int(user))
+                if 0 <= e.interest < len(interests):
+                    mixed += shared_topic(interests[e.interest].members, topics)[0] < 0
+                layers[e.layer] = layers.get(e.layer, 0) + 1
+                total += 1
+                if seeds.size:
+                    cases.append((int(user), item, seeds))
+    if len(cases) > max_cases:
+        picked = np.sort(np.random.default_rng(seed).choice(len(cases), max_cases, replace=False))
+        cases = [cases[i] for i in picked]
+    deletion = deletion_test(recommender, data, cases, k=k)
+    return {"explanations": total, "label_holds_item_and_seed": round(agree / max(total, 1), 4),
+            "mixed_interest_share": round(mixed / max(total, 1), 4), "layers": layers, **deletion}
+
+
+def deletion_test(recommender, data, cases: list, *, k: int = 10) -> dict:
+    """Each case ``(user row, item, seed items)``: the user's events without the seeds are profiled
+    again (``profiler_.transform``) and scored; returns the share of cases whose item scores lower
+    than with the full history (profiled the same way), and the share whose item leaves the top
+    ``k`` (seeds excluded from the ranking in both)."""
+    from tastemap.runtime.io.interactions import Interactions
+    from tastemap.runtime.recommend.recommender import recency_matrix
+
+    if not cases:
+        return {"deletion_cases": 0}
+    rows_full, rows_cut = [], []
+    for pseudo, (user, item, seeds) in enumerate(cases):
+        mine = np.flatnonzero(data.users == user)
+        rows_full.append((np.full(mine.size, pseudo), mine))
+        keep = mine[~np.isin(data.items[mine], seeds)]
+        rows_cut.append((np.full(keep.size, pseudo), keep))
+    ranks = []
+    scores = []
+    for rows in (rows_full, rows_cut):
+        pseudo_users = np.concatenate([r[0] for r in rows])
+        events = np.concatenate([r[1] for r in rows])
+        part = Interactions(users=pseudo_users.astype(np.int64), items=data.items[events],
+                            timestamps=data.timestamps[events], weights=data.weights[events],
+                            user_ids=np.arange(len(cases)), item_ids=data.item_ids)
+        profiles = recommender.profiler_.transform(part)
+        state = recommender.scoring_state(part.matrix(), recency_matrix(part, recommender.recency_half_life), profiles)
+        case_scores, case_ranks = [], []
+        for start in range(0, len(cases), 256):
+            batch = np.arange(start, min(start + 256, len(cases)))
+            blended = recommender._blend(recommender._components(batch, state, recommender._weighted()))
+            seen = state.history[batch]
+            blended[np.repeat(np.arange(batch.size), np.diff(seen.indptr)), seen.indices] = -np.inf
+            for local, case in enumerate(batch):
+                user, item, seeds = cases[case]
+                row = blended[local]
+                row[seeds] = -np.inf
+                case_scores.append(row[item])
+                case_ranks.append(int((row > row[item]).sum()))
+        scores.append(np.array(case_scores))
+        ranks.append(np.array(case_ranks))
+    in_top = ranks[0] < k
+    return {"deletion_cases": len(cases),
+            "deletion_score_drops": round(float(np.mean(scores[1] < scores[0])), 4),
+            "deletion_leaves_top": round(float(np.mean(ranks[1][in_top] >= k)), 4) if in_top.any() else None,
+            "deletion_mean_rank_after": round(float(np.mean(ranks[1][in_top])), 1) if in_top.any() else None}
+
+
+def movielens_figures(*, vectors_path: Path | None = None, seed: int = 0, evaluate: bool = True) -> dict:
+    """Labels, interests, explanations and the deletion test on MovieLens (every user, top 10),
+    and the leave-last-out HR@10 / NDCG@10 of tastemap (with 95% bootstrap intervals)."""
+    from tastemap.runtime.interests.profiles import interest_label
+    from tastemap.runtime.pipeline.inputs import load_inputs
+    from tastemap.runtime.recommend.recommender import TastemapRecommender
+
+    started = time.perf_counter()
+    inputs = load_inputs(vectors_path=vectors_path, seed=seed)
+    vectors = inputs.encoder if inputs.encoder is not None else inputs.item_vectors
+    recommender = TastemapRecommender(seed=seed).fit(inputs.interactions, inputs.catalog, vectors)
+    profiler = recommender.profiler_
+    interests = recommender.state_.interests
+    same_label = 0
+    labels_per_user = []
+    for user in range(interests.indptr.size - 1):
+        labels = [interest_label(i.members, profiler.item_topics_, profiler.topic_tree_) for i in interests.of_user(user)]
+        same_label += len(set(labels)) < len(labels)
+        labels_per_user.append(labels)
+    result = {
+        "phrase_vectors": "encoder" if inputs.encoder is not None else "item means",
+        "labels": label_figures(profiler.topic_tree_),
+        "interests": {"per_user": round(float(interests.counts().mean()), 3),
+                      "users_with_two_interests_under_one_label": round(same_label / len(labels_per_user), 4)},
+        "explanations": explanation_figures(recommender, inputs.interactions),
+    }
+    if recommender.segmenter_ is not None:
+        seg = recommender.segmenter_
+        result["segments"] = {"k": int(seg.n_segments_), "criterion": seg.criterion_,
+                              "scores": {int(k): round(v, 4) for k, v in seg.criterion_scores_.items()},
+                              "sizes": seg.segments_["size"].tolist(),
+                              "over_represented": [
+                                  {"topics": [(t["label"], round(t["lift"], 1)) for t in row.top_topics],
+                                   "categories": [(c["category"], round(c["lift"], 1)) for c in row.top_categories]}
+                                  for row in seg.segments_.itertuples()]}
+    if evaluate:
+        result["leave_last_out"] = evaluate_tastemap(inputs, seed=seed)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def evaluate_tastemap(inputs, *, seed: int = 0) -> dict:
+    """Leave-last-out HR@10 and NDCG@10 of tastemap (default blend) with 95% intervals."""
+    from tastemap.runtime.recommend.evaluate import evaluate_model, split_events
+    from tastemap.runtime.recommend.recommender import TastemapRecommender
+
+    split = split_events(inputs.interactions, "leave-last-out")
+    model = TastemapRecommender(seed=seed)
+    evaluation = evaluate_model(model, split, name="tastemap",
+                                fit_params={"catalog": inputs.catalog, "item_vectors": inputs.item_vectors})
+    summary = evaluation.summary(seed=seed)
+    return {metric: {"mean": round(summary[metric].mean, 4), "low": round(summary[metric].low, 4),
+                     "high": round(summary[metric].high, 4)} for metric in ("HR@10", "NDCG@10")}
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -193,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tastemap.bench.interests", description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("all", "planted", "movielens"), default="all")
     parser.add_argument("--users", type=int, default=300, help="planted users")
+    parser.add_argument("--items-per-interest", type=int, nargs=2, default=(5, 12), metavar=("MIN", "MAX"),
+                        help="planted items per long-term interest")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vectors", type=Path, default=None,
                         help="MovieLens item vectors (.npy, catalog order) instead of encoding with the default model")
@@ -201,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     result = {}
     if args.part in ("all", "planted"):
-        result["planted"] = planted_figures(args.users, args.seed)
+        result["planted"] = planted_figures(args.users, args.seed,
+                                            data_params={"items_per_interest": tuple(args.items_per_interest)})
     if args.part in ("all", "movielens"):
         result["movielens"] = movielens_figures(vectors_path=args.vectors, seed=args.seed)
     text = json.dumps(result, indent=1, default=str)

@@ -21,7 +21,9 @@ from tastemap.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-SUITES = ("encoder", "roofline", "cluster", "pipeline")
+SUITES = ("encoder", "roofline", "cluster", "pipeline", "serving")
+DEFAULT_SUITES = ("encoder", "roofline", "cluster", "pipeline")
+"""Run when no suite is named; ``serving`` (fit once vs refit per call) is run with ``--suite serving``."""
 
 
 def default_cache_dir() -> Path:
@@ -39,7 +41,7 @@ class BenchConfig:
 
     quick: bool = False
     threads: int = 2
-    suites: tuple[str, ...] = SUITES
+    suites: tuple[str, ...] = DEFAULT_SUITES
     models: tuple[str, ...] = ("minilm", "bert-base")
     models_dir: Path | None = None
     cache_dir: Path = field(default_factory=default_cache_dir)
@@ -51,8 +53,8 @@ class BenchConfig:
             raise InputError(f"suites={list(self.suites)} is not valid: choose one or more of {list(SUITES)}")
         if not isinstance(self.threads, int) or self.threads < 1:
             raise InputError(f"threads={self.threads!r} should be an integer >= 1")
-        if not self.models and ({"encoder", "pipeline"} & set(self.suites)):
-            raise InputError("the encoder and pipeline suites need at least one model (--models minilm)")
+        if not self.models and ({"encoder", "pipeline", "serving"} & set(self.suites)):
+            raise InputError("the encoder, pipeline and serving suites need at least one model (--models minilm)")
 
     @classmethod
     def quick_preset(cls, **changes) -> "BenchConfig":
@@ -67,7 +69,7 @@ def run_bench(config: BenchConfig, command: str = "tastemap bench") -> dict:
     from tastemap.bench.models import resolve_models
 
     started = time.perf_counter()
-    needs_models = bool({"encoder", "pipeline"} & set(config.suites))
+    needs_models = bool({"encoder", "pipeline", "serving"} & set(config.suites))
     packages = resolve_models(list(config.models), config.models_dir) if needs_models else []
     doc = {
         "schema_version": SCHEMA_VERSION,
@@ -96,6 +98,8 @@ def run_bench(config: BenchConfig, command: str = "tastemap bench") -> dict:
             _run(doc, "cluster", lambda: _cluster(config))
         if "pipeline" in config.suites:
             _run(doc, "pipeline", lambda: _pipeline(config, packages[0]))
+        if "serving" in config.suites:
+            _run(doc, "serving", lambda: _serving(config, packages[0]))
     from tastemap.bench.machine import load_average
 
     doc["machine"]["load_average_end"] = load_average()
@@ -155,3 +159,11 @@ def _pipeline(config: BenchConfig, package: Path):
 
     suite = PipelineSuiteConfig.quick() if config.quick else PipelineSuiteConfig()
     return run_pipeline_suite(package, suite, threads=config.threads)
+
+
+def _serving(config: BenchConfig, package: Path):
+    from tastemap.bench.serving import ServingSuiteConfig, run_serving_suite
+
+    suite = ServingSuiteConfig.quick() if config.quick else ServingSuiteConfig()
+    return run_serving_suite(package, ServingSuiteConfig(**{**suite.__dict__, "seed": config.seed}),
+                             threads=config.threads)

@@ -92,6 +92,10 @@ def read_result(path: str | Path) -> dict:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path} does not exist; write one with `tastemap bench --out {path}`") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder; give a result file written by `tastemap bench --out FILE.json`") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path} is not valid JSON: {exc}") from exc
     return validate_result(doc, str(path))

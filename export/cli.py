@@ -75,18 +75,21 @@ def finetune_command(
     catalog: Path = typer.Argument(..., help="Catalog file: item_id, title[, categories, tags, description]."),
     out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (sentence-transformers format; `tastemap export` takes it)."),
     base: Optional[str] = typer.Option(None, help="Local model folder to start from [default: all-MiniLM-L6-v2]."),
-    epochs: int = typer.Option(1, help="Passes over the sampled pairs."),
-    seed: int = typer.Option(0, help="Seed of the pair sampling, the batches and the training."),
-    batch_size: int = typer.Option(64, help="Pairs per batch; the other pairs of a batch are the negatives."),
-    max_pairs: int = typer.Option(8_000, help="Co-engaged pairs drawn per epoch (bounds the run time)."),
+    objective: str = typer.Option("history", help="history: each item against the mean of the user's other items "
+                                  "(the runtime's scoring rule); pairs: co-engaged pairs, MultipleNegativesRankingLoss."),
+    epochs: int = typer.Option(1, help="Passes over the sampled examples."),
+    seed: int = typer.Option(0, help="Seed of the sampling, the batches and the training."),
+    batch_size: int = typer.Option(16, help="Examples (groups or pairs) per batch; the others of a batch are the negatives."),
+    max_examples: int = typer.Option(2_000, help="Groups or pairs drawn per epoch (bounds the run time)."),
     max_steps: Optional[int] = typer.Option(None, help="Cap on optimizer steps."),
     learning_rate: float = typer.Option(1e-4, help="Peak learning rate."),
+    max_seq_len: int = typer.Option(32, help="Token truncation during training only (the model keeps its own)."),
     device: str = typer.Option("auto", help="auto (CUDA when torch sees it, else CPU), cpu or cuda."),
     event_columns: str = typer.Option("", help="Event column names, e.g. user_id=uid,item_id=sku,timestamp=ts,rating=stars."),
     catalog_columns: str = typer.Option("", help="Catalog column names, e.g. item_id=sku,title=name,categories=path."),
     template: Optional[str] = typer.Option(None, help="Item text template (as for `tastemap profile`)."),
 ) -> None:
-    """Fine-tune the encoder on co-engaged item pairs of an interaction log (contrastive, in-batch negatives).
+    """Fine-tune the encoder on items users engage with together (contrastive, in-batch negatives).
 
     Needs sentence-transformers: pip install "tastemap[finetune]".
 
@@ -96,13 +99,14 @@ def finetune_command(
     from tastemap.export.finetune import FinetuneConfig, finetune_encoder
     from tastemap.runtime.io import events as data
 
-    frame = data.read_events(events, data.EventColumns(**data.parse_mapping(event_columns, what="--event-columns")))
-    items = data.read_catalog(catalog, data.CatalogColumns(**data.parse_mapping(catalog_columns, what="--catalog-columns")))
-    config = FinetuneConfig(out=out, base=base, epochs=epochs, seed=seed, batch_size=batch_size, max_pairs=max_pairs,
-                            max_steps=max_steps, learning_rate=learning_rate, device=device, template=template)
+    frame = data.read_events(events, data.EventColumns.from_option(event_columns))
+    items = data.read_catalog(catalog, data.CatalogColumns.from_option(catalog_columns))
+    config = FinetuneConfig(out=out, base=base, objective=objective, epochs=epochs, seed=seed, batch_size=batch_size,
+                            max_examples=max_examples, max_steps=max_steps, learning_rate=learning_rate, max_seq_len=max_seq_len, device=device,
+                            template=template)
     result = finetune_encoder(frame, items, config)
     record = result.record
-    stdout.print(f"{record['base']['name']} fine-tuned on {record['pairs_seen']} pairs ({record['steps']} steps, "
+    stdout.print(f"{record['base']['name']} fine-tuned on {record['texts_seen']} item texts ({record['steps']} steps, "
                  f"{record['seconds']} s on {record['device']}, final loss {record['final_loss']:.4f}) -> {out}")
     stdout.print(f"data sha256 {record['data']['sha256']}; next: tastemap export {out}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,7 @@ class SourceModel:
             )
         if not any((path / name).is_file() for name in _WEIGHT_FILES):
             raise ModelPackageError(f"{path} has no weights ({' or '.join(_WEIGHT_FILES)})")
+        _check_weights(path)
         config = _read_json(config_path)
         limit = int(config.get("max_position_embeddings", 512))
         st_config = _read_json(path / "sentence_bert_config.json") if (path / "sentence_bert_config.json").is_file() else {}
@@ -85,6 +87,40 @@ class SourceModel:
             max_seq_len=min(seq_len, limit),
             sha256=_weights_sha256(path),
         )
+
+
+def _check_weights(path: Path) -> None:
+    """Raise :class:`ModelPackageError` unless the weight file the export will load is readable:
+    a safetensors file with tensors, or (without one) a PyTorch state dict loadable with
+    ``weights_only`` (pickled objects other than tensors are refused, never run)."""
+    from tastemap.errors import require
+
+    safetensors = path / _WEIGHT_FILES[0]
+    if safetensors.is_file():
+        safe_open = require("safetensors", "export").safe_open
+        try:
+            with safe_open(str(safetensors), framework="numpy") as handle:
+                names = list(handle.keys())
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own SafetensorError
+            raise ModelPackageError(f"{safetensors} is not a valid safetensors file: {exc}; save the model again "
+                                    "with save_pretrained()") from None
+        if not names:
+            raise ModelPackageError(f"{safetensors} holds no tensors; save the model again with save_pretrained()")
+        return
+    weights = path / _WEIGHT_FILES[1]
+    torch = require("torch", "export")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
+        text = str(exc).strip()
+        reason = text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(exc).__name__
+        raise ModelPackageError(f"{weights} cannot be read as PyTorch weights ({reason}); only tensors are loaded, "
+                                "never other pickled objects; save the model with save_pretrained()") from None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelPackageError(f"{weights} is not a PyTorch state dict (a mapping of names to tensors); save the "
+                                "model with save_pretrained()")
 
 
 def _read_json(path: Path) -> dict:
@@ -111,6 +147,8 @@ def _pooling_mode(path: Path) -> str:
         if module.get("type", "").endswith("Pooling"):
             config = _read_json(path / module["path"] / "config.json")
             modes = [mode for key, mode in _ST_POOLING_KEYS.items() if config.get(key)]
+            if not modes and config.get("pooling_mode") in POOLING_MODES:  # sentence-transformers >= 5.x
+                modes = [config["pooling_mode"]]
             if len(modes) != 1:
                 raise ModelPackageError(
                     f"{path / module['path']} combines pooling modes {modes or 'none'}; "

@@ -28,6 +28,8 @@ _EXPORTS = {
     "recommend.report": ("render_report", "write_report"),
     "pipeline.demo": ("run_demo",),
     "pipeline.inputs": ("Inputs", "load_inputs"),
+    "pipeline.model": ("Segment", "TastemapModel"),
+    "pipeline.model_update": ("UpdateSummary",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

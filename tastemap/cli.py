@@ -3,7 +3,7 @@
 import typer
 
 from tastemap.bench.cli import app as bench_app
-from tastemap.console import setup_logging
+from tastemap.console import set_debug, setup_logging
 from tastemap.export.cli import app as export_app
 from tastemap.runtime.cli import app as runtime_app
 
@@ -21,9 +21,13 @@ app.add_typer(bench_app, name="bench")
 
 
 @app.callback()
-def configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs.")) -> None:
+def configure(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs."),
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected error."),
+) -> None:
     """Layered user-interest models from interaction logs with an exported ONNX BERT encoder."""
     setup_logging(verbose)
+    set_debug(debug)
 
 
 def main() -> None:

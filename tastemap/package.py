@@ -179,7 +179,12 @@ class ModelPackage:
         """A fast (Rust) :class:`tokenizers.Tokenizer`, truncating at ``max_seq_len``, not padding."""
         from tokenizers import Tokenizer
 
-        tokenizer = Tokenizer.from_file(str(self.tokenizer_path()))
+        path = self.tokenizer_path()
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - the tokenizers library raises a bare Exception
+            raise ModelPackageError(f"{path} cannot be loaded as a tokenizer: {str(exc).splitlines()[0]}; "
+                                    "re-export the package") from None
         tokenizer.enable_truncation(self.max_seq_len)
         tokenizer.no_padding()
         return tokenizer

@@ -33,3 +33,11 @@ def make_recommender(**kwargs):
     profiler = InterestProfiler(n_topics=8, n_coarse_topics=4, seed=0)
     segmenter = UserSegmenter(n_segments=3, seed=0)
     return TastemapRecommender(profiler=profiler, segmenter=segmenter, l2=10.0, **kwargs)
+
+
+def make_planted_interests(n_users: int = 150, **kwargs):
+    """Users with 1 to 4 long-term interests and a recent burst from 32 fine categories in 8
+    groups (:func:`tastemap.bench.interests.make_planted_interests`, the data of the interest bench)."""
+    from tastemap.bench.interests import make_planted_interests as make
+
+    return make(n_users, **kwargs)

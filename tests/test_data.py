@@ -67,11 +67,11 @@ def test_read_events_parses_iso_dates_and_milliseconds(tmp_path):
     (EVENTS.assign(ts=["1000", "soon", "x", "2000"]), EventColumns(user_id="uid", item_id="sku", timestamp="ts"),
      "row 2, column 'ts': cannot parse timestamp 'soon' (2 such rows)"),
     (EVENTS.assign(stars=["5", "4", "lots", "1"]), EventColumns(user_id="uid", item_id="sku", timestamp="ts", rating="stars"),
-     "row 3, column 'stars': value 'lots' is not a number >= 0 (1 such rows)"),
+     "row 3, column 'stars': value 'lots' is not a finite number >= 0 (1 such rows)"),
     (EVENTS, EventColumns(user_id="uid", item_id="sku", timestamp="ts", event_type="kind", event_weights={"view": 1}),
      "row 2, column 'kind': event type 'buy' has no weight; known types: ['view']"),
     (EVENTS.assign(uid=["u1", None, "u2", "u2"]), EventColumns(user_id="uid", item_id="sku", timestamp="ts"),
-     "row 2, column 'uid': missing value (1 rows)"),
+     "row 2, column 'uid': empty id; every row needs an id"),
 ])
 def test_read_events_errors_name_file_row_and_column(tmp_path, frame, columns, message):
     path = tmp_path / "events.csv"
@@ -167,7 +167,8 @@ def test_read_table_reads_every_format(tmp_path, name):
         frame.to_parquet(path)
     else:
         frame.to_json(path, orient="records", lines=True)
-    pd.testing.assert_frame_equal(read_table(path), frame)
+    typed = frame if name.endswith(".parquet") or "json" in name else frame.astype(str)  # CSV/TSV: text as written
+    pd.testing.assert_frame_equal(read_table(path), typed, check_dtype=False)
     chunks = list(iter_table(path, ["title"], chunk_rows=2))
     assert [len(c) for c in chunks] == [2, 1] and pd.concat(chunks)["title"].tolist() == ["a b", "c, d", "é"]
 
@@ -213,3 +214,54 @@ def test_synthetic_options():
     assert all(np.isin(topics[data.events["user_id"].to_numpy() == u], data.user_topics[u]).all() for u in range(30))
     again = make_synthetic(n_users=30, n_items=60, n_events=600, n_topics=3, dim=8, seed=3)
     assert again.events["user_id"].min() == 1 and len(again.events) == 600
+
+
+def test_ids_are_text_in_csv_and_typed_in_parquet(tmp_path):
+    (tmp_path / "c.csv").write_text("item_id,title\n007,a\n7,b\n")
+    assert read_catalog(tmp_path / "c.csv")["item_id"].tolist() == ["007", "7"]
+    pd.DataFrame({"item_id": [7, 8], "title": ["a", "b"]}).to_parquet(tmp_path / "c.parquet")
+    ids = read_catalog(tmp_path / "c.parquet")["item_id"]
+    assert ids.tolist() == [7, 8] and ids.dtype == np.int64
+    (tmp_path / "d.jsonl").write_text('{"item_id": 7, "title": "a"}\n{"item_id": "7", "title": "b"}\n')
+    with pytest.raises(InputError, match=r"row 2, column 'item_id': item_id '7' appears more than once \(first in row 1\)"):
+        read_catalog(tmp_path / "d.jsonl")
+
+
+def test_timestamps_native_zoned_and_in_milliseconds(tmp_path):
+    seconds = [1_600_000_000, 1_600_000_061]
+    for stamps in (pd.to_datetime(seconds, unit="s").astype("datetime64[us]"),
+                   pd.to_datetime(seconds, unit="s", utc=True).tz_convert("Europe/Paris")):
+        frame = pd.DataFrame({"user_id": ["a", "a"], "item_id": ["1", "2"], "timestamp": stamps})
+        frame.to_parquet(tmp_path / "e.parquet")
+        assert read_events(tmp_path / "e.parquet")["timestamp"].tolist() == seconds
+    frame = pd.DataFrame({"user_id": ["a", "a"], "item_id": ["1", "2"], "timestamp": [s * 1000 for s in seconds]})
+    frame.to_csv(tmp_path / "e.csv", index=False)
+    with pytest.raises(InputError, match=r"row 1, column 'timestamp': timestamp '1600000000000' is year 52672 when read "
+                                         r"as seconds since the epoch \(2 such rows\); if the timestamps are milliseconds"):
+        read_events(tmp_path / "e.csv")
+    assert read_events(tmp_path / "e.csv", EventColumns(timestamp_unit="ms"))["timestamp"].tolist() == seconds
+
+
+def test_a_row_spanning_lines_is_named_by_its_lines(tmp_path):
+    (tmp_path / "c.csv").write_text('item_id,title\n1,"two\nlines",x\n2,b\n')
+    with pytest.raises(InputError, match=r"c.csv: lines 2-3 \(row 1\) has 3 field\(s\); the header has 2"):
+        read_table(tmp_path / "c.csv")
+    (tmp_path / "d.csv").write_text("item_id,item_id\n1,2\n")
+    with pytest.raises(InputError, match=r"the header names the column\(s\) \['item_id'\] more than once"):
+        read_table(tmp_path / "d.csv")
+
+
+def test_users_whose_events_all_weigh_zero_are_dropped_and_counted():
+    events = validate_events_frame({"user_id": ["a", "a", "b"], "item_id": [1, 2, 1], "timestamp": [1, 2, 3],
+                                    "weight": [1.0, 0.0, 0.0]})
+    catalog = pd.DataFrame({"item_id": [1, 2], "title": ["x", "y"]})
+    interactions, report = align_events(events, catalog)
+    assert interactions.user_ids.tolist() == ["a"] and report.n_users_without_weight == 1
+    with pytest.raises(InputError, match="every event weighs 0"):
+        validate_events_frame({"user_id": ["a"], "item_id": [1], "timestamp": [1], "weight": [0.0]})
+
+
+def validate_events_frame(columns: dict) -> pd.DataFrame:
+    from tastemap.runtime.io.events import validate_events
+
+    return validate_events(pd.DataFrame(columns))

@@ -24,7 +24,7 @@ def test_embed_writes_vectors_and_prints_the_run(tiny_package, tmp_path):
     vectors = np.load(out)
     assert vectors.shape == (3, 32)
     np.testing.assert_array_equal(vectors[0], vectors[2])
-    assert pd.read_parquet(tmp_path / "emb.ids.parquet")["id"].tolist() == [7, 8, 9]
+    assert pd.read_parquet(tmp_path / "emb.ids.parquet")["id"].tolist() == ["7", "8", "9"]  # CSV ids are text
 
 
 def test_embed_bad_input_exits_2_with_a_message(tiny_package, tmp_path):

@@ -285,3 +285,14 @@ def test_static_int8_with_calibration_file(tmp_path, tiny_bert):
     assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
     ops = {node.op_type for node in onnx.load(str(tmp_path / "pkg" / "model.int8.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_pooling_written_by_sentence_transformers_5_is_read(tmp_path):
+    from tastemap.export.source import SourceModel
+
+    folder = make_tiny_bert(tmp_path / "st5", pooling="cls")
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, "pooling_mode": "cls"}))
+    assert SourceModel.resolve(folder).pooling == "cls"
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "weightedmean"}))
+    with pytest.raises(ModelPackageError, match="combines pooling modes none; tastemap supports exactly one of"):
+        SourceModel.resolve(folder)

@@ -18,7 +18,9 @@ from tastemap.export.finetune import (
     FinetuneConfig,
     co_engaged_pairs,
     finetune_encoder,
+    history_loss,
     plan_batches,
+    user_groups,
 )
 from tastemap.runtime.io.events import render_item_texts, validate_catalog, validate_events
 from tastemap.runtime.io.fingerprint import training_data_sha256
@@ -66,10 +68,11 @@ def planted():
     return make_co_engaged()
 
 
-@pytest.fixture(scope="module")
-def finetuned(planted, tiny_bert, tmp_path_factory):
+@pytest.fixture(scope="module", params=["history", "pairs"])
+def finetuned(request, planted, tiny_bert, tmp_path_factory):
     events, catalog, _ = planted
-    return finetune_encoder(events, catalog, tiny_config(tmp_path_factory.mktemp("finetuned") / "model", tiny_bert))
+    folder = tmp_path_factory.mktemp("finetuned") / request.param
+    return finetune_encoder(events, catalog, tiny_config(folder, tiny_bert, objective=request.param))
 
 
 def test_pairs_are_close_in_time_and_positive():
@@ -88,12 +91,39 @@ def test_pairs_are_close_in_time_and_positive():
     assert co_engaged_pairs(interactions, window=5, min_weight=0.7).tolist() == [[0, 1], [0, 3], [1, 3]]
 
 
-def test_batches_never_repeat_an_item():
-    pairs = np.array([[0, 1], [0, 2], [0, 3], [4, 5], [6, 7], [1, 8], [9, 10]])
-    batches = plan_batches(pairs.copy(), 3, np.random.default_rng(0))
+def test_groups_are_distinct_items_of_one_user_close_in_time(planted):
+    from tastemap.runtime.io.events import align_events
+
+    events, catalog, groups_of_items = planted
+    interactions, _ = align_events(events, catalog)
+    groups = user_groups(interactions, size=4, window=5, n=50, rng=np.random.default_rng(0))
+    assert groups.shape == (50, 4)
+    assert all(len(set(group)) == 4 for group in groups.tolist())
+    # every user consumes one planted group only, so a group never mixes planted groups
+    assert all(len(set(groups_of_items[group])) == 1 for group in groups)
+    assert np.array_equal(groups, user_groups(interactions, size=4, window=5, n=50, rng=np.random.default_rng(0)))
+
+
+@pytest.mark.parametrize("examples", [
+    np.array([[0, 1], [0, 2], [0, 3], [4, 5], [6, 7], [1, 8], [9, 10]]),
+    np.array([[0, 1, 2], [2, 3, 4], [5, 6, 7], [8, 9, 10], [0, 11, 12]]),
+])
+def test_batches_never_repeat_an_item(examples):
+    batches = plan_batches(examples.copy(), 3, np.random.default_rng(0))
     for batch in batches:
         assert len(np.unique(batch)) == batch.size
-    assert sum(len(b) for b in batches) >= 5
+    assert sum(len(b) for b in batches) >= 3
+    seen = sorted(map(sorted, np.concatenate(batches).tolist()))
+    assert all(row in sorted(map(sorted, examples.tolist())) for row in seen)
+
+
+def test_history_loss_is_low_when_each_item_is_its_groups_mean():
+    import torch
+
+    axes = torch.eye(4).repeat_interleave(3, dim=0)  # 4 groups of 3 identical unit vectors
+    good = history_loss(axes + 0.01 * torch.randn(12, 4, generator=torch.Generator().manual_seed(0)), 3, 20.0)
+    shuffled = history_loss(axes[torch.randperm(12, generator=torch.Generator().manual_seed(1))], 3, 20.0)
+    assert float(good) < 0.01 < float(shuffled)
 
 
 def test_co_engaged_items_move_together(planted, finetuned, tiny_bert):
@@ -129,7 +159,8 @@ def test_export_takes_the_finetuned_folder(planted, finetuned, tiny_bert, tmp_pa
     record = manifest["finetune"]
     assert record["base"]["sha256"] == SourceModel.resolve(tiny_bert).sha256
     assert record["data"]["sha256"] == training_data_sha256(events, catalog, render_item_texts(catalog))
-    assert (record["seed"], record["epochs"], record["loss"]["name"]) == (0, 4, "MultipleNegativesRankingLoss")
+    loss = {"history": "HistoryInfoNCE", "pairs": "MultipleNegativesRankingLoss"}[finetuned.record["loss"]["objective"]]
+    assert (record["seed"], record["epochs"], record["loss"]["name"]) == (0, 4, loss)
     assert manifest["pooling"] == "mean" and manifest["embedding_dim"] == 32
 
 
@@ -170,7 +201,7 @@ def test_finetune_sees_only_the_training_part_of_the_cold_start_split(planted, t
     (lambda e, c: (e.drop(columns="timestamp"), c), r"missing column\(s\) \['timestamp'\]"),
     (lambda e, c: (e.iloc[:0], c), "empty"),
     (lambda e, c: (e, c.drop(columns="title")), r"lacks column\(s\) \['title'\]"),
-    (lambda e, c: (e.assign(weight=0.1), c), "no co-engaged pairs"),
+    (lambda e, c: (e.assign(weight=0.1), c), "no co-engaged items"),
 ])
 def test_bad_input_is_an_input_error(planted, tiny_bert, tmp_path, change, message):
     events, catalog = change(*planted[:2])

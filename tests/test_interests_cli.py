@@ -73,7 +73,7 @@ def test_profile_builds_the_encoder_with_a_cache_in_out(files, tmp_path, monkeyp
 @pytest.mark.parametrize("args, message", [
     (["--event-columns", "user_id=uid,timestamp=when"], "missing column(s) ['when']"),
     ([], "missing column(s) ['user_id']"),
-    (["--event-columns", "user_id=uid", "--topics", "1"], "n_topics=1 should be an integer >= 2"),
+    (["--event-columns", "user_id=uid", "--topics", "1"], "--topics=1 should be an integer >= 2"),
 ])
 def test_profile_bad_input_exits_2_without_output(files, tmp_path, args, message):
     out = tmp_path / "never"

@@ -81,16 +81,20 @@ def test_fit_is_deterministic_and_transform_matches(planted, fitted):
 def test_encoder_objects_are_called_with_item_texts(planted):
     class FakeEncoder:
         def __init__(self):
-            self.texts = None
+            self.calls = []
 
         def encode(self, texts):
-            self.texts = list(texts)
-            return planted.item_vectors * 3.0
+            self.calls.append(list(texts))
+            if len(texts) == 400:
+                return planted.item_vectors * 3.0
+            return np.random.default_rng(len(texts)).normal(size=(len(texts), 24))  # label phrases
 
     encoder = FakeEncoder()
     profiler = InterestProfiler(n_topics=6, n_coarse_topics=None, backend="sklearn").fit(
         planted.events, planted.catalog, encoder)
-    assert len(encoder.texts) == 400 and encoder.texts[0].startswith(planted.catalog.title[0])
+    texts = encoder.calls[0]
+    assert len(texts) == 400 and texts[0].startswith(planted.catalog.title[0])
+    assert len(encoder.calls) >= 2  # the candidate label phrases are encoded too
     np.testing.assert_allclose(np.linalg.norm(profiler.item_vectors_, axis=1), 1.0, rtol=1e-5)
     assert len(profiler.topic_tree_.levels) == 1
 
@@ -179,3 +183,76 @@ def test_fit_with_only_the_required_columns(planted, fitted):
     again = InterestProfiler(n_topics=6, n_coarse_topics=2, backend="sklearn", seed=0).fit(
         text_dates, catalog.assign(categories=["Books > Crime"] * len(catalog)), planted.item_vectors)
     assert [level.names for level in again.category_levels_] == [["Books"], ["Books > Crime"]]
+
+
+# one interest per real interest ------------------------------------------------------------------
+
+from planted import make_planted_interests  # noqa: E402
+from tastemap.bench.interests import interest_figures  # noqa: E402
+from tastemap.runtime.interests.partition import InterestScale, partition_user  # noqa: E402
+from tastemap.runtime.interests.profiles import interest_label, shared_topic  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def planted_interests():
+    data = make_planted_interests(150, seed=1)
+    profiler = InterestProfiler(n_topics=32, n_coarse_topics=8, backend="sklearn", seed=0)
+    return data, profiler.fit(data.events, data.catalog, data.item_vectors)
+
+
+def test_planted_interests_are_neither_split_nor_merged(planted_interests):
+    data, profiler = planted_interests
+    figures = interest_figures(profiler.profiles_.interests, data.item_category)
+    assert figures["split_share"] <= 0.10
+    assert figures["merged_share"] <= 0.05
+    assert figures["purity"] >= 0.95 and figures["recall"] >= 0.95
+    assert abs(figures["interests_per_user"] - figures["planted_per_user"]) < 0.3
+
+
+def _clusters(rng, centres, sizes, noise):
+    x = np.concatenate([c + noise * rng.normal(size=(n, c.size)) for c, n in zip(centres, sizes)])
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_a_large_interest_with_sub_groups_stays_one():
+    rng = np.random.default_rng(0)
+    dim = 48
+    interest = rng.normal(size=dim)
+    subs = [interest + 0.8 * rng.normal(size=dim) for _ in range(3)]  # three franchises of one taste
+    x = _clusters(rng, subs, (12, 12, 12), 0.9 / np.sqrt(dim) * 6)
+    scale = InterestScale(centre=np.zeros(dim, np.float32), prior=0.3)
+    labels = partition_user(x, scale, distance_threshold=1.5, max_interests=8)
+    assert labels.max() == 0
+    # the fixed Ward threshold of the previous cut splits it
+    from scipy.cluster.hierarchy import linkage
+
+    from tastemap.runtime.interests.profiles import cut_tree
+    upper = np.triu_indices(len(x), 1)
+    tree = linkage(np.sqrt(np.maximum(2 - 2 * (x @ x.T)[upper], 0)), method="ward")
+    assert cut_tree(tree, len(x), int((tree[:, 2] <= 1.5).sum())).max() >= 1
+
+
+def test_two_related_but_different_interests_are_not_merged():
+    rng = np.random.default_rng(1)
+    dim = 48
+    shared = rng.normal(size=dim)
+    centres = [shared + 1.2 * rng.normal(size=dim) for _ in range(2)]  # siblings: same group, two tastes
+    x = _clusters(rng, centres, (10, 4), 0.25)
+    scale = InterestScale(centre=np.zeros(dim, np.float32), prior=0.5)
+    labels = partition_user(x, scale, distance_threshold=1.5, max_interests=8)
+    assert labels.max() == 1
+    assert np.all(labels[:10] == labels[0]) and np.all(labels[10:] == labels[10]) and labels[0] != labels[10]
+
+
+def test_an_interest_is_labelled_by_what_its_members_share(planted_interests):
+    _, profiler = planted_interests
+    topics, tree = profiler.item_topics_, profiler.topic_tree_
+    fine = np.flatnonzero(topics[:, 1] == 0)[:6]
+    assert shared_topic(fine, topics)[:2] == (1, 0)
+    assert interest_label(fine, topics, tree) == tree.fine.names[0]
+    siblings = np.concatenate([np.flatnonzero(topics[:, 1] == c)[:3] for c in np.flatnonzero(tree.fine.parents == 0)[:2]])
+    level, topic, share = shared_topic(siblings, topics)
+    assert (level, topic) == (0, 0) and share == 1.0
+    spread = np.array([np.flatnonzero(topics[:, 0] == c)[0] for c in range(4)])
+    assert shared_topic(spread, topics)[0] == -1
+    assert interest_label(spread, topics, tree).startswith("a mix of ")

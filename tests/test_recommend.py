@@ -10,6 +10,8 @@ from tastemap.cli import app
 from tastemap.errors import InputError
 from tastemap.runtime.io.events import align_events
 from tastemap.runtime.io.interactions import Interactions
+from tastemap.runtime.interests.profiles import InterestProfiler, interest_label
+from tastemap.runtime.interests.segments import UserSegmenter
 from tastemap.runtime.recommend.recommender import BlendWeights, TastemapRecommender, recency_matrix
 
 
@@ -39,27 +41,63 @@ def test_recommendations_are_unseen_and_follow_planted_interests(fitted):
 
 def test_explanations_refer_to_the_users_real_interests(fitted):
     recommender, data, _, _, _ = fitted
-    fine_names = recommender.profiler_.topic_tree_.fine.names
-    for user in (0, 7):
+    tree, topics = recommender.profiler_.topic_tree_, recommender.profiler_.item_topics_
+    item_index = pd.Index(recommender.item_ids_)
+    agreeing = total = 0
+    for user in range(data.n_users):
         interests = recommender.state_.interests.of_user(user)
         history = set(data.item_ids[data.items[data.users == user]].tolist())
-        assert len(interests) == 2  # two planted tastes
         for rec in recommender.recommend(user, k=8):
             e = rec.explanation
             assert 0 <= e.interest < len(interests)
-            assert e.topic == fine_names[interests[e.interest].topic]
             assert e.layer in {"long-term", "short-term", "interest", "category"}
             members = set(data.item_ids[interests[e.interest].members].tolist())
             assert e.seed_item_ids and set(e.seed_item_ids) <= members <= history
-            assert e.describe().startswith(f"because you like: {e.topic} (from ")
+            assert e.interest_label == interest_label(interests[e.interest].members, topics, tree)
+            assert e.topic == tree.levels[e.topic_level].names[e.topic_id] or e.topic == e.interest_label
+            item = item_index.get_indexer([rec.item_id])[0]
+            seeds = item_index.get_indexer(list(e.seed_item_ids))
+            assert topics[item, e.topic_level] == e.topic_id  # the label holds the recommended item
+            if e.agrees:
+                assert np.any(topics[seeds, e.topic_level] == e.topic_id)  # ... and a seed
+                assert e.describe().startswith(f"because you like: {e.topic} (from ")
+            else:
+                assert f"; this one is {e.topic}" in e.describe()
+            agreeing += e.agrees
+            total += 1
+    assert agreeing / total >= 0.9
+
+
+def test_explanation_label_holds_item_and_seeds_on_a_hand_built_history():
+    """A user who liked three space films and one western: a space recommendation is explained by
+    the space films under the space label, never by the western or a label that misses the item."""
+    dim = 8
+    axes = np.eye(dim, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    vectors = np.concatenate([axes[0] + 0.1 * rng.normal(size=(10, dim)), axes[1] + 0.1 * rng.normal(size=(10, dim))])
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    catalog = pd.DataFrame({"item_id": np.arange(20), "title": [f"space {i}" for i in range(10)] + [f"western {i}" for i in range(10)]})
+    rows = [(0, i, 100 + i) for i in (0, 1, 2, 10)] + [(u, i, 100 + i) for u in range(1, 6) for i in range(0, 6)]
+    rows += [(u, i, 100 + i) for u in range(6, 9) for i in range(10, 16)]
+    events = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).assign(weight=1.0)
+    data, _ = align_events(events, catalog)
+    model = TastemapRecommender(profiler=InterestProfiler(n_topics=2, n_coarse_topics=None, seed=0),
+                                segmenter=UserSegmenter(n_segments=2, seed=0), l2=1.0).fit(data, catalog, vectors)
+    space_label = model.profiler_.topic_tree_.fine.names[int(model.profiler_.item_topics_[0, -1])]
+    recs = [r for r in model.recommend(0, k=6) if r.item_id < 10]
+    assert recs
+    for rec in recs:
+        e = rec.explanation
+        assert e.agrees and e.topic == space_label and e.interest_label == space_label
+        assert set(e.seed_item_ids) <= {0, 1, 2}
 
 
 def test_batch_mode_has_one_row_per_user_and_rank(fitted):
     recommender, data, _, _, _ = fitted
     frame = recommender.recommend_batch(k=5)
     assert len(frame) == data.n_users * 5
-    assert list(frame.columns) == ["user_id", "rank", "item_id", "title", "score", "interest", "topic", "layer",
-                                   "seed_item_ids", "seed_titles", "explanation"]
+    assert list(frame.columns) == ["user_id", "rank", "item_id", "title", "score", "interest", "interest_label",
+                                   "topic", "layer", "seed_item_ids", "seed_titles", "explanation"]
     first = recommender.recommend(0, k=5)
     assert frame[frame.user_id == 0]["item_id"].tolist() == [r.item_id for r in first]
 
@@ -141,7 +179,7 @@ def test_cli_recommend_one_user_and_batch(tmp_path):
     assert len(pd.read_parquet(out)) == 12 * 3
     result = CliRunner().invoke(app, ["recommend", "--user", "nobody", *common])
     assert result.exit_code == 2
-    assert "error: --user 'nobody' is not an integer" in result.output
+    assert "error: user 'nobody' is not in the training events" in result.output  # CSV ids are text
 
 
 def test_constructor_takes_no_data():

@@ -49,6 +49,9 @@ def test_sections_and_content(page):
         assert f'<section id="{section}">' in text
     assert text.count("<circle") == len(report.points) == 120
     assert text.count("because you like:") >= 10
+    assert "over-represented topics" in text and "×" in text  # segments by lift
+    first = report.users[1].interests[0]
+    assert first["topic"] in text and first["topic"] != ""  # interests by what their members share
 
 
 def test_project_2d_is_scaled_and_sampled():

@@ -37,13 +37,55 @@ def test_every_method_recovers_planted_segments(single_topic_users, method, back
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@pytest.mark.parametrize("method, criterion", [("kmeans", "silhouette"), ("gmm", "bic"), ("agglomerative", "silhouette")])
+@pytest.mark.parametrize("method, criterion", [("kmeans", "elbow"), ("gmm", "bic"), ("agglomerative", "elbow"),
+                                               ("kmeans", "silhouette")])
 def test_k_is_chosen_by_a_reported_criterion(single_topic_users, method, criterion):
     data, profiles = single_topic_users
-    segmenter = UserSegmenter(method=method, k_range=(2, 7), backend="sklearn", seed=0).fit(profiles)
+    chosen = criterion if criterion == "silhouette" else "auto"
+    segmenter = UserSegmenter(method=method, k_range=(2, 7), criterion=chosen, backend="sklearn", seed=0).fit(profiles)
     assert segmenter.criterion_ == criterion
     assert sorted(segmenter.criterion_scores_) == [2, 3, 4, 5, 6, 7]
     assert segmenter.n_segments_ == 4
+
+
+@pytest.fixture(scope="module")
+def seven_segments():
+    data = make_synthetic(n_users=350, n_items=700, n_events=7_000, n_topics=7, dim=24, noise=0.4,
+                          interests_per_user=(1, 1), seed=5)
+    profiler = InterestProfiler(n_topics=7, n_coarse_topics=None, backend="sklearn", seed=0)
+    return data, profiler.fit(data.events, data.catalog, data.item_vectors).profiles_
+
+
+@pytest.mark.parametrize("method", ["kmeans", "agglomerative"])
+def test_elbow_finds_a_planted_k_over_the_default_range(seven_segments, method):
+    data, profiles = seven_segments
+    segmenter = UserSegmenter(method=method, backend="sklearn", seed=0).fit(profiles)
+    assert segmenter.criterion_ == "elbow" and sorted(segmenter.criterion_scores_) == list(range(4, 21))
+    assert segmenter.n_segments_ == 7
+    assert adjusted_rand_score(data.user_topics[:, 0], segmenter.labels_) == 1.0
+    dispersion = [segmenter.dispersion_[k] for k in range(4, 21)]
+    assert dispersion == sorted(dispersion, reverse=True) or dispersion[3] < 0.2 * dispersion[0]
+
+
+def test_small_segments_rule_a_k_out(seven_segments):
+    _, profiles = seven_segments
+    segmenter = UserSegmenter(k_range=(4, 20), min_segment_share=0.1, backend="sklearn", seed=0).fit(profiles)
+    smallest = segmenter.segments_["size"].min()
+    assert smallest >= 0.1 * profiles.n_users
+    assert any(np.isnan(v) for v in segmenter.criterion_scores_.values())
+
+
+def test_segments_are_described_by_their_lift(seven_segments):
+    data, profiles = seven_segments
+    segmenter = UserSegmenter(n_segments=7, features="topics+categories", backend="sklearn", seed=0).fit(profiles)
+    population = np.asarray(profiles.topics[-1].mean(axis=0)).ravel()
+    for row in segmenter.segments_.itertuples():
+        top = row.top_topics[0]
+        assert top["weight"] == pytest.approx(1.0, abs=1e-6)
+        assert top["population"] == pytest.approx(population[top["topic"]], rel=1e-5)
+        assert top["lift"] == pytest.approx(1.0 / population[top["topic"]], rel=1e-4) and top["lift"] > 3
+        assert row.top_categories[0]["lift"] > 1
+        assert row.label.startswith(top["label"])
 
 
 def test_segment_labels_and_file(tmp_path, single_topic_users):
@@ -54,6 +96,7 @@ def test_segment_labels_and_file(tmp_path, single_topic_users):
     first = segmenter.segments_.iloc[0]
     assert first["top_topics"][0]["weight"] == pytest.approx(1.0)
     assert first["label"] == first["top_topics"][0]["label"] + " | Section A"
+    assert first["top_topics"][0]["lift"] > 1
     write_segments(segmenter, tmp_path)
     table = pq.read_table(tmp_path / "segments.parquet")
     assert table.column_names == ["segment", "size", "share", "label", "top_topics", "top_categories", "centroid"]
@@ -70,6 +113,10 @@ def test_invalid_settings(single_topic_users):
         UserSegmenter(method="dbscan").fit(profiles)
     with pytest.raises(InputError, match=r"k_range=\(5, 3\) leaves no k to try"):
         UserSegmenter(k_range=(5, 3)).fit(profiles)
+    with pytest.raises(InputError, match=r"criterion='gap' is not supported"):
+        UserSegmenter(criterion="gap").fit(profiles)
+    with pytest.raises(InputError, match=r"criterion='bic' needs method='gmm'"):
+        UserSegmenter(criterion="bic").fit(profiles)
     with pytest.raises(InputError, match="not fitted yet"):
         UserSegmenter().predict(profiles)
 
@@ -87,3 +134,23 @@ def test_segmenter_is_a_sklearn_estimator(single_topic_users):
         UserSegmenter(k_range=(2,)).fit(profiles)
     with pytest.raises(InputError, match=r"features='genres' is not supported"):
         UserSegmenter(features="genres").fit(profiles)
+
+
+def test_segment_command_prints_the_score_of_every_k(tmp_path, seven_segments):
+    from typer.testing import CliRunner
+
+    from tastemap.cli import app
+
+    data = make_synthetic(n_users=120, n_items=300, n_events=2_400, n_topics=5, dim=16, noise=0.4,
+                          interests_per_user=(1, 1), seed=6)
+    from tastemap.runtime.interests.profile_io import write_profiles
+
+    profiler = InterestProfiler(n_topics=5, n_coarse_topics=None, backend="sklearn", seed=0)
+    write_profiles(profiler.fit(data.events, data.catalog, data.item_vectors), tmp_path / "profiles")
+    result = CliRunner().invoke(app, ["segment", str(tmp_path / "profiles"), "--out", str(tmp_path / "seg"),
+                                      "--k-min", "2", "--k-max", "8", "--backend", "sklearn"])
+    assert result.exit_code == 0, result.output
+    assert "k chosen by elbow" in result.output
+    for k in range(2, 9):
+        assert f"\n│ {k} " in result.output or f" {k} │" in result.output
+    assert "chosen" in result.output

@@ -39,7 +39,8 @@ def movielens():
     """(raw ratings of the first N_USERS users plus one duplicate and one unknown item, catalog,
     item vectors [n_items, 20]: genre one-hot plus seeded noise)."""
     _, catalog = data.load_movielens()
-    raw = read_table(data.MOVIELENS_DIR / "ratings.csv.gz")
+    raw = read_table(data.MOVIELENS_DIR / "ratings.csv.gz").astype(
+        {"userId": "int64", "movieId": "int64", "rating": "float64", "timestamp": "int64"})  # CSV values are text
     raw = raw[raw["userId"].isin(np.sort(raw["userId"].unique())[:N_USERS])].reset_index(drop=True)
     raw = pd.concat([raw, raw.iloc[[3]], raw.iloc[[5]].assign(movieId=-7)], ignore_index=True)
     genres = sorted({path[0] for paths in catalog["categories"] for path in paths})

@@ -46,7 +46,10 @@ def test_each_format_gives_the_same_vectors_and_ids(tiny_package, catalog, expec
     result = encode_to_file(source, out, "title", "item_id", encoder=_encoder(tiny_package), chunk_rows=10)
     np.testing.assert_allclose(np.load(out, mmap_mode="r"), expected, atol=1e-5)
     ids = pd.read_parquet(ids_path_for(out))["id"]
-    assert ids.tolist() == list(range(100, 145)) and ids.dtype == np.int64
+    if ".csv" in name:  # CSV carries no types: ids are the text written
+        assert ids.tolist() == [str(i) for i in range(100, 145)]
+    else:
+        assert ids.tolist() == list(range(100, 145)) and ids.dtype == np.int64
     assert (result.n_rows, result.resumed_rows, result.stats.texts, result.stats.unique) == (45, 0, 45, 44)
     assert not partial_dir_for(out).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "emb.npy", "emb.ids.parquet"])
@@ -116,7 +119,7 @@ def _write(path, content: bytes):
         ("a.csv", b"item_id,name\n1,x\n", "a.csv: missing column(s) ['title']; it has ['item_id', 'name']; pass one of those with --text-col / --id-col"),
         ("a.jsonl", b'{"item_id": 1, "title": "x"}\n{"item_id": 2, "title": null}\n', "a.jsonl: row 2, column 'title': missing (nan); every text should be a string"),
         ("a.jsonl", b'{"item_id": 1, "title": "x"}\n{"item_id": 2, "title": 1984}\n', "a.jsonl: row 2, column 'title': int 1984; every text should be a string"),
-        ("a.jsonl", b'{"item_id": 1, "title": "x"}\n{"title": "y"}\n', "a.jsonl: row 2, column 'item_id': missing value; every row needs an id"),
+        ("a.jsonl", b'{"item_id": 1, "title": "x"}\n{"title": "y"}\n', "a.jsonl: row 2, column 'item_id': missing id; every row needs an id"),
         ("a.csv", b"item_id,title\n1,ok\n2,caf\xe9\n", "a.csv is not valid UTF-8: byte 0xe9 at byte offset 24 (line 3); re-save the file as UTF-8"),
         ("a.txt", b"x", "a.txt: cannot tell the format from its name; use one of ['.csv', '.json', '.jsonl', '.ndjson', '.parquet', '.pq', '.tsv'] (optionally .gz)"),
     ],
@@ -153,3 +156,43 @@ def test_utf8_error_position_across_blocks_and_gzip(tmp_path):
     check_utf8(_write(tmp_path / "ok.csv", "é".encode() * 10), block_size=3)
     with pytest.raises(InputError, match=r"ends inside a multi-byte character that starts at byte offset 3 \(line 1\)"):
         check_utf8(_write(tmp_path / "cut.csv", "é".encode() + b"a\xc3"), block_size=2)
+
+
+def test_a_held_output_stops_a_second_job(tiny_package, catalog, tmp_path):
+    from tastemap.runtime.io.outputs import claim_output
+
+    catalog.to_csv(tmp_path / "items.csv", index=False)
+    with claim_output(tmp_path / "emb.npy"):
+        with pytest.raises(InputError, match=r"emb.npy is being written by another tastemap job \(process \d+\)"):
+            encode_to_file(tmp_path / "items.csv", tmp_path / "emb.npy", "title", encoder=_encoder(tiny_package))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["items.csv"]
+
+
+def test_a_failure_after_the_start_removes_the_working_folder(tiny_package, catalog, tmp_path, monkeypatch):
+    catalog.to_csv(tmp_path / "items.csv", index=False)
+
+    def broken(self, texts):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Encoder, "encode", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        encode_to_file(tmp_path / "items.csv", tmp_path / "emb.npy", "title", encoder=_encoder(tiny_package))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["items.csv"]
+
+
+def test_ids_never_appear_without_their_vectors(tiny_package, catalog, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    catalog.to_csv(tmp_path / "items.csv", index=False)
+    real_replace = os.replace
+
+    def replace(source, target):
+        if str(target).endswith("emb.npy"):
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(InputError, match=r"cannot write .*emb.npy: "):
+        encode_to_file(tmp_path / "items.csv", tmp_path / "emb.npy", "title", encoder=_encoder(tiny_package))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["items.csv"]

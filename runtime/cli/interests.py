@@ -73,11 +73,15 @@ def profile_command(
     from tastemap.console import print_table
     from tastemap.errors import InputError
     from tastemap.runtime.io import events as data
+    from tastemap.runtime.io.outputs import hold_output
     from tastemap.runtime.interests.profile_io import write_profiles
     from tastemap.runtime.interests.profiles import InterestProfiler
 
     started = time.perf_counter()
     spark = engine is Engine.spark
+    if template is not None:
+        data.check_template(template)
+    hold_output(out, folder=True, scratch=[] if cache else [out / ".cache"])
     if movielens:
         frame, items = data.load_movielens()
         if spark:
@@ -86,9 +90,9 @@ def profile_command(
         raise InputError("give EVENTS and CATALOG files, or --movielens for the built-in sample")
     else:
         weights = data.parse_mapping(event_weights, what="--event-weights", numeric=True) or None
-        columns = data.EventColumns(**data.parse_mapping(event_columns, what="--event-columns"), event_weights=weights)
+        columns = data.EventColumns.from_option(event_columns, event_weights=weights)
         frame = None if spark else data.read_events(events, columns)
-        items = data.read_catalog(catalog, data.CatalogColumns(**data.parse_mapping(catalog_columns, what="--catalog-columns")))
+        items = data.read_catalog(catalog, data.CatalogColumns.from_option(catalog_columns))
     extra = {}
     if vectors is not None:
         from tastemap.runtime.io.vectors import load_item_vectors
@@ -153,8 +157,8 @@ def segment_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder for segments.parquet and user_segments.parquet (required unless PROFILES is a fitted model)."),
     method: Method = typer.Option(Method.kmeans, help="Clustering method (bisecting: Spark's BisectingKMeans hierarchy, --engine spark only; agglomerative: local only)."),
     k: Optional[int] = typer.Option(None, "--k", help="Number of segments (default: chosen over --k-min..--k-max)."),
-    k_min: int = typer.Option(2, help="Smallest k tried."),
-    k_max: int = typer.Option(12, help="Largest k tried."),
+    k_min: int = typer.Option(4, help="Smallest k tried."),
+    k_max: int = typer.Option(20, help="Largest k tried."),
     features: Features = typer.Option(Features.topics, help="Profile layers clustered."),
     backend: Backend = typer.Option(Backend.auto, help="Clustering backend."),
     seed: int = typer.Option(0, help="Random seed."),
@@ -193,6 +197,9 @@ def segment_command(
         from tastemap.errors import InputError
 
         raise InputError("--out FOLDER is required to segment profiles (it is optional only for a fitted model directory)")
+    from tastemap.runtime.io.outputs import hold_output
+
+    hold_output(out, folder=True)
     if engine is Engine.spark:
         from tastemap.runtime.spark.segment import SparkSegmenter, segment_with_spark
 
@@ -216,7 +223,12 @@ def _print_segments(fitted, method: str, backend: str, started: float, out: Path
     table = fitted.segments_
     print_table("Segments", ["segment", "users", "share", "label"],
                 [(row.segment, row.size, row.share, row.label) for row in table.itertuples()])
-    score = fitted.criterion_scores_.get(fitted.n_segments_)
+    scores = fitted.criterion_scores_
+    if scores:
+        print_table(f"k chosen by {fitted.criterion_}", ["k", "score", ""],
+                    [(k, "too small a segment" if v != v else f"{v:.4f}", "chosen" if k == fitted.n_segments_ else "")
+                     for k, v in sorted(scores.items())])
+    score = scores.get(fitted.n_segments_)
     print_table("Summary", ["", "value"], [
         ("users", f"{int(table['size'].sum()):,}"),
         ("segments", fitted.n_segments_),

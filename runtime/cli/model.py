@@ -32,6 +32,10 @@ def fit_command(
     model: Optional[Path] = typer.Option(None, help=MODEL_HELP),
     vectors: Optional[Path] = typer.Option(None, help="Precomputed item vectors (.npy, catalog order); skips the encoder (then text cold starts and new items need --model later)."),
     sample: Optional[int] = typer.Option(None, help="Fit on this many users drawn with --seed."),
+    event_columns: str = typer.Option("", help="Event column names, e.g. user_id=uid,item_id=sku,timestamp=ts,rating_scale=5."),
+    catalog_columns: str = typer.Option("", help="Catalog column names, e.g. item_id=sku,title=name,categories=path."),
+    topics: int = typer.Option(50, help="Number of fine topics (at most the number of catalog items)."),
+    coarse_topics: int = typer.Option(10, help="Number of coarse topics (0: a single level)."),
     holdout: Holdout = typer.Option(Holdout.none, help="Keep held-out events out of the fit for `tastemap evaluate --model DIR`."),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
@@ -42,15 +46,22 @@ def fit_command(
     import time
 
     from tastemap.console import print_table
-    from tastemap.runtime.io.events import MOVIELENS_COLUMNS
+    from tastemap.runtime.interests.profiles import InterestProfiler
+    from tastemap.runtime.io.events import MOVIELENS_COLUMNS, CatalogColumns, EventColumns
     from tastemap.runtime.pipeline.inputs import load_inputs
     from tastemap.runtime.pipeline.model import TastemapModel
+    from tastemap.runtime.recommend.recommender import TastemapRecommender
 
     started = time.perf_counter()
-    inputs = load_inputs(events, catalog, model_dir=model, vectors_path=vectors, sample=sample, seed=seed)
+    columns = EventColumns.from_option(event_columns)
+    inputs = load_inputs(events, catalog, model_dir=model, vectors_path=vectors, sample=sample, seed=seed,
+                         event_columns=columns, catalog_columns=CatalogColumns.from_option(catalog_columns))
+    # the estimator `tastemap recommend` fits when given no --model DIR, with the same options
+    template = TastemapRecommender(profiler=InterestProfiler(n_topics=topics, n_coarse_topics=coarse_topics or None,
+                                                             seed=seed), seed=seed)
     fitted = TastemapModel.fit(inputs.interactions, inputs.catalog, inputs.item_vectors, encoder=inputs.encoder,
-                               holdout=None if holdout is Holdout.none else holdout.value, seed=seed,
-                               rating_scale=MOVIELENS_COLUMNS.rating_scale if events is None else None)
+                               recommender=template, holdout=None if holdout is Holdout.none else holdout.value,
+                               rating_scale=MOVIELENS_COLUMNS.rating_scale if events is None else columns.rating_scale)
     fitted.save(out)
     recommender = fitted.recommender
     segmenter = recommender.segmenter_
@@ -77,10 +88,11 @@ def update_command(
     event_columns: str = typer.Option("", help="Event column names, e.g. user_id=uid,item_id=sku,timestamp=ts,rating=stars."),
     catalog_columns: str = typer.Option("", help="Catalog column names, e.g. item_id=sku,title=name,categories=path."),
     rating_scale: Optional[float] = typer.Option(None, help="Divide ratings by this [default: the scale recorded at fit, else the file's largest rating]."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the updated model here instead of replacing MODEL_DIR."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the updated model here instead of replacing MODEL_DIR (with --engine spark: the folder of updated profiles [default: MODEL_DIR-updates])."),
     engine: Engine = typer.Option(Engine.local, help="local: this process; spark: a Structured Streaming job over --stream."),
     stream: Optional[Path] = typer.Option(None, help="With --engine spark: folder where new event files (Parquet) arrive."),
-    checkpoint: Optional[Path] = typer.Option(None, help="With --engine spark: streaming checkpoint folder [default: MODEL_DIR.checkpoint]."),
+    checkpoint: Optional[Path] = typer.Option(None, help="With --engine spark: streaming checkpoint folder [default: OUT/checkpoint]."),
+    interval: Optional[float] = typer.Option(None, help="With --engine spark: keep running, a micro-batch every INTERVAL seconds [default: process the files present, then stop]."),
     master: str = typer.Option("local[2]", help="Spark master with --engine spark (ignored under spark-submit)."),
 ) -> None:
     """Fold new events into a fitted model: the users they touch are re-profiled with the fitted topics.
@@ -100,18 +112,18 @@ def update_command(
             raise InputError("--engine spark reads new event files from --stream FOLDER; give no EVENTS or --catalog")
         from tastemap.runtime.spark.stream_update import stream_update
 
-        result = stream_update(model_dir, stream, checkpoint=checkpoint, master=master, out=out)
+        result = stream_update(model_dir, stream, checkpoint=checkpoint, master=master, out=out, interval=interval)
         print_table("Streaming update (Spark)", ["", "value"], [(key, value) for key, value in result.items()])
         return
     if events is None:
         raise InputError("give the new EVENTS file (or --engine spark --stream FOLDER)")
     fitted = TastemapModel.load(model_dir)
     scale = rating_scale if rating_scale is not None else fitted.meta["data"].get("rating_scale")
-    columns = data.EventColumns(**data.parse_mapping(event_columns, what="--event-columns"), rating_scale=scale)
+    columns = data.EventColumns.from_option(event_columns, rating_scale=scale)
     frame = data.read_events(events, columns)
     items, item_vectors = None, None
     if catalog is not None:
-        items = data.read_catalog(catalog, data.CatalogColumns(**data.parse_mapping(catalog_columns, what="--catalog-columns")))
+        items = data.read_catalog(catalog, data.CatalogColumns.from_option(catalog_columns))
         if vectors is not None:
             from tastemap.runtime.io.vectors import load_item_vectors
 

@@ -16,6 +16,15 @@ app = typer.Typer()
 
 EVENTS_HELP = "Events file (.csv, .parquet, .jsonl); default: the built-in MovieLens sample."
 CATALOG_HELP = "Catalog file (item_id, title[, categories, tags, description]); give it with EVENTS."
+EVENT_COLUMNS_HELP = "Event column names, e.g. user_id=uid,item_id=sku,timestamp=ts,timestamp_unit=ms."
+CATALOG_COLUMNS_HELP = "Catalog column names, e.g. item_id=sku,title=name,categories=path."
+
+
+def _columns(event_columns: str, catalog_columns: str) -> dict:
+    from tastemap.runtime.io.events import CatalogColumns, EventColumns
+
+    return {"event_columns": EventColumns.from_option(event_columns),
+            "catalog_columns": CatalogColumns.from_option(catalog_columns)}
 FITTED_HELP = "A fitted model directory (`tastemap fit`), which answers without refitting; or: "
 
 
@@ -37,6 +46,10 @@ def recommend_command(
     catalog: Optional[Path] = typer.Option(None, help=CATALOG_HELP),
     model: Optional[Path] = typer.Option(None, help=FITTED_HELP + MODEL_HELP),
     vectors: Optional[Path] = typer.Option(None, help="Precomputed item vectors (.npy, catalog order); skips the encoder."),
+    event_columns: str = typer.Option("", help=EVENT_COLUMNS_HELP),
+    catalog_columns: str = typer.Option("", help=CATALOG_COLUMNS_HELP),
+    topics: int = typer.Option(50, help="Number of fine topics (at most the number of catalog items)."),
+    coarse_topics: int = typer.Option(10, help="Number of coarse topics (0: a single level)."),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
     """Recommend items with explanations for one user, or for all users to Parquet.
@@ -57,6 +70,10 @@ def recommend_command(
         raise InputError("give --user USER for one user, or --all --out FILE.parquet for every user")
     if all_users and out is None:
         raise InputError("--all needs --out FILE.parquet")
+    if all_users:
+        from tastemap.runtime.io.outputs import hold_output
+
+        hold_output(out)
     if is_fitted_model(model):
         from tastemap.runtime.pipeline.model import TastemapModel
 
@@ -64,8 +81,13 @@ def recommend_command(
         recommender = TastemapModel.load(model)
         user_ids = recommender.user_ids
     else:
-        inputs = load_inputs(events, catalog, model_dir=model, vectors_path=vectors, seed=seed)
-        recommender = TastemapRecommender(seed=seed).fit(inputs.interactions, inputs.catalog, inputs.item_vectors)
+        inputs = load_inputs(events, catalog, model_dir=model, vectors_path=vectors, seed=seed,
+                             **_columns(event_columns, catalog_columns))
+        from tastemap.runtime.interests.profiles import InterestProfiler
+
+        profiler = InterestProfiler(n_topics=topics, n_coarse_topics=coarse_topics or None, seed=seed)
+        recommender = TastemapRecommender(profiler=profiler, seed=seed).fit(
+            inputs.interactions, inputs.catalog, inputs.item_vectors)
         user_ids = inputs.interactions.user_ids
     if all_users:
         frame = recommender.recommend_batch(k=k)
@@ -105,6 +127,8 @@ def evaluate_command(
                                          + MODEL_HELP),
     vectors: Optional[Path] = typer.Option(
         None, help="Precomputed item vectors (.npy, catalog order); skips the encoder and the content-literal baseline."),
+    event_columns: str = typer.Option("", help=EVENT_COLUMNS_HELP),
+    catalog_columns: str = typer.Option("", help=CATALOG_COLUMNS_HELP),
     seed: int = typer.Option(0, help="Random seed (sampling, bootstrap, clustering)."),
 ) -> None:
     """Compare tastemap with MostPop, ItemKNN, EASE and content baselines (full ranking, 95% CIs).
@@ -130,7 +154,8 @@ def evaluate_command(
         _print_evaluation(name, table, reference)
         tables.append(table.assign(protocol=name))
     else:
-        inputs = load_inputs(events, catalog, model_dir=model, vectors_path=vectors, sample=sample, seed=seed)
+        inputs = load_inputs(events, catalog, model_dir=model, vectors_path=vectors, sample=sample, seed=seed,
+                             **_columns(event_columns, catalog_columns))
         for name in _protocols(protocol):
             split = split_events(inputs.interactions, name)
             weights = None

@@ -21,7 +21,7 @@ from typing import Iterable
 import numpy as np
 
 from tastemap.cpu import SATURATING_INT8_CLASSES, cpu_info
-from tastemap.errors import DeviceError, InputError
+from tastemap.errors import DeviceError, InputError, ModelPackageError
 from tastemap.runtime.encode.batching import dedupe, pad_batch, plan_batches, tokenize_ahead
 from tastemap.runtime.encode.providers import (
     Device,
@@ -190,6 +190,7 @@ class Encoder:
                 "this CPU (%s, no VNNI) and give wrong embeddings; export it again with `tastemap export`",
                 package.variant(plan.variant).file, isa,
             )
+        check_session(package, session)
         self.package = package
         self._plan, self._session, self._threads = plan, session, threads
         self._tokenizer = package.load_tokenizer()
@@ -339,10 +340,32 @@ class Encoder:
             binding.bind_output(self._output, "cuda", 0)
             self._session.run_with_iobinding(binding)
             output = binding.copy_outputs_to_cpu()[0]
+        if output.ndim != 2 or output.shape[1] != self.package.embedding_dim:
+            raise ModelPackageError(f"{self.model_dir}: the model gives outputs of shape {list(output.shape)}, the "
+                                    f"manifest says embedding_dim={self.package.embedding_dim}; re-export the package")
         return output.astype(np.float32, copy=False)
 
     def __repr__(self) -> str:
         return f"Encoder({str(self.model_dir)!r}, variant={self.config.variant!r}, device={self.config.device!r})"
+
+
+def check_session(package, session) -> None:
+    """Raise :class:`ModelPackageError` when the ONNX graph does not have the inputs, the output and
+    the embedding dimension the package's manifest states."""
+    inputs = {item.name for item in session.get_inputs()}
+    missing = [name for name in package.input_names if name not in inputs]
+    outputs = {item.name: item.shape for item in session.get_outputs()}
+    where = f"{package.path}: the ONNX model"
+    if missing:
+        raise ModelPackageError(f"{where} lacks the input(s) {missing} of the manifest (it has {sorted(inputs)}); "
+                                "re-export the package")
+    if package.output_name not in outputs:
+        raise ModelPackageError(f"{where} has no output {package.output_name!r} (it has {sorted(outputs)}); "
+                                "re-export the package")
+    dim = outputs[package.output_name][-1] if outputs[package.output_name] else None
+    if isinstance(dim, int) and dim != package.embedding_dim:
+        raise ModelPackageError(f"{where} gives vectors of {dim} dimensions, the manifest says "
+                                f"embedding_dim={package.embedding_dim}; re-export the package")
 
 
 def check_texts(texts: Iterable[str]) -> list[str]:

@@ -6,10 +6,16 @@ then encodes it chunk by chunk into ``.<out>.partial/`` beside the output: ``emb
 are done, and a fingerprint of the input, model and settings). A rerun with the same fingerprint
 continues after the last finished chunk. When every chunk is done the ids file and then the
 embeddings are renamed into place, so ``out`` exists only when it is complete.
+
+One job at a time writes ``out``: a second one stops at once with an error while the first runs
+(:func:`tastemap.runtime.io.outputs.claim_output`). The working folder is kept only when the run
+is interrupted (Ctrl-C; the log says how to resume); any other failure removes it, and the space
+for the vectors is reserved up front, so that a full disk is an error at the start, not a crash.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -23,10 +29,10 @@ import numpy as np
 from tastemap.console import progress
 from tastemap.errors import InputError
 from tastemap.runtime.encode.encoder import DEFAULT_CHUNK_ROWS, EncodeStats, Encoder
+from tastemap.runtime.io.outputs import check_output_path, claim_output, write_error
 from tastemap.runtime.io.tables import iter_texts, scan_table
 
 logger = logging.getLogger(__name__)
-
 
 
 def ids_path_for(out: str | Path) -> Path:
@@ -83,40 +89,41 @@ def encode_to_file(
     stopped; otherwise it starts over.
     """
     source, out = Path(source), Path(out)
-    if not isinstance(chunk_rows, int) or chunk_rows < 1:
+    if not isinstance(chunk_rows, int) or isinstance(chunk_rows, bool) or chunk_rows < 1:
         raise InputError(f"chunk_rows={chunk_rows!r} should be an integer >= 1")
     if out.suffix != ".npy":
         raise InputError(f"out={str(out)!r} should end in .npy")
-    if encoder is None:
-        from tastemap.paths import resolve_model_dir
-
-        encoder = Encoder(resolve_model_dir(model_dir))
-    encoder.load()
+    check_output_path(ids_path_for(out))
     started = time.perf_counter()
-    scan = scan_table(source, text_col, id_col, chunk_rows)
-    work = partial_dir_for(out)
-    fingerprint = _fingerprint(source, text_col, id_col, chunk_rows, scan.n_rows, encoder)
-    done = _chunks_done(work, fingerprint) if resume else 0
-    if done == 0:
-        shutil.rmtree(work, ignore_errors=True)
-        _start(work, fingerprint, scan.ids, scan.n_rows, encoder.dim)
-    else:
-        logger.info("resuming %s after %d finished chunks of %d rows", out, done, chunk_rows)
-    before = replace(encoder.stats)
-    vectors = np.lib.format.open_memmap(work / "embeddings.npy", mode="r+")
-    n_chunks = -(-scan.n_rows // chunk_rows)
-    chunks = iter_texts(source, text_col, chunk_rows)
-    if show_progress:
-        chunks = progress(chunks, total=n_chunks, description=f"embedding {source.name}")
-    for index, texts in enumerate(chunks):
-        if index < done:
-            continue
-        start = index * chunk_rows
-        vectors[start : start + len(texts)] = encoder.encode(texts)
-        vectors.flush()
-        _write_state(work, fingerprint, index + 1)
-    del vectors
-    _finish(work, out)
+    with claim_output(out):
+        if encoder is None:
+            from tastemap.paths import resolve_model_dir
+
+            encoder = Encoder(resolve_model_dir(model_dir))
+        encoder.load()
+        scan = scan_table(source, text_col, id_col, chunk_rows)
+        work = partial_dir_for(out)
+        fingerprint = _fingerprint(source, text_col, id_col, chunk_rows, scan.n_rows, encoder)
+        done = _chunks_done(work, fingerprint) if resume else 0
+        before = replace(encoder.stats)
+        try:
+            if done == 0:
+                shutil.rmtree(work, ignore_errors=True)
+                _start(work, fingerprint, scan.ids, scan.n_rows, encoder.dim)
+            else:
+                logger.info("resuming %s after %d finished chunks of %d rows", out, done, chunk_rows)
+            _encode_chunks(source, text_col, chunk_rows, scan.n_rows, work, fingerprint, done, encoder,
+                           show_progress)
+            _finish(work, out)
+        except KeyboardInterrupt:
+            logger.warning("interrupted: the finished chunks are kept in %s; run the same command again to "
+                           "resume (--restart starts over)", work)
+            raise
+        except BaseException as exc:
+            shutil.rmtree(work, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise write_error(out, exc) from exc
+            raise
     return EncodeFileResult(
         out=out,
         ids_path=ids_path_for(out),
@@ -129,6 +136,24 @@ def encode_to_file(
         stats=_difference(encoder.stats, before),
         seconds=time.perf_counter() - started,
     )
+
+
+def _encode_chunks(source: Path, text_col: str, chunk_rows: int, n_rows: int, work: Path, fingerprint: dict,
+                   done: int, encoder: Encoder, show_progress: bool) -> None:
+    vectors = np.lib.format.open_memmap(work / "embeddings.npy", mode="r+")
+    chunks = iter_texts(source, text_col, chunk_rows)
+    if show_progress:
+        chunks = progress(chunks, total=-(-n_rows // chunk_rows), description=f"embedding {source.name}")
+    try:
+        for index, texts in enumerate(chunks):
+            if index < done:
+                continue
+            start = index * chunk_rows
+            vectors[start : start + len(texts)] = encoder.encode(texts)
+            vectors.flush()
+            _write_state(work, fingerprint, index + 1)
+    finally:
+        del vectors
 
 
 def _fingerprint(source: Path, text_col, id_col, chunk_rows: int, n_rows: int, encoder: Encoder) -> dict:
@@ -167,11 +192,28 @@ def _start(work: Path, fingerprint: dict, ids: np.ndarray, n_rows: int, dim: int
     try:
         work.mkdir(parents=True)
         pq.write_table(pa.table({"id": ids}), work / "ids.parquet")
-        np.lib.format.open_memmap(work / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n_rows, dim))
+        vectors = np.lib.format.open_memmap(work / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n_rows, dim))
+        del vectors
+        _reserve(work / "embeddings.npy")
+        _write_state(work, fingerprint, 0)
     except OSError as exc:
         shutil.rmtree(work, ignore_errors=True)
-        raise InputError(f"cannot write to {work.parent}: {exc.strerror}") from exc
-    _write_state(work, fingerprint, 0)
+        raise write_error(work.parent, exc, what="write to") from exc
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the blocks of the sparse file ``path`` now: a disk too small fails here with an
+    error, not later with a crash (SIGBUS) while writing to the memory map."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _write_state(work: Path, fingerprint: dict, chunks_done: int) -> None:
@@ -181,8 +223,14 @@ def _write_state(work: Path, fingerprint: dict, chunks_done: int) -> None:
 
 
 def _finish(work: Path, out: Path) -> None:
-    os.replace(work / "ids.parquet", ids_path_for(out))
-    os.replace(work / "embeddings.npy", out)
+    """Move the ids, then the vectors into place: ``out`` appears last, when both are complete."""
+    ids = ids_path_for(out)
+    os.replace(work / "ids.parquet", ids)
+    try:
+        os.replace(work / "embeddings.npy", out)
+    except OSError:
+        ids.unlink(missing_ok=True)  # never ids without their vectors
+        raise
     shutil.rmtree(work, ignore_errors=True)
 
 

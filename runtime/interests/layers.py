@@ -41,11 +41,11 @@ class TimeWindows:
     reference: str = "user"
 
     def __post_init__(self):
-        if not self.short_window_days > 0:
-            raise InputError(f"short_window_days={self.short_window_days} should be > 0")
+        if not 0 < self.short_window_days < math.inf:
+            raise InputError(f"short_window_days={self.short_window_days} should be > 0 and finite")
         for name in ("short_decay", "long_decay"):
-            if not getattr(self, name) >= 0:
-                raise InputError(f"{name}={getattr(self, name)} should be >= 0 (a decay rate per day)")
+            if not 0 <= getattr(self, name) < math.inf:
+                raise InputError(f"{name}={getattr(self, name)} should be >= 0 and finite (a decay rate per day)")
         if self.reference not in REFERENCES:
             raise InputError(f"reference={self.reference!r} is not supported; use one of {list(REFERENCES)}")
 

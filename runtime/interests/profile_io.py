@@ -21,6 +21,7 @@ from scipy import sparse
 
 from tastemap.errors import InputError
 from tastemap.runtime.interests.layers import rank_rows
+from tastemap.runtime.io.outputs import write_error
 from tastemap.runtime.interests.profiles import UserProfiles
 
 SCHEMA_VERSION = 1
@@ -48,14 +49,15 @@ def write_profiles(profiler, out_dir: str | Path, profiles: UserProfiles | None 
 def profiles_table(profiles: UserProfiles, item_ids: np.ndarray, titles: np.ndarray) -> pa.Table:
     """One row per user (see the README schema); labels are dictionary-encoded strings."""
     fine_names = profiles.topic_names[-1]
+    n_users = len(profiles.user_ids)
     columns = {
         "user_id": pa.array(profiles.user_ids),
         "n_events": pa.array(profiles.n_events.astype(np.int64)),
         "last_seen": pa.array(profiles.last_seen.astype(np.int64)),
-        "short_term": _ranked([profiles.short_term], [fine_names], "topic"),
-        "long_term": _ranked([profiles.topics[-1]], [fine_names], "topic"),
-        "topics": _ranked(profiles.topics, profiles.topic_names, "topic"),
-        "categories": _ranked(profiles.categories, profiles.category_names, "category"),
+        "short_term": _ranked([profiles.short_term], [fine_names], "topic", n_users),
+        "long_term": _ranked([profiles.topics[-1]], [fine_names], "topic", n_users),
+        "topics": _ranked(profiles.topics, profiles.topic_names, "topic", n_users),
+        "categories": _ranked(profiles.categories, profiles.category_names, "category", n_users),
         "interests": _interests(profiles, item_ids, titles, fine_names),
     }
     if profiles.vectors is not None:
@@ -139,33 +141,51 @@ def layer_matrix(column: pa.Array | pa.ChunkedArray, names: list, level: int | N
 def write_atomically(out_dir: str | Path, writers: dict[str, Callable[[Path], object]]) -> dict[str, Path]:
     """Run ``writers[name](temporary_path)`` for each file, then rename all into ``out_dir``.
 
-    If any writer fails, every temporary file is removed and nothing in ``out_dir`` changes.
+    If any writer fails, every temporary file is removed and nothing in ``out_dir`` changes (a
+    folder it had to create is removed again). A target that is a folder, a folder that cannot be
+    written (read-only, full) is an :class:`InputError` naming the path and the reason.
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"output folder {out_dir} is a file; give a folder")
+    for name in writers:
+        if (out_dir / name).is_dir():
+            raise InputError(f"cannot write {out_dir / name}: it is an existing folder; remove it or write elsewhere")
+    created = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists()]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
-    temporary = {}
+        raise write_error(out_dir, exc, what="create the output folder") from None
+    temporary, target = {}, out_dir
     try:
         for name, write in writers.items():
+            target = out_dir / name
             handle, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out_dir)
             os.close(handle)
             temporary[name] = Path(tmp)
             write(temporary[name])
             os.chmod(temporary[name], 0o644)
         for name, tmp in temporary.items():
-            os.replace(tmp, out_dir / name)
+            target = out_dir / name
+            os.replace(tmp, target)
+    except OSError as exc:
+        raise write_error(target, exc) from exc
     finally:
         for tmp in temporary.values():
             tmp.unlink(missing_ok=True)
+        if any(not (out_dir / name).exists() for name in writers):
+            for folder in created:  # deepest first; only those this call made, and only if still empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
     return {name: out_dir / name for name in writers}
 
 
-def _ranked(matrices: list, names: list, key: str) -> pa.ListArray:
-    """``list<struct<level?, key, label, weight>>`` per row; levels stacked coarse first, each
-    ranked by decreasing weight. A single matrix gives no ``level`` field."""
-    n_rows = matrices[0].shape[0] if matrices else 0
+def _ranked(matrices: list, names: list, key: str, n_rows: int) -> pa.ListArray:
+    """``list<struct<level?, key, label, weight>>`` for each of ``n_rows`` rows; levels stacked
+    coarse first, each ranked by decreasing weight. A single matrix gives no ``level`` field; no
+    matrix (a catalog without categories) gives empty lists."""
     users, levels, columns, values = [], [], [], []
     offsets = np.cumsum([0] + [len(n) for n in names])
     for level, matrix in enumerate(matrices):

@@ -8,8 +8,10 @@ every user, the three layers and the per-user interest clusters:
 - time: short-term and long-term topic weights (``exp(-lambda * dt) * weight`` importance);
 - category: the catalog's category tree, one weight vector per level;
 - topic: weights over the topics of each level of the topic tree;
-- interests: Ward clusters of the user's most recent items (at most ``max_items_per_user``),
-  cut at ``distance_threshold`` (and at most ``max_interests``), each with its medoid item,
+- interests: the user's most recent items (at most ``max_items_per_user``) split into interests
+  by :mod:`~tastemap.runtime.interests.partition`: a Ward tree cut per branch where the two sides
+  stop looking like one interest (``distance_threshold`` bounds it: lower merges always happen),
+  then near-duplicate interests merged (at most ``max_interests``); each with its medoid item,
   importance, share, size, members and topic.
 
 The fitted attributes (the in-memory API used by recommendation and segmentation) are listed in
@@ -47,6 +49,7 @@ from tastemap.runtime.interests.layers import (
     onehot,
     user_vectors,
 )
+from tastemap.runtime.interests.partition import interest_scale, partition_user
 from tastemap.runtime.interests.topics import fit_topic_tree
 
 logger = logging.getLogger(__name__)
@@ -70,8 +73,9 @@ class UserInterests:
 
     ``indptr`` ``[n_users + 1]`` slices the ``[n_interests]`` arrays ``medoid`` (catalog row),
     ``importance`` (summed long-term importance of the members), ``share`` (importance over the
-    user's total), ``size`` and ``topic`` (fine topic of the medoid); ``member_indptr``
-    ``[n_interests + 1]`` slices ``members`` (catalog rows, most central first).
+    user's total), ``size`` and ``topic`` (the fine topic most members belong to; ties: the
+    medoid's); ``member_indptr`` ``[n_interests + 1]`` slices ``members`` (catalog rows, most
+    central first). :func:`shared_topic` says at which level the members share a topic.
     """
 
     indptr: np.ndarray
@@ -135,8 +139,12 @@ class InterestProfiler(BaseEstimator):
     n_coarse_topics : int or None, default=10
         Coarse topics merged over the fine ones, in ``[0, n_topics)``; None or 0: one level.
     distance_threshold : float, default=1.5
-        Ward merge height (Euclidean, unit vectors) at which a user's items split into separate
-        interests (> 0).
+        Ward merge height (Euclidean, unit vectors) below which a user's items always share an
+        interest (> 0); above it, the data decides (``min_affinity``).
+    min_affinity : float, default=0.5
+        Two groups of a user's items are one interest when the mean similarity between them is at
+        least this share of the mean similarity within them (centred cosines; see
+        :mod:`~tastemap.runtime.interests.partition`), in (0, 1].
     max_items_per_user : int, default=50
         The most recent items of a user that are clustered into interests.
     max_interests : int, default=8
@@ -193,6 +201,7 @@ class InterestProfiler(BaseEstimator):
         n_topics: int = 50,
         n_coarse_topics: int | None = 10,
         distance_threshold: float = 1.5,
+        min_affinity: float = 0.5,
         max_items_per_user: int = 50,
         max_interests: int = 8,
         short_window_days: float = 90.0,
@@ -206,6 +215,7 @@ class InterestProfiler(BaseEstimator):
         self.n_topics = n_topics
         self.n_coarse_topics = n_coarse_topics
         self.distance_threshold = distance_threshold
+        self.min_affinity = min_affinity
         self.max_items_per_user = max_items_per_user
         self.max_interests = max_interests
         self.short_window_days = short_window_days
@@ -222,8 +232,8 @@ class InterestProfiler(BaseEstimator):
             raise InputError(f"n_topics={self.n_topics!r} should be an integer >= 2")
         if self.n_coarse_topics is not None and not 0 <= self.n_coarse_topics < self.n_topics:
             raise InputError(f"n_coarse_topics={self.n_coarse_topics} should be None or in [0, n_topics={self.n_topics})")
-        if not self.distance_threshold > 0:
-            raise InputError(f"distance_threshold={self.distance_threshold} should be > 0")
+        if not 0 < self.distance_threshold < math.inf:
+            raise InputError(f"distance_threshold={self.distance_threshold} should be > 0 and finite")
         for name in ("max_items_per_user", "max_interests"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
@@ -272,7 +282,9 @@ class InterestProfiler(BaseEstimator):
         self.topic_tree_, topic_stats = fit_topic_tree(
             self.item_vectors_, self.item_texts_, n_topics=self.n_topics,
             n_coarse_topics=self.n_coarse_topics or None, backend=self.backend, seed=self.seed,
-            stop_words=template_words(self.text_template))
+            stop_words=template_words(self.text_template),
+            encoder=item_vectors if hasattr(item_vectors, "encode") else None,
+            categories=catalog["categories"].tolist())
         self.backend_ = topic_stats["backend"]
         self.item_topics_ = np.stack([level.labels for level in self.topic_tree_.levels], axis=1)
         self.category_levels_ = category_levels(catalog["categories"].tolist())
@@ -319,7 +331,7 @@ class InterestProfiler(BaseEstimator):
         interests = cluster_interests(pairs, self.item_vectors_, tree.fine.labels,
                                       max_items=self.max_items_per_user,
                                       distance_threshold=self.distance_threshold,
-                                      max_interests=self.max_interests)
+                                      max_interests=self.max_interests, min_affinity=self.min_affinity)
         stats["interests_seconds"] = round(time.perf_counter() - start, 3)
         n_events = np.bincount(interactions.users, minlength=interactions.n_users)
         last_seen = np.maximum.reduceat(pairs.last_seen, pairs.indptr[:-1])
@@ -347,9 +359,13 @@ def cluster_interests(
     max_items: int = 50,
     distance_threshold: float = 1.5,
     max_interests: int = 8,
+    min_affinity: float = 0.5,
 ) -> UserInterests:
-    """Ward clustering of each user's ``max_items`` most recent items (unit ``item_vectors``
-    ``[n_items, dim]``), cut at ``distance_threshold`` with at most ``max_interests`` clusters.
+    """Each user's ``max_items`` most recent items (unit ``item_vectors`` ``[n_items, dim]``)
+    split into at most ``max_interests`` interests by
+    :func:`~tastemap.runtime.interests.partition.partition_user` (the Ward cut bounded by
+    ``distance_threshold``, then near-duplicates merged at ``min_affinity``); ``item_topics``
+    ``[n_items]`` are the fine topics, whose within-topic similarity sets the catalogue's scale.
 
     The medoid of a cluster is the member with the largest summed cosine similarity to the other
     members. Importance is the members' summed long-term importance (``pairs.long``). The loop over
@@ -363,11 +379,11 @@ def cluster_interests(
     totals = np.add.reduceat(weight_all, indptr[:-1]) if weight_all.size else np.zeros(0)
     parts = {name: [] for name in ("medoid", "importance", "share", "size", "members")}
     counts = np.zeros(pairs.n_users, np.int64)
-    upper = {}
+    scale = interest_scale(item_vectors, item_topics)
     with threadpool_limits(limits=1):  # tiny matrices: BLAS threads cost more than they save
         for user in progress(range(pairs.n_users), total=pairs.n_users, description="interest clusters"):
             _cluster_one(user, indptr, items_all, weight_all, totals, item_vectors, distance_threshold,
-                         max_interests, upper, parts, counts)
+                         max_interests, min_affinity, scale, parts, counts)
     flat = {name: np.concatenate(values) if values else np.zeros(0) for name, values in parts.items()}
     sizes = flat["size"].astype(np.int64)
     medoid = flat["medoid"].astype(np.int64)
@@ -377,14 +393,14 @@ def cluster_interests(
         importance=flat["importance"].astype(np.float32),
         share=flat["share"].astype(np.float32),
         size=sizes,
-        topic=np.asarray(item_topics)[medoid].astype(np.int64),
+        topic=_plurality(np.asarray(item_topics), flat["members"].astype(np.int64), sizes, medoid),
         member_indptr=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
         members=flat["members"].astype(np.int64),
     )
 
 
 def _cluster_one(user, indptr, items_all, weight_all, totals, item_vectors, distance_threshold, max_interests,
-                 upper, parts, counts) -> None:
+                 min_affinity, scale, parts, counts) -> None:
     """Ward-cluster one user's items and append the ranked interests to ``parts``."""
     lo, hi = indptr[user], indptr[user + 1]
     items, weight, m = items_all[lo:hi], weight_all[lo:hi], hi - lo
@@ -392,15 +408,8 @@ def _cluster_one(user, indptr, items_all, weight_all, totals, item_vectors, dist
         return
     x = item_vectors[items]
     gram = x @ x.T
-    if m == 1:
-        labels = np.zeros(1, np.int64)
-    else:
-        if m not in upper:
-            upper[m] = np.triu_indices(m, 1)
-        condensed = np.sqrt(np.maximum(2.0 - 2.0 * gram[upper[m]].astype(np.float64), 0.0))
-        tree = linkage(condensed, method="ward")
-        n_merges = max(int(np.count_nonzero(tree[:, 2] <= distance_threshold)), m - max_interests)
-        labels = cut_tree(tree, m, n_merges)
+    labels = partition_user(x, scale, distance_threshold=distance_threshold, max_interests=max_interests,
+                            min_affinity=min_affinity)
     k = int(labels.max()) + 1
     membership = np.zeros((m, k), np.float32)
     membership[np.arange(m), labels] = 1.0
@@ -417,6 +426,53 @@ def _cluster_one(user, indptr, items_all, weight_all, totals, item_vectors, dist
     parts["size"].append(sizes)
     parts["members"].append(items[order])
     counts[user] = k
+
+
+def _plurality(item_topics: np.ndarray, members: np.ndarray, sizes: np.ndarray, medoid: np.ndarray) -> np.ndarray:
+    """The topic most members of each interest belong to (ties: the medoid's, then the lowest)."""
+    if sizes.size == 0:
+        return np.zeros(0, np.int64)
+    owner = np.repeat(np.arange(sizes.size), sizes)
+    n_topics = int(item_topics.max()) + 1
+    counts = np.zeros((sizes.size, n_topics), np.float64)
+    np.add.at(counts, (owner, item_topics[members]), 1.0)
+    counts[np.arange(sizes.size), item_topics[medoid]] += 0.5
+    return np.argmax(counts, axis=1).astype(np.int64)
+
+
+SHARED_MAJORITY = 0.5
+
+
+def shared_topic(members: np.ndarray, item_topics: np.ndarray, *, majority: float = SHARED_MAJORITY) -> tuple[int, int, float]:
+    """What the ``members`` of an interest share: ``(level, topic, share)`` of the finest topic
+    tree level at which more than ``majority`` of them fall in one topic (``item_topics``
+    ``[n_items, n_levels]``, coarse first). A mixed interest gives ``(-1, t, s)`` with ``t`` its
+    most common coarse topic and ``s`` that topic's share."""
+    members = np.asarray(members, np.int64)
+    share, top = 0.0, 0
+    for level in range(item_topics.shape[1] - 1, -1, -1):
+        counts = np.bincount(item_topics[members, level])
+        top = int(np.argmax(counts))
+        share = float(counts[top]) / max(members.size, 1)
+        if share > majority:
+            return level, top, share
+    return -1, top, share
+
+
+def interest_label(members: np.ndarray, item_topics: np.ndarray, tree) -> str:
+    """The label of an interest: the name of the topic its members share (:func:`shared_topic`),
+    or ``a mix of A + B`` (the first phrase of its two most common coarse topics) when mixed."""
+    level, topic, _ = shared_topic(members, item_topics)
+    if level >= 0:
+        return tree.levels[level].names[topic]
+    counts = np.bincount(item_topics[np.asarray(members, np.int64), 0])
+    tops = [int(t) for t in np.argsort(-counts, kind="stable")[:2] if counts[t] > 0]
+    return "a mix of " + " + ".join(_lead(tree.levels[0], t) for t in tops)
+
+
+def _lead(level, topic: int) -> str:
+    words = level.keywords[topic]
+    return words[0] if words else f"topic {topic}"
 
 
 def cut_tree(tree: np.ndarray, m: int, n_merges: int) -> np.ndarray:

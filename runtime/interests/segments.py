@@ -4,9 +4,15 @@ Features are Hellinger embeddings of the profile layers (square roots of the top
 category weights), so that Euclidean distance between users is the Hellinger distance between
 their interest distributions. :class:`UserSegmenter` clusters them with k-means, a Gaussian mixture
 or Ward agglomerative clustering through the backend seam of :mod:`tastemap.runtime.interests.clustering`.
-``k`` is given, or chosen over ``k_range`` by a criterion that is reported: the silhouette (on a
-seeded sample) for k-means and agglomerative, the BIC for GMM. Segments are numbered by decreasing
-size and labelled with their top topics and categories.
+
+``k`` is given, or chosen over ``k_range`` (4 to 20) by a criterion that is reported for every k
+tried (:data:`CRITERIA`): ``elbow`` (the default for k-means and Ward) takes the elbow of the
+within-cluster dispersion ``W(k)``, the k whose point lies farthest below the straight line from
+the first to the last point of the curve (both axes scaled to [0, 1]); ``bic`` (the default for
+the GMM) the lowest BIC; ``silhouette`` the largest silhouette on a seeded sample. A k whose
+smallest segment holds fewer than ``min_segment_share`` of the users is not chosen (its score is
+reported as NaN). Segments are numbered by decreasing size and described by their lift over the
+population (:func:`describe_segments`): the topics and categories over-represented in the segment.
 """
 
 from __future__ import annotations
@@ -31,10 +37,13 @@ from tastemap.runtime.interests.profiles import UserProfiles
 logger = logging.getLogger(__name__)
 
 METHODS = ("kmeans", "gmm", "agglomerative")
+CRITERIA = ("auto", "elbow", "bic", "silhouette")
 SEGMENTS_SCHEMA = pa.schema([
     ("segment", pa.int32()), ("size", pa.int64()), ("share", pa.float64()), ("label", pa.string()),
-    ("top_topics", pa.list_(pa.struct([("topic", pa.int32()), ("label", pa.string()), ("weight", pa.float32())]))),
-    ("top_categories", pa.list_(pa.struct([("category", pa.string()), ("weight", pa.float32())]))),
+    ("top_topics", pa.list_(pa.struct([("topic", pa.int32()), ("label", pa.string()), ("weight", pa.float32()),
+                                       ("population", pa.float32()), ("lift", pa.float32())]))),
+    ("top_categories", pa.list_(pa.struct([("category", pa.string()), ("weight", pa.float32()),
+                                           ("population", pa.float32()), ("lift", pa.float32())]))),
     ("centroid", pa.list_(pa.float32())),
 ])
 FEATURES = ("topics", "categories", "topics+categories")
@@ -82,9 +91,13 @@ class UserSegmenter(BaseEstimator):
         K-means, a Gaussian mixture or Ward agglomerative clustering.
     n_segments : int or None, default=None
         Number of segments; None: chosen over ``k_range`` by the criterion.
-    k_range : tuple of (int, int), default=(2, 12)
+    k_range : tuple of (int, int), default=(4, 20)
         Smallest and largest k tried (inclusive) when ``n_segments`` is None; the largest is
         capped at ``n_users - 1``.
+    criterion : {"auto", "elbow", "bic", "silhouette"}, default="auto"
+        How k is chosen over ``k_range``; auto: ``bic`` for the GMM, ``elbow`` otherwise.
+    min_segment_share : float, default=0.02
+        A k whose smallest segment holds fewer than this share of the users is not chosen.
     features : {"topics", "categories", "topics+categories"}, default="topics"
         Profile layers clustered (Hellinger features, see :func:`profile_features`).
     covariance_type : {"full", "tied", "diag", "spherical"}, default="diag"
@@ -108,12 +121,17 @@ class UserSegmenter(BaseEstimator):
         Segment centres in feature space.
     feature_names_ : list of str, length n_features
         ``topic:<label>`` and ``category:<name>``.
-    criterion_ : {"silhouette", "bic", "given"}
+    criterion_ : {"elbow", "bic", "silhouette", "given"}
         How k was chosen.
     criterion_scores_ : dict of int to float
-        The criterion for every k tried (empty when ``n_segments`` is given).
+        The criterion for every k tried (empty when ``n_segments`` is given): for ``elbow`` the
+        distance below the chord of the scaled dispersion curve (largest wins), for ``bic`` the
+        BIC (smallest wins), for ``silhouette`` the silhouette (largest wins); NaN where the
+        smallest segment is below ``min_segment_share``.
+    dispersion_ : dict of int to float
+        Within-cluster sum of squares ``W(k)`` for every k tried (empty when k is given).
     segments_ : DataFrame of n_segments rows
-        ``segment, size, share, label, top_topics, top_categories``.
+        ``segment, size, share, label, top_topics, top_categories`` (see :func:`describe_segments`).
     backend_ : str
         The library that ran the clustering.
     mixture_ : GaussianMixture or None
@@ -122,12 +140,14 @@ class UserSegmenter(BaseEstimator):
         Segment number of each cluster label of the clustering run.
     """
 
-    def __init__(self, *, method: str = "kmeans", n_segments: int | None = None, k_range: tuple[int, int] = (2, 12),
-                 features: str = "topics", covariance_type: str = "diag", sample_size: int = 5_000,
-                 backend: str = "auto", seed: int = 0):
+    def __init__(self, *, method: str = "kmeans", n_segments: int | None = None, k_range: tuple[int, int] = (4, 20),
+                 criterion: str = "auto", min_segment_share: float = 0.02, features: str = "topics",
+                 covariance_type: str = "diag", sample_size: int = 5_000, backend: str = "auto", seed: int = 0):
         self.method = method
         self.n_segments = n_segments
         self.k_range = k_range
+        self.criterion = criterion
+        self.min_segment_share = min_segment_share
         self.features = features
         self.covariance_type = covariance_type
         self.sample_size = sample_size
@@ -152,6 +172,12 @@ class UserSegmenter(BaseEstimator):
             raise InputError(f"k_range={self.k_range!r} should be a pair of integers (k_min, k_max)")
         if not (isinstance(self.sample_size, (int, np.integer)) and self.sample_size >= 2):
             raise InputError(f"sample_size={self.sample_size!r} should be an integer >= 2")
+        if self.criterion not in CRITERIA:
+            raise InputError(f"criterion={self.criterion!r} is not supported; use one of {list(CRITERIA)}")
+        if self.criterion == "bic" and self.method != "gmm":
+            raise InputError(f"criterion='bic' needs method='gmm' (got method={self.method!r}); use elbow or silhouette")
+        if not 0 <= self.min_segment_share < 1:
+            raise InputError(f"min_segment_share={self.min_segment_share} should be in [0, 1)")
 
     def fit(self, profiles: UserProfiles) -> "UserSegmenter":
         """Segment the users of ``profiles``.
@@ -169,24 +195,17 @@ class UserSegmenter(BaseEstimator):
         x, feature_names = profile_features(profiles, self.features)
         candidates = candidate_ks(self.n_segments, tuple(self.k_range), x.shape[0])
         engine = resolve_backend(self.backend)
-        runs, scores = {}, {}
-        sample = _sample(x.shape[0], self.sample_size, self.seed)
-        for k in candidates:
-            runs[k] = self._cluster(engine, x, k)
-            if len(candidates) > 1:
-                scores[k] = self._score(x, runs[k], sample)
+        runs = {k: self._cluster(engine, x, k) for k in candidates}
         if len(candidates) == 1:
-            best, criterion = candidates[0], "given"
-        elif self.method == "gmm":
-            best, criterion = min(scores, key=lambda k: (scores[k], k)), "bic"
+            best, criterion, scores, dispersion = candidates[0], "given", {}, {}
         else:
-            best, criterion = max(scores, key=lambda k: (scores[k], -k)), "silhouette"
+            best, criterion, scores, dispersion = self._choose(x, runs)
         (labels, centers), stats = runs[best]
         order = np.lexsort((np.arange(best), -np.bincount(labels, minlength=best)))
         remap = np.empty(best, np.int64)
         remap[order] = np.arange(best)
         self.feature_names_ = feature_names
-        self.criterion_, self.criterion_scores_ = criterion, scores
+        self.criterion_, self.criterion_scores_, self.dispersion_ = criterion, scores, dispersion
         self.backend_ = stats["backend"]
         self.mixture_ = stats.get("model")
         self.segment_of_cluster_ = remap
@@ -218,32 +237,86 @@ class UserSegmenter(BaseEstimator):
             return engine.gmm(x, k, seed=self.seed, covariance_type=self.covariance_type)
         return engine.agglomerative(x, k, seed=self.seed)
 
-    def _score(self, x: np.ndarray, run, sample: np.ndarray) -> float:
-        (labels, _), stats = run
-        if self.method == "gmm":
-            return stats["bic"]
-        from sklearn.metrics import silhouette_score
+    def _choose(self, x: np.ndarray, runs: dict) -> tuple[int, str, dict, dict]:
+        """``(k, criterion, scores per k, dispersion per k)`` (see the module docstring)."""
+        criterion = self.criterion if self.criterion != "auto" else ("bic" if self.method == "gmm" else "elbow")
+        ks = sorted(runs)
+        dispersion = {k: within_dispersion(x, runs[k][0][0], k) for k in ks}
+        if criterion == "elbow":
+            scores = elbow_scores(ks, [dispersion[k] for k in ks])
+        elif criterion == "bic":
+            scores = {k: float(runs[k][1]["bic"]) for k in ks}
+        else:
+            sample = _sample(x.shape[0], self.sample_size, self.seed)
+            scores = {k: _silhouette(x, runs[k][0][0], sample) for k in ks}
+        smallest = {k: int(np.bincount(runs[k][0][0], minlength=k).min()) for k in ks}
+        floor = self.min_segment_share * x.shape[0]
+        allowed = [k for k in ks if smallest[k] >= floor] or [min(ks)]
+        for k in ks:
+            if k not in allowed:
+                scores[k] = float("nan")
+        if criterion == "bic":
+            best = min(allowed, key=lambda k: (scores[k], k))
+        else:
+            best = max(allowed, key=lambda k: (scores[k], -k))
+        return best, criterion, scores, dispersion
 
-        picked = labels[sample]
-        if np.unique(picked).size < 2:
-            return -1.0
-        return float(silhouette_score(x[sample], picked))
+
+def within_dispersion(x: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Within-cluster sum of squared distances to the cluster means."""
+    from tastemap.runtime.interests.clustering import group_means
+
+    centres = group_means(x, labels, k)
+    return float(((x - centres[labels]) ** 2).sum())
+
+
+def elbow_scores(ks: list[int], dispersion: list[float]) -> dict[int, float]:
+    """Distance of each scaled point ``(k, W(k))`` below the chord from the first to the last
+    point (both axes scaled to [0, 1]): the elbow is the largest."""
+    k = np.asarray(ks, np.float64)
+    w = np.asarray(dispersion, np.float64)
+    k_scaled = (k - k[0]) / max(k[-1] - k[0], 1e-12)
+    span = w[0] - w[-1]
+    w_scaled = (w - w[-1]) / span if span > 0 else np.zeros_like(w)
+    chord = 1.0 - k_scaled
+    return {int(a): float(b) for a, b in zip(ks, chord - w_scaled)}
+
+
+def _silhouette(x: np.ndarray, labels: np.ndarray, sample: np.ndarray) -> float:
+    from sklearn.metrics import silhouette_score
+
+    picked = labels[sample]
+    if np.unique(picked).size < 2:
+        return -1.0
+    return float(silhouette_score(x[sample], picked))
 
 
 def describe_segments(profiles: UserProfiles, labels: np.ndarray, k: int, *, top: int = 3) -> pd.DataFrame:
-    """Per segment: size, share, top topics and categories (mean member weights) and a label."""
+    """Per segment: size, share, the topics and categories most over-represented in it, and a
+    label (its two top topics, then its two top categories after ``|``).
+
+    A topic's ``weight`` is the segment members' mean weight, ``population`` the mean over every
+    user and ``lift`` their ratio. Topics are ranked by ``weight * log(lift)`` (their term of the
+    Kullback-Leibler divergence of the segment from the population), among those with a lift above
+    1: what sets the segment apart, not what everybody likes. Categories likewise (top level).
+    """
     from tastemap.runtime.interests.layers import onehot
 
     membership = onehot(labels, k).T.tocsr()
     sizes = np.bincount(labels, minlength=k)
     scale = 1.0 / np.maximum(sizes, 1)[:, None]
     topic_means = np.asarray((membership @ profiles.topics[-1]).todense()) * scale
-    category_means = (np.asarray((membership @ profiles.categories[0]).todense()) * scale
-                      if profiles.categories else np.zeros((k, 0)))
+    topic_population = np.asarray(profiles.topics[-1].mean(axis=0)).ravel()
+    if profiles.categories:
+        category_means = np.asarray((membership @ profiles.categories[0]).todense()) * scale
+        category_population = np.asarray(profiles.categories[0].mean(axis=0)).ravel()
+    else:
+        category_means, category_population = np.zeros((k, 0)), np.zeros(0)
     rows = []
     for segment in range(k):
-        topics = _top(topic_means[segment], profiles.topic_names[-1], top, "topic")
-        categories = _top(category_means[segment], profiles.category_names[0] if profiles.categories else [], top, "category")
+        topics = _lifted(topic_means[segment], topic_population, profiles.topic_names[-1], top, "topic")
+        categories = _lifted(category_means[segment], category_population,
+                             profiles.category_names[0] if profiles.categories else [], top, "category")
         label = "; ".join(t["label"] for t in topics[:2])
         if categories:
             label += " | " + ", ".join(c["category"] for c in categories[:2])
@@ -258,7 +331,7 @@ def write_segments(segmenter: UserSegmenter, out_dir: str | Path) -> dict[str, P
     frame = segmenter.segments_.copy()
     frame["centroid"] = [c.astype(np.float32) for c in segmenter.centroids_]
     meta = {"method": segmenter.method, "features": segmenter.features, "feature_names": segmenter.feature_names_,
-            "criterion": segmenter.criterion_, "criterion_scores": {str(k): v for k, v in segmenter.criterion_scores_.items()},
+            "criterion": segmenter.criterion_, "criterion_scores": {str(k): (None if v != v else v) for k, v in segmenter.criterion_scores_.items()},
             "backend": segmenter.backend_, "seed": segmenter.seed}
     table = pa.Table.from_pandas(frame, schema=SEGMENTS_SCHEMA, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"tastemap": json.dumps(meta).encode()})
@@ -269,10 +342,23 @@ def write_segments(segmenter: UserSegmenter, out_dir: str | Path) -> dict[str, P
     })
 
 
-def _top(weights: np.ndarray, names, n: int, key: str) -> list[dict]:
-    order = np.lexsort((np.arange(weights.size), -weights))[:n]
-    return [{key: (int(i) if key == "topic" else str(names[i])), **({"label": str(names[i])} if key == "topic" else {}),
-             "weight": float(weights[i])} for i in order if weights[i] > 0]
+def _lifted(weights: np.ndarray, population: np.ndarray, names, n: int, key: str) -> list[dict]:
+    """The ``n`` entries most over-represented (``weight * log(lift)``, lift above 1), each with
+    its weight, population weight and lift; the heaviest entries when none is above 1."""
+    lift = np.divide(weights, population, out=np.zeros_like(weights, dtype=np.float64), where=population > 0)
+    gain = np.where(lift > 1, weights * np.log(np.maximum(lift, 1e-12)), -np.inf)
+    order = np.lexsort((np.arange(weights.size), -gain))
+    picked = [i for i in order[:n] if np.isfinite(gain[i]) and weights[i] > 0]
+    if not picked:
+        picked = [i for i in np.lexsort((np.arange(weights.size), -weights))[:n] if weights[i] > 0]
+    entries = []
+    for i in picked:
+        entry = {key: (int(i) if key == "topic" else str(names[i]))}
+        if key == "topic":
+            entry["label"] = str(names[i])
+        entry.update(weight=float(weights[i]), population=float(population[i]), lift=float(lift[i]))
+        entries.append(entry)
+    return entries
 
 
 def _sample(n: int, size: int, seed: int) -> np.ndarray:

@@ -2,10 +2,14 @@
 
 Fine topics are spherical k-means clusters of the unit item vectors; coarse topics are Ward
 merges of the fine centroids, so every fine topic has exactly one coarse parent. Each topic gets
-keywords from class-based TF-IDF over its items' texts (``tf(t, c) * log(1 + A / f(t))``, ``A``
-the mean number of words per topic, ``f(t)`` the frequency of ``t`` over all topics), its size
-and its medoid items. Topic ids are ordered: coarse topics by decreasing size, fine topics grouped
-under their parent and by decreasing size.
+keywords, its size and its medoid items. Keywords are phrases (:mod:`~tastemap.runtime.interests.labels`):
+candidates from the items' texts scored by class-based TF-IDF (``tf(t, c) * log(1 + A / f(t))``,
+``A`` the mean number of phrases per topic, ``f(t)`` the frequency of ``t`` over all topics) and
+by their concentration on the topic, the three of the label chosen by the encoder (closest to the
+topic centroid, diversified); the label's phrases come first, so ``names`` (the first three
+keywords) is the label. Labels are unique within a level, and a coarse label differs from each of
+its children's. Topic ids are ordered: coarse topics by decreasing size, fine topics grouped under
+their parent and by decreasing size.
 """
 
 from __future__ import annotations
@@ -20,11 +24,20 @@ from scipy import sparse
 
 from tastemap.errors import InputError
 from tastemap.runtime.interests.clustering import SklearnBackend, group_means, resolve_backend
+from tastemap.runtime.interests.labels import (
+    CategoryNodes,
+    Phrases,
+    class_tfidf_scores,
+    extract_phrases,
+    label_level,
+    phrase_vectors_from_items,
+    stop_word_set,
+)
 from tastemap.runtime.interests.layers import onehot
 
 logger = logging.getLogger(__name__)
 
-TOKEN_PATTERN = r"(?u)\b[^\W\d_]{2,}\b"
+MIN_REFERENCE_NODES = 4  # a category level with fewer nodes says too little to tell noise tags apart
 
 
 @dataclass(frozen=True)
@@ -111,12 +124,18 @@ def fit_topic_tree(
     n_keywords: int = 8,
     n_medoids: int = 5,
     stop_words: Sequence[str] = (),
+    encoder=None,
+    categories: Sequence | None = None,
 ) -> tuple[TopicTree, dict]:
     """Cluster unit item vectors ``[n_items, dim]`` into fine topics and merge them into coarse ones.
 
-    ``texts`` ``[n_items]`` feed the keyword labels (English stop words and ``stop_words``, e.g.
-    the words of the text template, are left out). ``n_coarse_topics=None`` (or 0) builds a
-    single level. Returns ``(tree, stats)``; stats hold the backend used and timings.
+    ``texts`` ``[n_items]`` feed the phrase labels (stop words of every supported language and
+    ``stop_words``, e.g. the words of the text template, are left out). ``encoder`` (an object with
+    ``encode(texts) -> [n, dim]``, the one that encoded the items) embeds the candidate phrases;
+    without it a phrase's vector is the mean vector of the items holding it. ``categories``
+    ``[n_items]`` (each item's category paths, tuples) lets a topic whose items share one category
+    lead its label with the category's name. ``n_coarse_topics=None`` (or 0) builds a single
+    level. Returns ``(tree, stats)``; stats hold the backend used and timings.
     """
     vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != len(texts):
@@ -146,37 +165,49 @@ def fit_topic_tree(
         remap = np.empty(n_fine, np.int64)
         remap[order] = np.arange(n_fine)
         assignments = [(remap[fine], np.full(n_fine, -1))]
-    counts = _term_counts(texts, stop_words)
+    label_start = time.perf_counter()
+    phrases = extract_phrases(texts, stop_word_set(stop_words))
+    if phrases.n_phrases == 0:
+        logger.info("item texts have no phrases to label topics with; topics get numeric labels")
+    phrase_vectors = _phrase_vectors(phrases, vectors, encoder)
+    nodes = _category_nodes(categories, vectors, encoder) if categories is not None else None
+    keywords: list = [None] * len(assignments)
+    for depth in range(len(assignments) - 1, -1, -1):  # fine first: a coarse label avoids its children's
+        labels, parents = assignments[depth]
+        k = parents.size
+        forbidden = None
+        if depth + 1 < len(assignments):
+            child_parents = assignments[depth + 1][1]
+            forbidden = [[frozenset(keywords[depth + 1][c][:3]) for c in np.flatnonzero(child_parents == t)]
+                         for t in range(k)]
+        keywords[depth] = label_level(phrases, labels, _unit(group_means(vectors, labels, k)), phrase_vectors,
+                                      n_keywords=n_keywords, categories=nodes, forbidden=forbidden)
     levels = []
-    for labels, parents in assignments:
+    for (labels, parents), words in zip(assignments, keywords):
         k = parents.size
         levels.append(TopicLevel(
             labels=labels.astype(np.int64),
             parents=parents.astype(np.int64),
             centroids=_unit(group_means(vectors, labels, k)),
             sizes=np.bincount(labels, minlength=k).astype(np.int64),
-            keywords=class_tfidf(counts, labels, k, n_keywords) if counts is not None else [[] for _ in range(k)],
+            keywords=words,
             medoids=medoids(vectors, labels, k, n_medoids),
         ))
     stats = {"backend": kmeans_stats["backend"], "kmeans_seconds": kmeans_stats["seconds"],
+             "label_seconds": round(time.perf_counter() - label_start, 3), "n_phrases": phrases.n_phrases,
+             "phrase_vectors": "encoder" if encoder is not None else "item means",
              "seconds": round(time.perf_counter() - start, 3), "n_topics": [lv.n_topics for lv in levels]}
     return TopicTree(levels=levels), stats
 
 
 def class_tfidf(counts: tuple, labels: np.ndarray, n_classes: int, n_keywords: int = 8) -> list[list[str]]:
-    """Keywords per class by class-based TF-IDF.
+    """Keywords per class by class-based TF-IDF alone (no concentration, no encoder).
 
-    ``counts`` is ``(item-term CSR [n_items, n_terms], vocabulary [n_terms])`` from the items'
-    texts; ``labels`` ``[n_items]``. Returns ``n_classes`` lists of up to ``n_keywords`` terms.
+    ``counts`` is ``(item-term CSR [n_items, n_terms], vocabulary [n_terms])``; ``labels``
+    ``[n_items]``. Returns ``n_classes`` lists of up to ``n_keywords`` terms.
     """
     item_terms, vocabulary = counts
-    class_terms = sparse.csr_matrix(onehot(labels, n_classes).T @ item_terms, dtype=np.float64)
-    words = np.asarray(class_terms.sum(axis=1)).ravel()
-    frequency = np.asarray(class_terms.sum(axis=0)).ravel()
-    average = words.mean()
-    idf = np.log1p(np.divide(average, frequency, out=np.zeros_like(frequency), where=frequency > 0))
-    tf = sparse.diags(np.divide(1.0, words, out=np.zeros_like(words), where=words > 0)) @ class_terms
-    scores = sparse.csr_matrix(tf @ sparse.diags(idf))
+    scores = class_tfidf_scores(sparse.csr_matrix(item_terms), labels, n_classes)
     keywords = []
     for c in range(n_classes):
         row = scores.getrow(c)
@@ -201,18 +232,31 @@ def medoids(vectors: np.ndarray, labels: np.ndarray, n_groups: int, n_medoids: i
     return result
 
 
-def _term_counts(texts: Sequence[str], stop_words: Sequence[str] = ()):
-    """Item-term counts for keyword labels; words in more than half of the items are left out."""
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
+def _phrase_vectors(phrases: Phrases, item_vectors: np.ndarray, encoder) -> np.ndarray:
+    """Unit phrase vectors ``[n_phrases, dim]``: encoded when an encoder is given, else item means."""
+    if encoder is None or phrases.n_phrases == 0:
+        return phrase_vectors_from_items(phrases, item_vectors)
+    encoded = np.asarray(encoder.encode([str(n) for n in phrases.names]), dtype=np.float32)
+    return _unit(encoded)
 
-    max_df = 0.5 if len(texts) >= 20 else 1.0
-    vectorizer = CountVectorizer(stop_words=sorted(ENGLISH_STOP_WORDS | {w.lower() for w in stop_words}), token_pattern=TOKEN_PATTERN, max_df=max_df, dtype=np.float32)
-    try:
-        matrix = vectorizer.fit_transform(texts)
-    except ValueError:
-        logger.info("item texts have no words to label topics with; topics get numeric labels")
+
+def _category_nodes(categories: Sequence, item_vectors: np.ndarray, encoder) -> CategoryNodes | None:
+    """The category nodes of every depth, with vectors (encoded names, or item means)."""
+    from tastemap.runtime.interests.layers import category_levels
+
+    levels = category_levels(list(categories))
+    if not levels:
         return None
-    return matrix.tocsr(), vectorizer.get_feature_names_out()
+    matrix = sparse.hstack([level.items for level in levels]).tocsr()
+    matrix.data[:] = 1.0
+    names = np.concatenate([level.names for level in levels])
+    if encoder is not None:
+        vectors = _unit(np.asarray(encoder.encode([n.split(" > ")[-1] for n in names.astype(str)]), np.float32))
+    else:
+        vectors = _unit(np.asarray(matrix.T @ item_vectors, dtype=np.float32))
+    reference = [level for level in levels if level.items.shape[1] >= MIN_REFERENCE_NODES]
+    shares = reference[-1].items.tocsr() if reference else None
+    return CategoryNodes(items=matrix, names=names, vectors=vectors, shares=shares)
 
 
 def _merge(centroids: np.ndarray, sizes: np.ndarray, n_coarse: int) -> np.ndarray:

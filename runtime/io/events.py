@@ -9,12 +9,17 @@ item, each path a tuple of levels, coarse to fine), ``tags`` (list of str) and `
 events dropped as duplicates or for items missing from the catalog.
 
 Files are read by :func:`tastemap.runtime.io.tables.read_table`; errors name the file, the
-(1-based, header excluded) data row and the column.
+(1-based, header excluded) data row and the column. Ids follow
+:func:`~tastemap.runtime.io.tables.normalize_ids` (strings as written, unless the file types them
+as integers); numbers must be finite; integer timestamps must be plausible for their unit (years
+1900 to 2200), so that milliseconds read as seconds are an error, not a wrong answer.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
+import math
 import re
 import string
 from dataclasses import dataclass, field, fields
@@ -27,7 +32,7 @@ import pandas as pd
 import tastemap
 from tastemap.errors import InputError
 from tastemap.runtime.io.interactions import Interactions
-from tastemap.runtime.io.tables import check_columns, empty_table, read_table, row_error
+from tastemap.runtime.io.tables import check_columns, empty_table, normalize_ids, read_table, row_error
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +42,28 @@ DEFAULT_TEMPLATE = "{title}. {categories}. Tags: {tags}. {description}"
 TEMPLATE_FIELDS = ("item_id", "title", "categories", "tags", "description")
 EVENT_COLUMNS_FIX = "rename them or pass the column names (EventColumns; --event-columns on the command line)"
 CATALOG_COLUMNS_FIX = "rename them or pass the column names (CatalogColumns; --catalog-columns on the command line)"
+EARLIEST, LATEST = -2_208_988_800, 7_258_118_400
+"""Plausible timestamps, seconds since the epoch: 1900-01-01 to 2200-01-01 (UTC)."""
+_UNIT_SECONDS = {"s": 1, "ms": 1_000}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_names(columns, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(columns, name)
+        if not isinstance(value, str) or not value:
+            raise InputError(f"{type(columns).__name__}: {name}={value!r} should be a column name (a non-empty string)")
+
+
+def _known_keys(cls, mapping: dict, flag: str, exclude: tuple[str, ...] = ()) -> dict:
+    known = [f.name for f in fields(cls) if f.name not in exclude]
+    unknown = sorted(set(mapping) - set(known))
+    if unknown:
+        raise InputError(f"{flag}: unknown key(s) {unknown}; the keys are {known}")
+    return mapping
 
 
 @dataclass(frozen=True)
@@ -61,13 +88,27 @@ class EventColumns:
     rating_scale: float | None = None
 
     def __post_init__(self):
-        if self.timestamp_unit not in ("s", "ms"):
+        _check_names(self, ("user_id", "item_id", "timestamp", "weight", "rating", "event_type"))
+        if self.timestamp_unit not in _UNIT_SECONDS:
             raise InputError(f"timestamp_unit={self.timestamp_unit!r} is not supported; use 's' or 'ms'")
-        if self.rating_scale is not None and not self.rating_scale > 0:
-            raise InputError(f"rating_scale={self.rating_scale} should be > 0")
+        if self.rating_scale is not None and not (_is_number(self.rating_scale) and 0 < self.rating_scale < math.inf):
+            raise InputError(f"rating_scale={self.rating_scale!r} should be a finite number > 0")
         for name, value in (self.event_weights or {}).items():
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise InputError(f"event weight for {name!r} is {value!r}; weights must be numbers >= 0")
+            if not (_is_number(value) and 0 <= value < math.inf):
+                raise InputError(f"event weight for {name!r} is {value!r}; weights must be finite numbers >= 0")
+
+    @classmethod
+    def from_option(cls, text: str, *, flag: str = "--event-columns", **fixed) -> "EventColumns":
+        """Parse the command-line option ``"user_id=uid,timestamp=ts,timestamp_unit=ms"``; the
+        ``fixed`` fields (``event_weights``, a ``rating_scale`` of its own option) are not keys of it."""
+        mapping = parse_mapping(text, what=flag)
+        mapping = _known_keys(cls, mapping, flag, exclude=("event_weights", *fixed))
+        if "rating_scale" in mapping:
+            try:
+                mapping["rating_scale"] = float(mapping["rating_scale"])
+            except ValueError:
+                raise InputError(f"{flag}: rating_scale={mapping['rating_scale']!r} is not a number") from None
+        return cls(**mapping, **fixed)
 
 
 MOVIELENS_COLUMNS = EventColumns(user_id="userId", item_id="movieId", rating="rating", rating_scale=5.0)
@@ -91,6 +132,18 @@ class CatalogColumns:
     path_separator: str = ">"
     list_separator: str = "|"
 
+    def __post_init__(self):
+        _check_names(self, ("item_id", "title", "categories", "tags", "description"))
+        if not isinstance(self.path_separator, str) or not self.path_separator:
+            raise InputError(f"path_separator={self.path_separator!r} should be a non-empty string, e.g. '>'")
+        if not isinstance(self.list_separator, str):
+            raise InputError(f"list_separator={self.list_separator!r} should be a string, e.g. '|'")
+
+    @classmethod
+    def from_option(cls, text: str, *, flag: str = "--catalog-columns") -> "CatalogColumns":
+        """Parse the command-line option ``"item_id=sku,title=name,categories=path"``."""
+        return cls(**_known_keys(cls, parse_mapping(text, what=flag), flag))
+
 
 @dataclass(frozen=True)
 class DataReport:
@@ -104,6 +157,7 @@ class DataReport:
     n_items: int
     n_items_with_events: int
     unknown_item_examples: list = field(default_factory=list)
+    n_users_without_weight: int = 0
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -121,6 +175,8 @@ def parse_mapping(text: str, *, what: str, numeric: bool = False) -> dict:
                 result[key.strip()] = float(value)
             except ValueError:
                 raise InputError(f"{what}: value {value!r} for {key!r} is not a number") from None
+            if not 0 <= result[key.strip()] < math.inf:
+                raise InputError(f"{what}: value {value!r} for {key!r} should be a finite number >= 0")
         else:
             result[key.strip()] = value.strip()
     return result
@@ -140,13 +196,12 @@ def validate_events(frame: pd.DataFrame, columns: EventColumns = EventColumns(),
     """Validate an in-memory events frame (see :func:`read_events`)."""
     if frame.empty:
         raise empty_table(source)
+    frame = frame.reset_index(drop=True)
     required = [columns.user_id, columns.item_id, columns.timestamp]
     check_columns(source, frame.columns, required, fix=EVENT_COLUMNS_FIX)
     optional = _optional_columns(frame, columns, ("weight", "rating", "event_type"), source, EVENT_COLUMNS_FIX)
-    for column in required[:2]:
-        _check_not_null(frame[column], source)
-    out = pd.DataFrame({"user_id": frame[columns.user_id].to_numpy(),
-                        "item_id": frame[columns.item_id].to_numpy()})
+    out = pd.DataFrame({"user_id": normalize_ids(frame[columns.user_id], source, columns.user_id),
+                        "item_id": normalize_ids(frame[columns.item_id], source, columns.item_id)})
     out["timestamp"] = _parse_timestamps(frame[columns.timestamp], columns.timestamp_unit, source)
     weight = np.ones(len(frame), dtype=np.float64)
     if "weight" in optional:
@@ -157,7 +212,16 @@ def validate_events(frame: pd.DataFrame, columns: EventColumns = EventColumns(),
         weight *= rating / scale if scale > 0 else rating
     if "event_type" in optional:
         weight *= _event_type_weights(frame[optional["event_type"]], columns.event_weights, source)
+    too_large = ~(weight <= np.finfo(np.float32).max)
+    if too_large.any():
+        row = int(np.flatnonzero(too_large)[0])
+        column = next((optional[name] for name in ("weight", "rating", "event_type") if name in optional), "weight")
+        raise row_error(source, row, column, f"the event's weight {weight[row]:g} is too large (at most "
+                        f"{np.finfo(np.float32).max:.3g}); scale the weights down")
     out["weight"] = weight.astype(np.float32)
+    if not (out["weight"].to_numpy() > 0).any():
+        raise InputError(f"{source}: every event weighs 0 (weight x rating x event-type weight); at least one "
+                         "event needs a weight > 0 to say what a user likes")
     return out
 
 
@@ -175,24 +239,26 @@ def validate_catalog(frame: pd.DataFrame, columns: CatalogColumns = CatalogColum
     """Validate an in-memory catalog frame (see :func:`read_catalog`)."""
     if frame.empty:
         raise empty_table(source)
+    frame = frame.reset_index(drop=True)
     check_columns(source, frame.columns, [columns.item_id, columns.title], fix=CATALOG_COLUMNS_FIX)
     optional = _optional_columns(frame, columns, ("categories", "tags", "description"), source, CATALOG_COLUMNS_FIX)
-    ids = frame[columns.item_id]
-    _check_not_null(ids, source)
+    ids = pd.Series(normalize_ids(frame[columns.item_id], source, columns.item_id))
     duplicated = ids.duplicated(keep="first").to_numpy()
     if duplicated.any():
         row = int(np.flatnonzero(duplicated)[0])
+        first = int(np.flatnonzero((ids == ids.iloc[row]).to_numpy())[0])
         raise row_error(source, row, columns.item_id,
-                        f"item_id {_show(ids.iloc[row])} appears more than once; each catalog item must be listed once")
+                        f"item_id {_show(ids.iloc[row])} appears more than once (first in row {first + 1}); "
+                        "each catalog item must be listed once")
     n = len(frame)
     out = pd.DataFrame({"item_id": ids.to_numpy()})
-    out["title"] = frame[columns.title].fillna("").astype(str).to_numpy()
+    out["title"] = _texts(frame[columns.title], source)
     cats = frame[optional["categories"]] if "categories" in optional else pd.Series([None] * n)
     tags = frame[optional["tags"]] if "tags" in optional else pd.Series([None] * n)
     out["categories"] = [_parse_paths(v, columns) for v in cats.to_numpy()]
     out["tags"] = [_parse_list(v, columns.list_separator) for v in tags.to_numpy()]
     desc = frame[optional["description"]] if "description" in optional else pd.Series([""] * n)
-    out["description"] = desc.fillna("").astype(str).to_numpy()
+    out["description"] = _texts(desc, source)
     return out
 
 
@@ -225,6 +291,14 @@ def align_events(events: pd.DataFrame, catalog: pd.DataFrame) -> tuple[Interacti
             f"none of the {n_read} events name an item of the catalog (e.g. {examples}); "
             "check that the item_id columns of both files hold the same ids"
         )
+    weightless = _users_without_weight(events["user_id"].to_numpy(), events["weight"].to_numpy(), known)
+    if weightless.size:
+        logger.warning("%d users have no event with a weight > 0 (e.g. %s); they say nothing about what they like "
+                       "and are dropped", weightless.size, weightless[:5].tolist())
+        known &= ~np.isin(events["user_id"].to_numpy(), weightless)
+        if not known.any():
+            raise InputError(f"no user has an event with a weight > 0 on a catalog item (e.g. users "
+                             f"{weightless[:5].tolist()}); give the events positive weights")
     user_ids, users = np.unique(events["user_id"].to_numpy()[known], return_inverse=True)
     interactions = Interactions(
         users=users.astype(np.int64),
@@ -243,6 +317,7 @@ def align_events(events: pd.DataFrame, catalog: pd.DataFrame) -> tuple[Interacti
         n_items=len(catalog),
         n_items_with_events=int(np.unique(interactions.items).size),
         unknown_item_examples=[str(x) for x in examples],
+        n_users_without_weight=int(weightless.size),
     )
     return interactions, report
 
@@ -252,10 +327,7 @@ def render_item_texts(catalog: pd.DataFrame, template: str = DEFAULT_TEMPLATE) -
     description). Categories render as ``A > B`` paths joined by ``, ``; tags joined by ``, ``.
     Sentences left empty by missing fields are removed.
     """
-    used = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    unknown = sorted(used - set(TEMPLATE_FIELDS))
-    if unknown:
-        raise InputError(f"text template uses unknown field(s) {unknown}; allowed: {list(TEMPLATE_FIELDS)}")
+    check_template(template)
     texts = []
     for row in catalog[list(TEMPLATE_FIELDS)].itertuples(index=False):
         text = template.format(
@@ -267,6 +339,25 @@ def render_item_texts(catalog: pd.DataFrame, template: str = DEFAULT_TEMPLATE) -
         )
         texts.append(_tidy(text))
     return texts
+
+
+def check_template(template: str) -> None:
+    """Raise :class:`InputError` unless ``template`` is a text template :func:`render_item_texts`
+    can fill: balanced braces, only the fields of :data:`TEMPLATE_FIELDS`, no conversion or format."""
+    if not isinstance(template, str):
+        raise InputError(f"text template should be a string, got {type(template).__name__}")
+    fix = "write fields as {title}, and a literal brace as {{ or }}"
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise InputError(f"text template {template!r} is not valid: {exc}; {fix}") from None
+    used = {name for _, name, _, _ in parts if name is not None}
+    unknown = sorted(used - set(TEMPLATE_FIELDS))
+    if unknown:
+        raise InputError(f"text template uses unknown field(s) {unknown}; allowed: {list(TEMPLATE_FIELDS)}; {fix}")
+    if any(spec or conversion for _, name, spec, conversion in parts if name is not None):
+        raise InputError(f"text template {template!r} formats a field ({{name:spec}} or {{name!r}}); "
+                         f"use plain fields such as {{title}}")
 
 
 def template_words(template: str) -> list[str]:
@@ -284,11 +375,12 @@ def load_movielens(path: str | Path = MOVIELENS_DIR, *, max_tags: int = 10) -> t
     tags. Returns frames in the formats of :func:`read_events` and :func:`read_catalog`.
     """
     path = Path(path)
-    ratings = read_table(path / MOVIELENS_RATINGS, what="ratings")
-    movies = read_table(path / "movies.csv.gz", what="movies")
-    tags = read_table(path / "tags.csv.gz", what="tags")
+    # MovieLens ids are integers by its README: the sample is read with them as such.
+    ratings = read_table(path / MOVIELENS_RATINGS, what="ratings").astype({"userId": np.int64, "movieId": np.int64})
+    movies = read_table(path / "movies.csv.gz", what="movies").astype({"movieId": np.int64})
+    tags = read_table(path / "tags.csv.gz", what="tags").astype({"userId": np.int64, "movieId": np.int64})
     events = validate_events(ratings, MOVIELENS_COLUMNS, source=str(path / MOVIELENS_RATINGS))
-    tags = tags.dropna(subset=["tag"]).assign(tag=lambda t: t["tag"].astype(str).str.strip().str.lower())
+    tags = tags.assign(tag=lambda t: t["tag"].astype(str).str.strip().str.lower()).query("tag != ''")
     counts = tags.groupby(["movieId", "tag"]).size().rename("n").reset_index()
     counts = counts.sort_values(["movieId", "n", "tag"], ascending=[True, False, True])
     top = counts.groupby("movieId").head(max_tags).groupby("movieId")["tag"].agg(list)
@@ -316,39 +408,120 @@ def _optional_columns(frame: pd.DataFrame, columns, names: tuple[str, ...], sour
     return found
 
 
-def _check_not_null(column: pd.Series, source: str) -> None:
-    null = column.isna().to_numpy()
-    if null.any():
-        raise row_error(source, int(np.flatnonzero(null)[0]), column.name, f"missing value ({int(null.sum())} rows)")
-
-
 def _parse_numbers(column: pd.Series, source: str) -> np.ndarray:
-    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    values = _to_float(column)
     bad = ~np.isfinite(values) | (values < 0)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise row_error(source, row, column.name,
-                        f"value {_show(column.iloc[row])} is not a number >= 0 ({int(bad.sum())} such rows)")
+                        f"value {_show(column.iloc[row])} is not a finite number >= 0 ({int(bad.sum())} such rows)")
     return values
 
 
+def _to_float(column: pd.Series) -> np.ndarray:
+    """``[n]`` float64: numbers as they are, numeric strings parsed, NaN for anything else
+    (booleans included: True is not a number here)."""
+    dtype = column.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return np.full(len(column), np.nan)
+    if pd.api.types.is_numeric_dtype(dtype):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    objects = column.to_numpy(dtype=object)
+    if all(isinstance(value, str) for value in objects):
+        return pd.to_numeric(pd.Series(objects, dtype=object).str.strip(), errors="coerce").to_numpy(np.float64)
+    return np.fromiter((_number_or_nan(value) for value in objects), np.float64, len(objects))
+
+
+def _number_or_nan(value) -> float:
+    if isinstance(value, (bool, np.bool_)):
+        return np.nan
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return np.nan
+    return np.nan
+
+
 def _parse_timestamps(column: pd.Series, unit: str, source: str) -> np.ndarray:
-    numeric = pd.to_numeric(column, errors="coerce")
-    if numeric.notna().all():
-        seconds = numeric.to_numpy(np.float64) / (1000.0 if unit == "ms" else 1.0)
-        return np.floor(seconds).astype(np.int64)
-    if pd.api.types.is_datetime64_any_dtype(column):
-        parsed = column
+    """int64 ``[n]`` seconds since the epoch from numbers in ``unit``, datetimes or date strings."""
+    column = column.reset_index(drop=True)
+    if pd.api.types.is_datetime64_any_dtype(column.dtype):
+        seconds = _datetime_seconds(column, source)
+        numeric = False
     else:
-        parsed = pd.to_datetime(column.astype("string"), errors="coerce", utc=True, format="mixed")
+        numbers = _to_float(column)
+        readable = ~np.isnan(numbers)
+        numeric = bool(readable.any())
+        if numeric:
+            bad = ~readable
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise row_error(source, row, column.name, f"{_timestamp_problem(column.iloc[row])} "
+                                f"({int(bad.sum())} such rows); the other rows hold numbers (time since the epoch)")
+            seconds = numbers / _UNIT_SECONDS[unit]
+        else:
+            seconds = _datetime_seconds(_parse_dates(column), source, raw=column)
+    implausible = ~((seconds >= EARLIEST) & (seconds < LATEST))
+    if implausible.any():
+        row = int(np.flatnonzero(implausible)[0])
+        raise row_error(source, row, column.name, _implausible(column.iloc[row], seconds[row], unit, numeric,
+                                                               int(implausible.sum())))
+    return np.floor(seconds).astype(np.int64)
+
+
+def _parse_dates(column: pd.Series) -> pd.Series:
+    if pd.api.types.is_bool_dtype(column.dtype):
+        return pd.Series(pd.NaT, index=column.index, dtype="datetime64[ns, UTC]")
+    objects = column.to_numpy(dtype=object)
+    dates = pd.Series([value if isinstance(value, (str, datetime.date, np.datetime64)) else None for value in objects],
+                      dtype=object)
+    return pd.to_datetime(dates, errors="coerce", utc=True, format="mixed")
+
+
+def _datetime_seconds(parsed: pd.Series, source: str, raw: pd.Series | None = None) -> np.ndarray:
+    """float64 seconds of a datetime column (naive ones are UTC); NaT is an error naming the row."""
+    raw = parsed if raw is None else raw
     bad = parsed.isna().to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise row_error(source, row, column.name, f"cannot parse timestamp {_show(column.iloc[row])} "
-                        f"({int(bad.sum())} such rows); use seconds since the epoch or ISO 8601 dates")
-    if parsed.dt.tz is None:
-        parsed = parsed.dt.tz_localize("UTC")
-    return (parsed.dt.tz_convert("UTC").astype("datetime64[ns, UTC]").astype("int64") // 1_000_000_000).to_numpy(np.int64)
+        raise row_error(source, row, raw.name, f"{_timestamp_problem(raw.iloc[row])} ({int(bad.sum())} such rows); "
+                        "use seconds since the epoch or ISO 8601 dates")
+    if parsed.dt.tz is not None:
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    micros = parsed.to_numpy().astype("datetime64[us]").astype(np.int64)
+    return micros / 1e6
+
+
+def _timestamp_problem(value) -> str:
+    value = value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, bool):
+        return f"{value!r} is a boolean, not a timestamp"
+    if value is None or value is pd.NaT or value is pd.NA or (isinstance(value, float) and np.isnan(value)) \
+            or (isinstance(value, str) and value.strip() == ""):
+        return "missing timestamp"
+    return f"cannot parse timestamp {_show(value)}"
+
+
+def _implausible(value, seconds: float, unit: str, numeric: bool, count: int) -> str:
+    unit_name = {"s": "seconds", "ms": "milliseconds"}[unit]
+    shown = _show(value)
+    if not math.isfinite(seconds):
+        return f"timestamp {shown} is not a finite number"
+    year = 1970 + seconds / 31_556_952
+    where = f"year {year:.0f}" if abs(year) < 1e6 else "far beyond any date"
+    text = f"timestamp {shown} is {where}"
+    if numeric:
+        text += f" when read as {unit_name} since the epoch"
+        as_ms = seconds * _UNIT_SECONDS[unit] / 1_000
+        if unit == "s" and EARLIEST <= as_ms < LATEST:
+            return (f"{text} ({count} such rows); if the timestamps are milliseconds, pass timestamp_unit=ms "
+                    "(--event-columns timestamp_unit=ms)")
+        if unit == "ms" and EARLIEST <= seconds * 1_000 < LATEST:
+            return f"{text} ({count} such rows); if the timestamps are seconds, drop timestamp_unit=ms"
+    return f"{text} ({count} such rows); timestamps should fall between 1900 and 2200"
 
 
 def _event_type_weights(column: pd.Series, weights: Mapping[str, float] | None, source: str) -> np.ndarray:
@@ -367,6 +540,8 @@ def _event_type_weights(column: pd.Series, weights: Mapping[str, float] | None, 
 def _parse_paths(value, columns: CatalogColumns) -> list[tuple[str, ...]]:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return []
+    if not isinstance(value, (str, list, tuple, np.ndarray)):
+        value = str(value.item() if isinstance(value, np.generic) else value)
     if isinstance(value, str):
         parts = value.split(columns.list_separator) if columns.list_separator else [value]
         paths = [tuple(lvl.strip() for lvl in p.split(columns.path_separator)) for p in parts]
@@ -378,12 +553,40 @@ def _parse_paths(value, columns: CatalogColumns) -> list[tuple[str, ...]]:
 def _parse_list(value, separator: str) -> list[str]:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return []
-    items = value.split(separator) if isinstance(value, str) else [str(v) for v in value]
+    if not isinstance(value, (str, list, tuple, np.ndarray)):
+        value = str(value.item() if isinstance(value, np.generic) else value)
+    items = value.split(separator) if isinstance(value, str) and separator else (
+        [value] if isinstance(value, str) else [str(v) for v in value])
     return [s.strip() for s in items if s.strip()]
 
 
 def _show(value) -> str:
     return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _texts(column: pd.Series, source: str) -> np.ndarray:
+    """str ``[n]``: text as is, numbers as their text, missing values as ``""``; other objects
+    (lists, mappings) are an error naming the row."""
+    objects = column.to_numpy(dtype=object)
+    out = np.empty(len(objects), dtype=object)
+    for row, value in enumerate(objects):
+        if isinstance(value, str):
+            out[row] = value
+        elif value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+            out[row] = ""
+        elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+            out[row] = str(value.item() if isinstance(value, np.generic) else value)
+        else:
+            raise row_error(source, row, column.name, f"{type(value).__name__} {_show(value)} is not a text")
+    return out
+
+
+def _users_without_weight(user_ids: np.ndarray, weights: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """The users all of whose kept events weigh 0."""
+    if kept.all() and (weights > 0).all():
+        return np.zeros(0, dtype=user_ids.dtype)
+    best = pd.Series(weights[kept]).groupby(pd.Series(user_ids[kept]), sort=True).max()
+    return best.index[(best <= 0).to_numpy()].to_numpy()
 
 
 def _id_kind(values: np.ndarray) -> str:

@@ -123,10 +123,19 @@ class Interactions:
 
 
 def _to_seconds(column: pd.Series) -> np.ndarray:
+    """int64 seconds from datetimes (naive ones are UTC; any unit) or finite numbers of seconds."""
     if pd.api.types.is_datetime64_any_dtype(column):
-        return (column.astype("datetime64[ns]").astype("int64") // 1_000_000_000).to_numpy(np.int64)
-    if pd.api.types.is_numeric_dtype(column):
-        return column.to_numpy(np.int64)
+        if column.isna().any():
+            raise InputError(f"timestamp column {column.name!r} has missing values (NaT); every event needs a time")
+        if getattr(column.dt, "tz", None) is not None:
+            column = column.dt.tz_convert("UTC").dt.tz_localize(None)
+        return column.to_numpy().astype("datetime64[s]").astype(np.int64)
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        values = column.to_numpy(np.float64, na_value=np.nan)
+        if not np.isfinite(values).all():
+            raise InputError(f"timestamp column {column.name!r} holds missing or non-finite values; "
+                             "every event needs a finite time")
+        return np.floor(values).astype(np.int64)
     raise InputError(
         f"timestamp column {column.name!r} has dtype {column.dtype}; use seconds since the epoch or datetimes"
     )

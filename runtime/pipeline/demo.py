@@ -84,7 +84,8 @@ def run_demo(
     seconds["evaluate"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    recommender = TastemapRecommender(seed=seed).fit(inputs.interactions, inputs.catalog, inputs.item_vectors)
+    vectors = inputs.encoder if inputs.encoder is not None else inputs.item_vectors  # the encoder also labels topics
+    recommender = TastemapRecommender(seed=seed).fit(inputs.interactions, inputs.catalog, vectors)
     recommendations = recommender.recommend_batch(k=k)
     seconds["profile, segment, recommend"] = time.perf_counter() - tick
 

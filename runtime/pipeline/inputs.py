@@ -20,7 +20,7 @@ import pandas as pd
 from tastemap.errors import InputError
 
 if TYPE_CHECKING:
-    from tastemap.runtime.io.events import DataReport
+    from tastemap.runtime.io.events import CatalogColumns, DataReport, EventColumns
     from tastemap.runtime.io.interactions import Interactions
 
 
@@ -63,19 +63,31 @@ def load_inputs(
     sample: int | None = None,
     seed: int = 0,
     export_missing: bool = False,
+    event_columns: EventColumns | None = None,
+    catalog_columns: CatalogColumns | None = None,
 ) -> Inputs:
     """Read events and catalog (default: the built-in MovieLens sample), optionally sample users,
     and embed the item texts with the model package at ``model_dir`` (default
     :func:`tastemap.paths.default_model_dir`; exported first when ``export_missing``), or load ``vectors_path``
-    (``.npy`` ``[n_items, dim]`` in catalog order)."""
-    from tastemap.runtime.io.events import align_events, load_movielens, read_catalog, read_events, render_item_texts
+    (``.npy`` ``[n_items, dim]`` in catalog order). ``event_columns`` and ``catalog_columns`` name
+    the columns of the files (default: the standard names)."""
+    from tastemap.runtime.io.events import (
+        CatalogColumns,
+        EventColumns,
+        align_events,
+        load_movielens,
+        read_catalog,
+        read_events,
+        render_item_texts,
+    )
 
     if (events_path is None) != (catalog_path is None):
         raise InputError("give both EVENTS and CATALOG files, or neither for the built-in MovieLens sample")
     if events_path is None:
         events, catalog = load_movielens()
     else:
-        events, catalog = read_events(events_path), read_catalog(catalog_path)
+        events = read_events(events_path, event_columns or EventColumns())
+        catalog = read_catalog(catalog_path, catalog_columns or CatalogColumns())
     if sample is not None:
         if vectors_path is not None:
             raise InputError("--sample cannot be combined with precomputed --vectors (rows would not match)")

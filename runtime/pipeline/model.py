@@ -41,6 +41,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+import tastemap
 from tastemap.errors import FittedModelError, InputError
 from tastemap.runtime.io.interactions import Interactions
 from tastemap.runtime.pipeline import model_io, model_state, model_update
@@ -118,8 +119,6 @@ class TastemapModel:
         estimator.fit(train, catalog, item_vectors if item_vectors is not None else encoder)
         events = model_state.EventLog(users=train.users.copy(), items=train.items.copy(),
                                       timestamps=train.timestamps.copy(), weights=train.weights.copy())
-        import tastemap
-
         meta = {
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "tastemap_version": getattr(tastemap, "__version__", None),
@@ -264,9 +263,12 @@ class TastemapModel:
                 raise InputError("this model was fitted on precomputed item vectors, so it has no encoder package; "
                                  "pass the encoder that embedded them (TastemapModel.load(path, encoder=...), or "
                                  "--model PACKAGE on the command line)")
-            from tastemap.runtime.pipeline.demo import make_encoder
+            from tastemap.runtime.encode.encoder import Encoder
+            from tastemap.runtime.pipeline.demo import default_cache_dir
 
-            self.set_encoder(make_encoder(Path(record["path"])))
+            # the variant that embedded the items, so that new vectors match them
+            self.set_encoder(Encoder(Path(record["path"]), variant=record.get("variant", "auto"),
+                                     cache_dir=default_cache_dir()))
         return self._encoder
 
     def set_encoder(self, encoder) -> None:
@@ -375,10 +377,12 @@ class TastemapModel:
             catalog = catalog.assign(item_id=_like(catalog["item_id"].to_numpy(), self.item_ids, "item"))
             fresh = pd.Index(self.item_ids).get_indexer(catalog["item_id"].to_numpy()) < 0
             n_known_rows = int((~fresh).sum())
-            vectors = self._new_item_vectors(catalog, item_vectors)[fresh]
-            self._categories, n_new_items = model_update.add_items(
-                self.recommender, self._categories, catalog[fresh].reset_index(drop=True), vectors)
-            if n_new_items:
+            if item_vectors is not None:
+                item_vectors = self._check_vectors(item_vectors, len(catalog))[fresh]
+            if fresh.any():
+                added = catalog[fresh].reset_index(drop=True)
+                self._categories, n_new_items = model_update.add_items(
+                    self.recommender, self._categories, added, self._new_item_vectors(added, item_vectors))
                 self._dirty |= {"items", "users"}
         user_ids, users = np.unique(_like(frame["user_id"].to_numpy(), self.user_ids, "user"), return_inverse=True)
         items = pd.Index(self.item_ids).get_indexer(_like(frame["item_id"].to_numpy(), self.item_ids, "item"))
@@ -407,11 +411,15 @@ class TastemapModel:
 
         if item_vectors is None:
             texts = render_item_texts(catalog, self.recommender.profiler_.text_template)
-            item_vectors = self.encoder.encode(texts)
+            item_vectors = self._check_vectors(self.encoder.encode(texts), len(catalog))
+        return item_vectors
+
+    def _check_vectors(self, item_vectors, n_rows: int) -> np.ndarray:
+        """Unit rows of ``item_vectors`` ``[n_rows, dim]`` (the model's dimension)."""
         vectors = np.asarray(item_vectors, dtype=np.float32)
         dim = self.recommender.profiler_.item_vectors_.shape[1]
-        if vectors.shape != (len(catalog), dim):
-            raise InputError(f"new item vectors have shape {vectors.shape}; expected [{len(catalog)}, {dim}] "
+        if vectors.shape != (n_rows, dim):
+            raise InputError(f"new item vectors have shape {vectors.shape}; expected [{n_rows}, {dim}] "
                              "(one row per catalog row, the model's dimension)")
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         if not np.all(np.isfinite(vectors)) or np.any(norms == 0):

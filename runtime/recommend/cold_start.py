@@ -76,12 +76,14 @@ class ContentModel:
     """Item vectors ``[n_catalog_items, dim]`` (catalog order) from one encoder.
 
     ``trained_on`` is the data hash a fine-tuned encoder recorded (``finetune.json``:
-    ``data.sha256``); None for an encoder that never saw the interactions.
+    ``data.sha256``); None for an encoder that never saw the interactions. ``aggregate`` (``mean``
+    or ``max``) overrides the evaluation's for this model, so that one run can compare both.
     """
 
     name: str
     item_vectors: np.ndarray
     trained_on: str | None = None
+    aggregate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class ColdStartResult:
     train_sha256: str
     metrics: dict[str, dict[str, Interval]]
     ratios: dict[str, dict[str, Interval]]
+    aggregates: dict[str, str] = field(default_factory=dict)
     not_evaluated: str = COLLABORATIVE_NOTE
     users: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
     per_user: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
@@ -130,6 +133,7 @@ class ColdStartResult:
             "n_test_events": self.n_test_events,
             "cutoff": self.cutoff,
             "aggregate": self.aggregate,
+            "aggregates": self.aggregates,
             "reference": self.reference,
             "train_sha256": self.train_sha256,
             "metrics": {m: {k: v.as_dict() for k, v in d.items()} for m, d in self.metrics.items()},
@@ -210,8 +214,9 @@ def evaluate_cold_start(
     ``trained_on`` differs from ``split.train_sha256`` saw other data than the training part and
     is refused.
     """
-    if aggregate not in AGGREGATES:
-        raise InputError(f"aggregate={aggregate!r} is not one of {list(AGGREGATES)}")
+    for value in (aggregate, *(m.aggregate for m in models if m.aggregate is not None)):
+        if value not in AGGREGATES:
+            raise InputError(f"aggregate={value!r} is not one of {list(AGGREGATES)}")
     if not models:
         raise InputError("models is empty; pass at least one ContentModel (e.g. the frozen encoder's item vectors)")
     names = [m.name for m in models] + ([RANDOM_NAME] if include_random else [])
@@ -230,7 +235,7 @@ def evaluate_cold_start(
     max_k = max(RECALL_KS + NDCG_KS)
     per_user: dict[str, dict[str, np.ndarray]] = {}
     for model in models:
-        top = _rank(model, split, histories, aggregate, max_k)
+        top = _rank(model, split, histories, model.aggregate or aggregate, max_k)
         per_user[model.name] = _metrics(mark_hits(top, relevant), n_relevant)
     if include_random:
         rng = np.random.default_rng(seed)
@@ -259,9 +264,18 @@ def evaluate_cold_start(
         train_sha256=split.train_sha256,
         metrics=metrics,
         ratios=ratios,
+        aggregates={**{m.name: m.aggregate or aggregate for m in models}, **({RANDOM_NAME: "-"} if include_random else {})},
         users=users,
         per_user=per_user,
     )
+
+
+def scored_items(split: ColdStartSplit) -> np.ndarray:
+    """Catalog rows ``[n]`` (sorted) whose vectors :func:`evaluate_cold_start` reads: the held-out
+    items and the training items of the evaluated users. Other rows may hold anything (zeros),
+    which spares encoding items no evaluated user touched."""
+    _, histories, _ = _users(split)
+    return np.union1d(split.held_out, np.concatenate([rows for rows, _ in histories] or [np.empty(0, np.int64)]))
 
 
 def check_no_leakage(split: ColdStartSplit, model: ContentModel) -> None:

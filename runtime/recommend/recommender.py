@@ -8,14 +8,16 @@ standardised per user (zero mean, unit variance over the catalogue) and summed w
 - ``short_term``: the time layer, EASE applied to the history weighted by recency
   ``0.5 ** (r / recency_half_life)`` where ``r`` counts the user's later items (0 = latest);
 - ``interests``: candidates per interest, the ``n_candidates`` nearest items to the interest's
-  medoid (faiss flat inner-product search), with slots allocated by the interest's importance
+  medoid and to its most recent member, taken in turn (faiss flat inner-product search), with
+  slots allocated by the interest's importance
   (an unseen candidate at rank ``r`` of interest ``c`` gets priority ``share_c / (r + 1)``, so
   interests fill the list in proportion to their share); the share is the members' recency weight;
 - ``category``: the category layer, the user's category weights over the item's categories.
 
-Every recommendation carries an :class:`Explanation`: the user interest it comes from (rank and
-topic label), the layer (component) that contributed most, and the seed items of that interest
-that led to it. New users are served from a few items (profiled like any user) or from a short
+Every recommendation carries an :class:`~tastemap.runtime.recommend.explain.Explanation`: the
+user interest it comes from, the layer (component) that contributed most, the seed items of that
+interest that led to it, and a label that holds both the seeds and the item (the rule is in
+:mod:`tastemap.runtime.recommend.explain`). New users are served from a few items (profiled like any user) or from a short
 text (through the nearest topics and the nearest segment), see :meth:`recommend_cold`.
 """
 
@@ -34,6 +36,7 @@ from tastemap.errors import InputError
 from tastemap.runtime.interests.base import as_catalog, check_fitted
 from tastemap.runtime.io.interactions import Interactions
 from tastemap.runtime.recommend.baselines import ease_weights as baseline_ease_weights
+from tastemap.runtime.recommend.explain import Explanation, explain_item, item_topic_explanation
 from tastemap.runtime.interests.profiles import InterestProfiler, UserInterests, UserProfiles
 from tastemap.runtime.interests.segments import UserSegmenter
 
@@ -63,30 +66,6 @@ class BlendWeights:
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """Why an item was recommended: ``interest`` is the rank of the user's interest (0 = most
-    important; -1 when the user has none, e.g. a text cold start), ``topic`` its topic label,
-    ``layer`` the component that contributed most (``long-term``, ``short-term``, ``interest``,
-    ``category`` or ``cold-start``), ``seed_item_ids``/``seed_titles`` the items that led to it and
-    ``segment`` the segment label used for a cold start."""
-
-    interest: int
-    topic: str
-    layer: str
-    seed_item_ids: tuple = ()
-    seed_titles: tuple = ()
-    segment: str | None = None
-
-    def describe(self) -> str:
-        text = f"because you like: {self.topic}"
-        if self.seed_titles:
-            text += f" (from {', '.join(map(str, self.seed_titles))})"
-        if self.segment:
-            text += f"; people like you: {self.segment}"
-        return text
 
 
 @dataclass(frozen=True)
@@ -317,17 +296,40 @@ class TastemapRecommender(BaseEstimator):
             return out
         counts = ends - starts
         picked = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(rows.size)
-        candidates = self._candidates(interests.medoid[picked])
+        candidates = self._candidates(interests.medoid[picked], self._latest_members(users[rows], picked, state))
         seen = state.history[users][rows[:, None], candidates].toarray() > 0
         rank = np.cumsum(~seen, axis=1) - 1
         priority = np.where(seen, 0.0, interests.share[picked][:, None] / (np.maximum(rank, 0) + 1.0)).astype(np.float32)
         np.maximum.at(out, (np.repeat(rows, candidates.shape[1]), candidates.ravel()), priority.ravel())
         return out
 
-    def _candidates(self, medoids: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _latest_members(users: np.ndarray, picked: np.ndarray, state: _UserState) -> np.ndarray:
+        """The member with the largest recency weight of each interest ``picked`` (of user
+        ``users``, aligned); ties go to the more central member."""
+        interests = state.interests
+        sizes = interests.size[picked]
+        offsets = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        members = interests.members[np.repeat(interests.member_indptr[picked], sizes) + offsets]
+        recency = np.asarray(state.recency[np.repeat(users, sizes), members]).ravel()
+        group = np.repeat(np.arange(picked.size), sizes)
+        order = np.lexsort((np.arange(members.size), -recency, group))
+        return members[order[np.cumsum(sizes) - sizes]]
+
+    def _candidates(self, medoids: np.ndarray, latest: np.ndarray | None = None) -> np.ndarray:
+        """The ``n_candidates`` nearest items of each interest ``[n, n_candidates]``: those of its
+        medoid and, when given, of its most recent member, taken in turn (duplicates dropped)."""
         k = min(self.n_candidates, self.index_.ntotal)
         _, neighbours = self.index_.search(self.profiler_.item_vectors_[medoids], k)
-        return neighbours
+        if latest is None or np.array_equal(latest, medoids):
+            return neighbours
+        _, recent = self.index_.search(self.profiler_.item_vectors_[latest], k)
+        merged = np.stack([neighbours, recent], axis=2).reshape(len(medoids), 2 * k)
+        out = neighbours.copy()
+        for row in np.flatnonzero(latest != medoids):
+            _, first = np.unique(merged[row], return_index=True)
+            out[row] = merged[row][np.sort(first)][:k]
+        return out
 
     def _check_fitted(self) -> None:
         check_fitted(self, "state_", "fit(train, catalog, item_vectors)")
@@ -347,8 +349,8 @@ class TastemapRecommender(BaseEstimator):
 
     def recommend_batch(self, user_ids: Sequence | None = None, *, k: int = 20, batch_size: int = 256) -> pd.DataFrame:
         """Recommendations for many users (default: all) as one row per (user, rank): ``user_id,
-        rank, item_id, title, score, interest, topic, layer, seed_item_ids, seed_titles,
-        explanation``."""
+        rank, item_id, title, score, interest, interest_label, topic, layer, seed_item_ids,
+        seed_titles, explanation``."""
         self._check_fitted()
         if user_ids is None:
             positions = np.arange(self.user_index_.size)
@@ -405,48 +407,9 @@ class TastemapRecommender(BaseEstimator):
         return results
 
     def _explain(self, user: int, item: int, state: _UserState, component: str, segment: str | None) -> Explanation:
-        """Attribute ``item`` to one of the user's interests and name its seed items.
-
-        Collaborative layers: the interest whose members carry the most EASE weight towards the
-        item (members weighted by recency for the short-term layer), seeds its two strongest
-        members. Otherwise (or without collaborative support): the interest whose medoid is the
-        most similar to the item, seed its medoid.
-        """
-        interests = state.interests
-        lo, hi = interests.indptr[user], interests.indptr[user + 1]
-        layer = LAYER_NAMES[component]
-        if hi == lo:
-            return Explanation(-1, self._topic_label(item), layer, segment=segment)
-        vectors = self.profiler_.item_vectors_
-        best, seeds = None, ()
-        if component in ("long_term", "short_term") and self.ease_ is not None:
-            members = interests.members[interests.member_indptr[lo] : interests.member_indptr[hi]]
-            owner = np.repeat(np.arange(hi - lo), interests.size[lo:hi])
-            weight = np.ones(members.size, np.float32)
-            if component == "short_term":
-                weight = np.asarray(state.recency[user, members].todense()).ravel()
-            contribution = weight * self.ease_[members, item]
-            totals = np.bincount(owner, weights=np.maximum(contribution, 0.0), minlength=hi - lo)
-            if totals.max() > 0:
-                best = int(np.argmax(totals))
-                mine = np.flatnonzero((owner == best) & (contribution > 0))
-                seeds = tuple(members[mine[np.argsort(-contribution[mine], kind="stable")[:2]]])
-        if best is None:
-            best = int(np.argmax(vectors[interests.medoid[lo:hi]] @ vectors[item]))
-            seeds = (int(interests.medoid[lo + best]),)
-        topic = self.profiler_.topic_tree_.fine.names[int(interests.topic[lo + best])]
-        return Explanation(
-            interest=best,
-            topic=topic,
-            layer=layer,
-            seed_item_ids=tuple(self.item_ids_[list(seeds)].tolist()),
-            seed_titles=tuple(self.titles_[list(seeds)].tolist()),
-            segment=segment,
-        )
-
-    def _topic_label(self, item: int) -> str:
-        fine = self.profiler_.topic_tree_.fine
-        return fine.names[int(fine.labels[item])]
+        """Attribute ``item`` to one of the user's interests, name its seed items and a label that
+        holds both (:func:`~tastemap.runtime.recommend.explain.explain_item`)."""
+        return explain_item(self, user, item, state, component, LAYER_NAMES[component], segment)
 
     # cold start ---------------------------------------------------------------------------------
 
@@ -508,7 +471,7 @@ class TastemapRecommender(BaseEstimator):
         return [
             Recommendation(rank=r + 1, item_id=_plain(self.item_ids_[item]), title=self.titles_[item],
                            score=float(scores[0, item]),
-                           explanation=Explanation(-1, self._topic_label(item), "cold-start", segment=segment))
+                           explanation=item_topic_explanation(self, item, "cold-start", segment))
             for r, item in enumerate(top)
         ]
 
@@ -591,9 +554,10 @@ def _plain(value):
 
 def _row(user_id, rec: Recommendation | None) -> dict:
     if rec is None:
-        return dict.fromkeys(["user_id", "rank", "item_id", "title", "score", "interest", "topic", "layer",
-                              "seed_item_ids", "seed_titles", "explanation"])
+        return dict.fromkeys(["user_id", "rank", "item_id", "title", "score", "interest", "interest_label", "topic",
+                              "layer", "seed_item_ids", "seed_titles", "explanation"])
     e = rec.explanation
     return {"user_id": user_id, "rank": rec.rank, "item_id": rec.item_id, "title": rec.title, "score": rec.score,
-            "interest": e.interest, "topic": e.topic, "layer": e.layer, "seed_item_ids": list(e.seed_item_ids),
+            "interest": e.interest, "interest_label": e.interest_label, "topic": e.topic, "layer": e.layer,
+            "seed_item_ids": list(e.seed_item_ids),
             "seed_titles": list(e.seed_titles), "explanation": e.describe()}

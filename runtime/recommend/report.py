@@ -27,8 +27,10 @@ METRICS = ("HR@10", "HR@20", "HR@50", "Recall@10", "Recall@20", "Recall@50", "ND
 
 @dataclass
 class ExampleUser:
-    """One user shown in the report: ``interests`` are dicts with ``rank, topic, share, size,
-    medoid`` (a title); ``recommendations`` are :class:`~tastemap.runtime.recommend.recommender.Recommendation`."""
+    """One user shown in the report: ``interests`` are dicts with ``rank, topic`` (the interest's
+    label: what its members share, or "a mix of ..."), ``share, size, medoid`` (a title) and
+    ``members`` (a few titles); ``recommendations`` are
+    :class:`~tastemap.runtime.recommend.recommender.Recommendation`."""
 
     user_id: object
     n_events: int
@@ -189,17 +191,31 @@ def _segments(segments: pd.DataFrame) -> str:
     rows = "".join(
         f"<tr><th scope='row'>{int(row['segment'])}</th><td>{int(row['size']):,} ({row['share']:.0%})</td>"
         f"<td><div class='bar' style='width:{100 * int(row['size']) / largest:.1f}%'></div></td>"
-        f"<td>{esc(row['label'])}</td></tr>"
+        f"<td>{_lifts(row.get('top_topics'), 'label')}</td><td>{_lifts(row.get('top_categories'), 'category')}</td></tr>"
         for _, row in segments.iterrows()
     )
-    return ("<table><thead><tr><th>segment</th><th>users</th><th class='barcol'></th><th>label (top topics | "
-            f"categories)</th></tr></thead><tbody>{rows}</tbody></table>")
+    return ("<p>Each segment's topics and categories most over-represented against all users: share of the "
+            "segment's interest, and lift (segment share over population share).</p>"
+            "<table><thead><tr><th>segment</th><th>users</th><th class='barcol'></th><th>over-represented topics</th>"
+            f"<th>over-represented categories</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _lifts(entries, key: str) -> str:
+    if entries is None or len(entries) == 0:
+        return ""
+    items = []
+    for entry in entries:
+        lift = entry.get("lift")
+        detail = f"{entry['weight']:.0%}" + (f", ×{lift:.1f}" if lift is not None else "")
+        items.append(f"<span class='label'>{esc(entry[key])}</span> <span class='size'>{esc(detail)}</span>")
+    return "<br>".join(items)
 
 
 def _user(user: ExampleUser) -> str:
     interests = "".join(
         f"<li><span class='label'>{esc(i['topic'])}</span> <span class='size'>share {i['share']:.0%}, "
-        f"{int(i['size'])} items</span><div class='medoids'>medoid: {esc(i['medoid'])}</div></li>"
+        f"{int(i['size'])} items</span><div class='medoids'>medoid: {esc(i['medoid'])}"
+        + (f"; also {esc(', '.join(i['members']))}" if i.get("members") else "") + "</div></li>"
         for i in user.interests
     ) or "<li>no interests</li>"
     recs = "".join(
@@ -261,6 +277,8 @@ def report_from_recommender(
     ``example_users``' interests and top ``k`` recommendations) and evaluation tables."""
     from tastemap.runtime.interests.base import check_fitted
 
+    from tastemap.runtime.interests.profiles import interest_label
+
     check_fitted(recommender, "state_", "fit(train, catalog, item_vectors)")
     profiler = recommender.profiler_
     tree = profiler.topic_tree_
@@ -273,8 +291,9 @@ def report_from_recommender(
         users.append(ExampleUser(
             user_id=user_id,
             n_events=int(profiler.profiles_.n_events[position]),
-            interests=[{"rank": r, "topic": tree.fine.names[i.topic], "share": i.share, "size": i.size,
-                        "medoid": titles[i.medoid]} for r, i in enumerate(interests)],
+            interests=[{"rank": r, "topic": interest_label(i.members, profiler.item_topics_, tree), "share": i.share,
+                        "size": i.size, "medoid": titles[i.medoid], "members": [titles[m] for m in i.members[1:3]]}
+                       for r, i in enumerate(interests)],
             recommendations=recommender.recommend(user_id, k=k),
         ))
     segmenter = recommender.segmenter_

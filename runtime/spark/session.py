@@ -105,7 +105,8 @@ def read_spark_table(spark, path: str | Path, *, what: str = "table"):
         check_exists(location, what=what, folders=True)
     reader = spark.read
     if kind in SEPARATORS:
-        reader = reader.option("header", "true").option("inferSchema", "true").option("sep", SEPARATORS[kind])
+        # Values as the text written, as the local reader reads them: ids such as 007 stay strings.
+        reader = reader.option("header", "true").option("inferSchema", "false").option("sep", SEPARATORS[kind])
     read = {"csv": reader.csv, "tsv": reader.csv, "jsonl": reader.json, "parquet": reader.parquet}[kind]
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import AnalysisException

@@ -1,0 +1,357 @@
+"""Topic labels made of phrases a person would write.
+
+**Candidates.** Each item text is cut into segments at punctuation (``. , ; : ! ? | ( ) [ ] /``,
+a spaced dash and the ``>`` of category paths). Within a segment, words keep their inner hyphens
+and apostrophes (``sci-fi``, ``film-noir``); French and Italian elisions (``l'``, ``d'``) and a
+trailing ``'s`` are cut off. A word breaks a phrase when it is a stop word (scikit-learn's English
+list, the Snowball lists of 13 more languages in :mod:`~tastemap.runtime.interests.stopwords`, and
+the words of the text template), holds a digit, or has one letter. The runs between breaks give
+every phrase of one to three words (``world war ii``, ``film noir``); a phrase may not start with
+a Roman numeral, and a one-word phrase needs three letters. ``film-noir`` and ``film noir`` are
+one candidate, shown in its most frequent spelling.
+
+**Filters.** A candidate must occur in at least two items and in at most ``max_df`` (25%) of all
+items. A shorter phrase is absorbed by a longer one that holds at least half of its occurrences
+(``noir`` by ``film noir``).
+
+**Scores.** Class-based TF-IDF per topic (:func:`class_tfidf_scores`), counted only where at
+least 3% of the topic's items (and two) hold the phrase, times the phrase's concentration
+(:func:`concentration`): the Kullback-Leibler divergence between the category mix of the items
+holding it (the finest category level with at least four nodes; the topics of the level when the
+catalogue has none) and the catalogue's, smoothed with three pseudo-items. A phrase within 0.3 nats of the catalogue's mix is
+noise and dropped (a tag put on films of every kind, ``in netflix queue``; words like ``man`` or
+``story``); above that its score is multiplied by ``min(1, KL / 0.6)``.
+
+**Choice.** Among a topic's best ``n_candidates`` (20) candidates, the label takes three phrases
+by maximal marginal relevance. Relevance is the candidate's score times how much closer its
+vector is to this topic's centroid than to the level's other centroids (a z-score over the
+level's topics, negative values as 0); each step subtracts ``diversity`` (0.5) times the largest
+cosine to a phrase already taken, and phrases sharing a word with one taken are skipped. Phrase
+vectors come from the encoder when one is given, else from the mean vector of the items holding
+the phrase. Where the catalogue has categories, a topic in which at least ``category_share`` (80%)
+of the items carry one category node leads with that category's name (one topic per level and
+name: the one with the largest share). No two topics of a level get the same set of phrases, and a
+coarse topic's set differs from each of its children's.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import sparse
+
+logger = logging.getLogger(__name__)
+
+SEGMENT_BREAK = re.compile(r"[.,;:!?|()\[\]{}\"“”«»/\\]+|\s[-–—]+\s|\s>\s|\s&\s")
+WORD = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*|\S*\d\S*")
+ELISION = re.compile(r"^(?:l|d|j|m|n|s|t|c|qu|dell|nell|all|sull|dall)['’](?=[^\W\d_]{2})")
+ROMAN = re.compile(r"^[ivxlcdm]+$")
+MAX_WORDS = 3
+
+
+@dataclass(frozen=True)
+class Phrases:
+    """Candidate phrases of a catalogue: ``items`` binary CSR ``[n_items, n_phrases]`` (item holds
+    phrase), ``names`` ``[n_phrases]`` (display spelling)."""
+
+    items: sparse.csr_matrix
+    names: np.ndarray
+
+    @property
+    def n_phrases(self) -> int:
+        return int(self.names.size)
+
+
+def stop_word_set(extra: Sequence[str] = ()) -> frozenset[str]:
+    """English (scikit-learn) and foreign (Snowball) stop words plus ``extra``, lower case."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    from tastemap.runtime.interests.stopwords import foreign_stop_words
+
+    return frozenset(ENGLISH_STOP_WORDS) | foreign_stop_words() | {w.lower() for w in extra}
+
+
+def text_phrases(text: str, stop_words: frozenset[str]) -> list[tuple[str, str]]:
+    """``(key, spelling)`` of every candidate phrase of one text (see the module docstring);
+    ``key`` is the lower-case words joined by spaces (hyphens count as spaces)."""
+    found = []
+    for segment in SEGMENT_BREAK.split(text.lower()):
+        run: list[str] = []
+        for token in [*WORD.findall(segment), ""]:
+            word = _clean(token)
+            if word and not _breaks(word, stop_words):
+                run.append(word)
+                continue
+            found += _ngrams(run)
+            run = []
+    return found
+
+
+def extract_phrases(texts: Sequence[str], stop_words: frozenset[str], *, max_df: float = 0.25,
+                    min_df: int = 2) -> Phrases:
+    """Candidate phrases of every item text, filtered by document frequency and absorption."""
+    keys: dict[str, int] = {}
+    spellings: list[dict[str, int]] = []
+    rows, cols = [], []
+    for row, text in enumerate(texts):
+        seen = set()
+        for key, spelling in text_phrases(str(text), stop_words):
+            column = keys.setdefault(key, len(keys))
+            if column == len(spellings):
+                spellings.append({})
+            spellings[column][spelling] = spellings[column].get(spelling, 0) + 1
+            if column not in seen:
+                seen.add(column)
+                rows.append(row)
+                cols.append(column)
+    n_items = len(texts)
+    matrix = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_items, len(keys)))
+    df = np.asarray(matrix.sum(axis=0)).ravel()
+    names = np.array([max(s.items(), key=lambda kv: (kv[1], kv[0]))[0] for s in spellings], dtype=object)
+    key_list = list(keys)
+    limit = max_df * n_items if n_items >= 20 else n_items
+    keep = (df >= min(min_df, max(n_items // 10, 1))) & (df <= limit)
+    keep &= ~_absorbed(key_list, df, keep)
+    columns = np.flatnonzero(keep)
+    return Phrases(items=matrix[:, columns].tocsr(), names=names[columns])
+
+
+def class_tfidf_scores(counts: sparse.csr_matrix, labels: np.ndarray, n_classes: int) -> sparse.csr_matrix:
+    """Class-based TF-IDF ``[n_classes, n_terms]``: ``tf(t, c) * log(1 + A / f(t))`` with ``A`` the
+    mean number of terms per class and ``f(t)`` the frequency of ``t`` over all classes."""
+    from tastemap.runtime.interests.layers import onehot
+
+    class_terms = sparse.csr_matrix(onehot(labels, n_classes).T @ counts, dtype=np.float64)
+    words = np.asarray(class_terms.sum(axis=1)).ravel()
+    frequency = np.asarray(class_terms.sum(axis=0)).ravel()
+    average = words.mean() if words.size else 0.0
+    idf = np.log1p(np.divide(average, frequency, out=np.zeros_like(frequency), where=frequency > 0))
+    tf = sparse.diags(np.divide(1.0, words, out=np.zeros_like(words), where=words > 0)) @ class_terms
+    return sparse.csr_matrix(tf @ sparse.diags(idf))
+
+
+def concentration(counts: sparse.csr_matrix, groups: sparse.csr_matrix, *, prior_items: float = 3.0,
+                  noise: float = 0.3, scale: float = 0.6) -> np.ndarray:
+    """How unlike the catalogue's the spread of each term's items over ``groups`` is: ``[n_terms]``
+    in ``[0, 1]``: 0 when ``KL(p_t || q) < noise`` (nats), else ``min(1, KL / scale)``.
+
+    ``counts`` ``[n_items, n_terms]``; ``groups`` ``[n_items, n_groups]`` (an item's share of each
+    category, or a one-hot topic). ``q`` is the spread of all items, ``p_t`` that of the items
+    holding term ``t``, smoothed towards ``q`` with ``prior_items`` pseudo-items so that a term on
+    a handful of items does not look concentrated by chance. A tag spread over unrelated
+    categories like the catalogue itself (``in netflix queue``) scores near 0.
+    """
+    per_term = np.asarray((sparse.csr_matrix(counts).T @ groups).todense(), dtype=np.float64)  # [t, g]
+    q = np.asarray(groups.sum(axis=0), dtype=np.float64).ravel()
+    q = q / max(q.sum(), 1e-12)
+    totals = per_term.sum(axis=1, keepdims=True)
+    p = (per_term + prior_items * q[None, :]) / (totals + prior_items)
+    ratio = np.divide(p, q[None, :], out=np.ones_like(p), where=(p > 0) & (q[None, :] > 0))
+    kl = (p * np.log(ratio)).sum(axis=1)
+    return np.where(kl < noise, 0.0, np.clip(kl / scale, 0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """How labels are chosen (see the module docstring)."""
+
+    n_phrases: int = 3
+    n_candidates: int = 20
+    diversity: float = 0.5
+    category_share: float = 0.8
+    min_coverage: float = 0.03
+
+
+def label_level(
+    phrases: Phrases,
+    labels: np.ndarray,
+    centroids: np.ndarray,
+    phrase_vectors: np.ndarray,
+    *,
+    n_keywords: int = 8,
+    categories: "CategoryNodes | None" = None,
+    forbidden: Sequence[Sequence[frozenset]] | None = None,
+    config: LabelConfig = LabelConfig(),
+) -> list[list[str]]:
+    """Keywords per topic of one level, the label's phrases first.
+
+    ``labels`` ``[n_items]`` topic ids, ``centroids`` ``[k, dim]`` unit, ``phrase_vectors``
+    ``[n_phrases, dim]`` unit. ``categories`` (:class:`CategoryNodes`) lets a topic lead with a
+    category name. ``forbidden[c]`` lists phrase sets topic ``c`` may not take (its children's
+    labels).
+    """
+    from tastemap.runtime.interests.layers import onehot
+
+    k = centroids.shape[0]
+    if phrases.n_phrases == 0:
+        return [[] for _ in range(k)]
+    scores = class_tfidf_scores(phrases.items, labels, k)
+    spread = categories.shares if categories is not None and categories.shares is not None else onehot(labels, k)
+    scores = sparse.csr_matrix(scores @ sparse.diags(concentration(phrases.items, spread)))
+    holders = sparse.csr_matrix(onehot(labels, k).T @ phrases.items)  # items of each topic holding each phrase
+    sizes = np.bincount(labels, minlength=k)
+    minimum = np.maximum(2.0, config.min_coverage * sizes)
+    covered = sparse.csr_matrix(holders.multiply(holders >= minimum[:, None]))
+    scores = sparse.csr_matrix(scores.multiply(covered > 0))
+    scores.eliminate_zeros()
+    names = [str(n) for n in phrases.names]
+    leads = _category_leads(categories, labels, k, config.category_share) if categories is not None else {}
+    similarity = phrase_vectors @ centroids.T  # [n_phrases, k]
+    spread = similarity.std(axis=1, keepdims=True)
+    distinct = np.divide(similarity - similarity.mean(axis=1, keepdims=True), spread,
+                         out=np.zeros_like(similarity), where=spread > 0)
+    used: set[frozenset] = set()
+    result: list[list[str]] = [[] for _ in range(k)]
+    for topic in np.lexsort((np.arange(k), -sizes)):
+        row = scores.getrow(int(topic))
+        ranked = row.indices[np.lexsort((row.indices, -row.data))]
+        ranked = ranked[row.data[np.lexsort((row.indices, -row.data))] > 0]
+        pool = [int(i) for i in ranked[: config.n_candidates]]
+        taken_names: list[str] = []
+        taken_vectors: list[np.ndarray] = []
+        if topic in leads:
+            node = leads[topic]
+            taken_names.append(categories.label(node))
+            taken_vectors.append(categories.vectors[node])
+        blocked = set(used) | set(forbidden[topic] if forbidden is not None else ())
+        best_score = max((scores[topic, i] for i in pool), default=1.0) or 1.0
+        relevance = {i: float(scores[topic, i] / best_score * max(distinct[i, topic], 0.0)) for i in pool}
+        chosen = _mmr(pool, names, phrase_vectors, relevance, taken_names, taken_vectors, blocked, config)
+        extra = [names[i] for i in ranked if names[i] not in chosen]
+        while frozenset(chosen) in blocked:  # fewer phrases than asked and the same as another topic's
+            chosen.append(extra.pop(0) if extra else f"({len(chosen)})")
+        used.add(frozenset(chosen))
+        rest = [names[i] for i in ranked[: n_keywords * 2] if names[i] not in chosen]
+        # ``TopicLevel.names`` joins the first three keywords: a shorter label takes no others
+        result[int(topic)] = (chosen + rest)[: max(n_keywords, len(chosen))] if len(chosen) >= config.n_phrases else chosen
+    return result
+
+
+def phrase_vectors_from_items(phrases: Phrases, item_vectors: np.ndarray) -> np.ndarray:
+    """Unit mean vector of the items holding each phrase ``[n_phrases, dim]``: the fallback when
+    no encoder is given."""
+    sums = np.asarray(phrases.items.T @ item_vectors, dtype=np.float64)
+    return _unit(sums).astype(np.float32)
+
+
+def _mmr(pool, names, vectors, relevance, taken_names, taken_vectors, blocked, config) -> list[str]:
+    """Maximal marginal relevance: ``relevance`` (scaled to at most 1) minus the largest cosine to
+    a phrase already taken, weighted by ``config.diversity``."""
+    chosen_names = list(taken_names)
+    chosen_vectors = list(taken_vectors)
+    candidates = list(pool)
+    top = max((abs(v) for v in relevance.values()), default=1.0) or 1.0
+    relevance = {i: v / top for i, v in relevance.items()}
+    while len(chosen_names) < config.n_phrases and candidates:
+        best, best_score = None, -np.inf
+        for i in candidates:
+            if _shares_word(names[i], chosen_names):
+                continue
+            if len(chosen_names) == config.n_phrases - 1 and frozenset([*chosen_names, names[i]]) in blocked:
+                continue
+            redundancy = max((float(vectors[i] @ v) for v in chosen_vectors), default=0.0)
+            score = (1 - config.diversity) * relevance[i] - config.diversity * redundancy
+            if score > best_score:
+                best, best_score = i, score
+        if best is None:
+            break
+        chosen_names.append(names[best])
+        chosen_vectors.append(vectors[best])
+        candidates.remove(best)
+    return chosen_names
+
+
+@dataclass(frozen=True)
+class CategoryNodes:
+    """The catalogue's category nodes for labels: ``items`` binary CSR ``[n_items, n_nodes]``,
+    ``names`` ``[n_nodes]`` (``A`` or ``A > B``), unit ``vectors`` ``[n_nodes, dim]`` (the encoded
+    name, or the mean vector of the node's items) and ``shares`` ``[n_items, n_nodes_of_level]``
+    (each item's share of the nodes of the finest level with at least four nodes: the reference
+    spread of :func:`concentration`; None when no level has four).
+    """
+
+    items: sparse.csr_matrix
+    names: np.ndarray
+    vectors: np.ndarray
+    shares: sparse.csr_matrix | None
+
+    def label(self, node: int) -> str:
+        """The node's own name, lower case (``crime`` for ``Books > Crime``)."""
+        return str(self.names[node]).split(" > ")[-1].strip().lower()
+
+
+def _category_leads(categories: CategoryNodes, labels: np.ndarray, k: int, share: float) -> dict:
+    """Topic -> node column for topics in which at least ``share`` of the items carry one node;
+    each node leads one topic per level at most (the one where its share is largest)."""
+    from tastemap.runtime.interests.layers import onehot
+
+    matrix, node_names = categories.items, categories.names
+    if matrix.shape[1] == 0:
+        return {}
+    holders = np.asarray((onehot(labels, k).T @ matrix).todense(), dtype=np.float64)
+    fraction = holders / np.maximum(np.bincount(labels, minlength=k), 1)[:, None]
+    depth = np.array([str(n).count(" > ") for n in node_names])
+    topics, nodes = np.nonzero(fraction >= share)
+    order = np.lexsort((nodes, topics, -fraction[topics, nodes], -depth[nodes]))
+    leads: dict[int, int] = {}
+    for topic, node in zip(topics[order], nodes[order]):
+        if int(topic) not in leads and int(node) not in leads.values():
+            leads[int(topic)] = int(node)
+    return leads
+
+
+def _shares_word(name: str, chosen: list[str]) -> bool:
+    words = set(name.replace("-", " ").split())
+    return any(words & set(other.replace("-", " ").split()) for other in chosen)
+
+
+def _clean(token: str) -> str:
+    token = ELISION.sub("", token.strip("'’-"))
+    if token.endswith(("'s", "’s")):
+        token = token[:-2]
+    return token
+
+
+def _breaks(word: str, stop_words: frozenset[str]) -> bool:
+    if any(ch.isdigit() for ch in word) or len(word) < 2:
+        return True
+    return word in stop_words or word.replace("’", "'") in stop_words
+
+
+def _ngrams(run: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for size in range(1, MAX_WORDS + 1):
+        for start in range(len(run) - size + 1):
+            words = run[start : start + size]
+            if ROMAN.match(words[0]) or (size == 1 and len(words[0].replace("-", "")) < 3):
+                continue
+            spelling = " ".join(words)
+            out.append((spelling.replace("-", " "), spelling))
+    return out
+
+
+def _absorbed(keys: list[str], df: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Phrases with a longer kept phrase holding at least half of their occurrences."""
+    index = {key: i for i, key in enumerate(keys)}
+    absorbed = np.zeros(len(keys), bool)
+    for i, key in enumerate(keys):
+        if not keep[i]:
+            continue
+        words = key.split()
+        if len(words) < 2:
+            continue
+        for size in range(1, len(words)):
+            for start in range(len(words) - size + 1):
+                part = index.get(" ".join(words[start : start + size]))
+                if part is not None and df[i] >= 0.5 * df[part]:
+                    absorbed[part] = True
+    return absorbed
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)

@@ -1,0 +1,244 @@
+"""Outputs that belong to one job at a time and appear only when complete.
+
+:func:`claim_output` is held while a job writes ``path`` (a file or a folder). It takes a lock
+beside ``path`` (``.<name>.lock`` in the same folder), so that a second job with the same output
+stops at once with a clear error instead of writing over the first; it creates missing parent
+folders; and if the job fails it removes what the job created (``path`` itself when it did not
+exist before, the parent folders it made, the extra ``scratch`` paths), so that a failed run
+leaves nothing behind. The lock file is removed when the job ends.
+
+The lock is an advisory lock of the operating system (``flock`` on POSIX, ``msvcrt.locking`` on
+Windows): it is released when the process ends, even by ``kill -9``, so a crashed job never
+blocks the next one. :func:`hold_output` claims an output until the CLI command that calls it
+ends (see :func:`tastemap.console.exits_on_error`).
+
+Errors of the file system are :class:`~tastemap.errors.InputError` naming the path and the
+reason (:func:`write_error`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import errno
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tastemap.errors import InputError
+
+_COMMAND_SCOPE: contextvars.ContextVar[contextlib.ExitStack | None] = contextvars.ContextVar(
+    "tastemap_command_scope", default=None)
+
+_FIXES = {
+    errno.ENOSPC: "free some space or write elsewhere",
+    getattr(errno, "EDQUOT", errno.ENOSPC): "free some space or write elsewhere",
+    errno.EACCES: "choose a folder you can write to",
+    errno.EPERM: "choose a folder you can write to",
+    errno.EROFS: "the file system is read-only; choose another folder",
+    errno.EISDIR: "give a file name, not a folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
+
+
+def write_error(path: str | Path, exc: OSError, *, what: str = "write") -> InputError:
+    """``cannot write PATH: <reason>; <fix>`` for an :class:`OSError` raised while writing ``path``."""
+    reason = exc.strerror or str(exc)
+    fix = _FIXES.get(exc.errno)
+    return InputError(f"cannot {what} {path}: {reason}" + (f"; {fix}" if fix else ""))
+
+
+def lock_path_for(path: str | Path) -> Path:
+    """The lock file of output ``path``: ``.<name>.lock`` in the same folder."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
+
+
+def check_output_path(path: str | Path, *, folder: bool = False, flag: str = "--out") -> Path:
+    """Raise :class:`InputError` when ``path`` cannot be an output: a file expected and a folder
+    there (or the reverse), or a parent that is a file."""
+    path = Path(path)
+    if folder and path.name in ("", ".", ".."):
+        path = path.resolve()  # the current folder, or a parent: lock it by its own name
+    if not path.name or path.name in (".", ".."):
+        raise InputError(f"{flag} {str(path)!r} names no {'folder' if folder else 'file'}; give a path such as "
+                         f"{'out/' if folder else 'out/result.parquet'}")
+    if folder and path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {path} is a file; give a folder (it is created if missing)")
+    if not folder and path.is_dir():
+        raise InputError(f"{flag} {path} is an existing folder; give a file name, e.g. {path / 'result'}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{flag} {path}: {parent} is a file, not a folder")
+            break
+    return path
+
+
+@contextlib.contextmanager
+def claim_output(path: str | Path, *, folder: bool = False, scratch: Iterable[str | Path] = (),
+                 flag: str = "--out") -> Iterator[Path]:
+    """Hold output ``path`` for one job (see the module docstring); yields ``path``.
+
+    ``folder`` says whether ``path`` is a folder or a file. ``scratch`` paths are removed when the
+    job fails, unless they existed before it started. A job interrupted by the user
+    (:class:`KeyboardInterrupt`) is cleaned up like a failed one.
+    """
+    path = check_output_path(path, folder=folder, flag=flag)
+    created = _make_parents(path.parent)
+    try:
+        lock = _Lock(lock_path_for(path))
+        lock.acquire(path)
+    except BaseException:
+        _remove_folders(created)
+        raise
+    existed = [p for p in [path, *map(Path, scratch)] if p.exists() or p.is_symlink()]
+    try:
+        yield path
+    except BaseException:
+        for target in [path, *map(Path, scratch)]:
+            if target not in existed:
+                _remove(target)
+        lock.release()
+        _remove_folders(created)
+        raise
+    lock.release()
+
+
+def hold_output(path: str | Path, **options) -> Path:
+    """:func:`claim_output` until the current CLI command ends (its success or failure decides the
+    clean-up). Outside a command decorated with :func:`tastemap.console.exits_on_error` this is an
+    error of the program."""
+    scope = _COMMAND_SCOPE.get()
+    if scope is None:
+        raise RuntimeError("hold_output is for CLI commands (exits_on_error); use `with claim_output(...)`")
+    return scope.enter_context(claim_output(path, **options))
+
+
+@contextlib.contextmanager
+def command_scope() -> Iterator[None]:
+    """The scope of one CLI command: outputs held with :func:`hold_output` are released at its end."""
+    with contextlib.ExitStack() as stack:
+        token = _COMMAND_SCOPE.set(stack)
+        try:
+            yield
+        finally:
+            _COMMAND_SCOPE.reset(token)
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return those created, deepest first."""
+    missing = []
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _remove_folders(missing)
+        raise write_error(folder, exc, what="create the folder") from None
+    return missing
+
+
+def _remove_folders(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+class _Lock:
+    """An exclusive, non-blocking lock on a file that is removed on release."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self, target: Path) -> None:
+        for _ in range(10):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise write_error(target.parent, exc, what="write to") from None
+            if not _try_lock(fd):
+                owner = _read_owner(fd)
+                os.close(fd)
+                raise InputError(
+                    f"{target} is being written by another tastemap job{owner}; wait for it to end or "
+                    f"choose another output (if no job is running, delete {self.path})"
+                )
+            # The file may have been removed by the job that held it between our open and our lock:
+            # the lock counts only if the path still names the file we locked.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except OSError:
+                same = False
+            if same:
+                self.fd = fd
+                _write_owner(fd)
+                return
+            os.close(fd)
+        raise InputError(f"cannot lock {target}: its lock file {self.path} keeps changing; try again")
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        with contextlib.suppress(OSError):
+            _unlock(self.fd)
+        os.close(self.fd)
+        self.fd = None
+
+
+if os.name == "nt":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _write_owner(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()}\n".encode())
+
+
+def _read_owner(fd: int) -> str:
+    try:
+        text = os.pread(fd, 32, 0) if hasattr(os, "pread") else b""
+    except OSError:
+        return ""
+    pid = text.decode("ascii", "replace").strip()
+    return f" (process {pid})" if pid.isdigit() else ""

@@ -1,0 +1,331 @@
+"""A fitted recommender's state as the files of a model directory, and back, without refitting.
+
+:func:`state_files` turns a fitted :class:`~tastemap.runtime.recommend.recommender.TastemapRecommender`
+(its profiler, segmenter, EASE weights and per-user state) into writers keyed by file name plus
+the metadata ``model.json`` needs; :func:`restore_recommender` rebuilds an equal recommender from
+those files by setting the fitted attributes (no ``fit`` runs). :class:`EventLog` holds the
+training events a model keeps for online updates and for its own evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy import sparse
+
+from tastemap.errors import FittedModelError
+from tastemap.runtime.interests.layers import TimeWindows, category_levels
+from tastemap.runtime.interests.profiles import InterestProfiler, UserInterests, UserProfiles
+from tastemap.runtime.interests.segments import UserSegmenter
+from tastemap.runtime.interests.topics import TopicLevel, TopicTree
+from tastemap.runtime.pipeline.model_io import (
+    array_writer,
+    json_writer,
+    load_array,
+    load_sparse,
+    read_json,
+    sparse_writers,
+)
+from tastemap.runtime.recommend.recommender import BlendWeights, TastemapRecommender
+
+logger = logging.getLogger(__name__)
+
+INTEREST_FIELDS = ("indptr", "medoid", "importance", "share", "size", "topic", "member_indptr", "members")
+MIXTURE_FIELDS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+EVENT_PART = "events/part-{:05d}.parquet"
+HOLDOUT = "holdout.parquet"
+USER_FILES = ("users.parquet", "profiles.parquet", "segments.parquet", "user_segments.parquet",
+              "segment_popularity.npy")
+ITEM_FILES = ("items.parquet", "item_vectors.npy", "item_topics.npy", "topic_tree.json", "topics.json")
+
+
+def file_group(name: str) -> str:
+    """``items`` (rewritten when items are added), ``users`` (rewritten when events are added)
+    or ``fixed`` (written by the batch fit only)."""
+    if name in ITEM_FILES:
+        return "items"
+    if name in USER_FILES or name.startswith("state/"):
+        return "users"
+    return "fixed"
+
+
+@dataclass
+class EventLog:
+    """The events a fitted model was trained on, plus those folded in since.
+
+    ``users`` and ``items`` int64 ``[n_events]`` are rows of the model's users and items;
+    ``timestamps`` int64 seconds and ``weights`` float32 ``[n_events]``. ``parts`` names the
+    Parquet parts on disk holding the first ``n_saved`` events, in order.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    timestamps: np.ndarray
+    weights: np.ndarray
+    parts: list = field(default_factory=list)
+    n_saved: int = 0
+
+    @property
+    def n_events(self) -> int:
+        return int(self.users.size)
+
+    def append(self, users, items, timestamps, weights) -> None:
+        self.users = np.concatenate([self.users, users]).astype(np.int64)
+        self.items = np.concatenate([self.items, items]).astype(np.int64)
+        self.timestamps = np.concatenate([self.timestamps, timestamps]).astype(np.int64)
+        self.weights = np.concatenate([self.weights, weights]).astype(np.float32)
+
+    def frame(self, user_ids: np.ndarray, item_ids: np.ndarray, rows: slice = slice(None)) -> pd.DataFrame:
+        """The events (or a slice) as ``user_id, item_id, timestamp, weight`` with the caller's ids."""
+        return pd.DataFrame({"user_id": np.asarray(user_ids)[self.users[rows]],
+                             "item_id": np.asarray(item_ids)[self.items[rows]],
+                             "timestamp": self.timestamps[rows], "weight": self.weights[rows]})
+
+    @classmethod
+    def read(cls, root: Path, parts: list[str], user_ids: pd.Index, item_ids: pd.Index) -> "EventLog":
+        frames = [pq.read_table(root / part).to_pandas() for part in parts]
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            {"user_id": [], "item_id": [], "timestamp": [], "weight": []})
+        users = user_ids.get_indexer(frame["user_id"].to_numpy())
+        items = item_ids.get_indexer(frame["item_id"].to_numpy())
+        if (users < 0).any() or (items < 0).any():
+            raise FittedModelError(f"{root}: the stored events name users or items the model does not hold; "
+                                   "the directory is inconsistent, fit the model again")
+        return cls(users=users.astype(np.int64), items=items.astype(np.int64),
+                   timestamps=frame["timestamp"].to_numpy(np.int64), weights=frame["weight"].to_numpy(np.float32),
+                   parts=list(parts), n_saved=len(frame))
+
+
+def state_files(recommender: TastemapRecommender, categories: list, *, scratch: Path) -> tuple[dict, dict]:
+    """Writers for every file of the fitted state except the events and the holdout, and the
+    metadata (``params``, ``fitted``, ``shapes``) that ``model.json`` records.
+
+    ``categories`` holds each item's category paths (tuples). ``scratch`` is an empty folder for
+    the files written through the profile and segment writers (same formats as ``tastemap
+    profile`` and ``tastemap segment``).
+    """
+    from tastemap.runtime.interests.profile_io import write_profiles
+    from tastemap.runtime.interests.segments import write_segments
+
+    profiler, segmenter = recommender.profiler_, recommender.segmenter_
+    profiles, state = profiler.profiles_, recommender.state_
+    tree = profiler.topic_tree_
+    writers = {
+        "items.parquet": _table_writer(pa.table({
+            "item_id": pa.array(recommender.item_ids_),
+            "title": pa.array(np.asarray(profiler.item_titles_).astype(str)),
+            "text": pa.array(list(profiler.item_texts_), pa.string()),
+            "categories": pa.array([[list(path) for path in paths] for paths in categories],
+                                   pa.list_(pa.list_(pa.string()))),
+        })),
+        "item_vectors.npy": array_writer(profiler.item_vectors_),
+        "item_topics.npy": array_writer(profiler.item_topics_.astype(np.int64)),
+        "topic_tree.json": json_writer({"levels": [
+            {"parents": level.parents, "sizes": level.sizes, "keywords": level.keywords, "medoids": level.medoids}
+            for level in tree.levels]}),
+        "users.parquet": _table_writer(pa.table({
+            "user_id": pa.array(np.asarray(recommender.user_index_)),
+            "n_events": pa.array(profiles.n_events.astype(np.int64)),
+            "last_seen": pa.array(profiles.last_seen.astype(np.int64)),
+            "segment": pa.array((segmenter.labels_ if segmenter is not None
+                                 else np.full(profiles.n_users, -1)).astype(np.int32)),
+        })),
+    }
+    for depth, level in enumerate(tree.levels):
+        writers[f"topic_centroids_{depth}.npy"] = array_writer(level.centroids)
+    shapes = {}
+    matrices = {**{f"state/topics_{d}": m for d, m in enumerate(profiles.topics)},
+                "state/short_term": profiles.short_term,
+                **{f"state/categories_{d}": m for d, m in enumerate(profiles.categories)},
+                "state/history": state.history, "state/recency": state.recency}
+    for name, matrix in matrices.items():
+        writers.update(sparse_writers(name, matrix))
+        shapes[name] = list(matrix.shape)
+    for name in ("vectors", "short_vectors"):
+        writers[f"state/{name}.npy"] = array_writer(getattr(profiles, name))
+    for name in INTEREST_FIELDS:
+        writers[f"state/interests.{name}.npy"] = array_writer(getattr(profiles.interests, name))
+    if recommender.ease_ is not None:
+        writers["ease_weights.npy"] = array_writer(recommender.ease_)
+    write_profiles(profiler, scratch, profiles, jsonl=False)
+    writers["profiles.parquet"] = _move_writer(scratch / "profiles.parquet")
+    writers["topics.json"] = _move_writer(scratch / "topics.json")
+    if segmenter is not None:
+        write_segments(segmenter, scratch)
+        writers["segments.parquet"] = _move_writer(scratch / "segments.parquet")
+        writers["user_segments.parquet"] = _move_writer(scratch / "user_segments.parquet")
+        writers["segment_centroids.npy"] = array_writer(segmenter.centroids_)
+        writers["segment_of_cluster.npy"] = array_writer(segmenter.segment_of_cluster_)
+        writers["segment_popularity.npy"] = array_writer(recommender.segment_popularity_)
+        if segmenter.mixture_ is not None:
+            for name in MIXTURE_FIELDS:
+                writers[f"segment_mixture.{name.rstrip('_')}.npy"] = array_writer(getattr(segmenter.mixture_, name))
+    meta = {
+        "params": {
+            "recommender": {"l2": recommender.l2, "recency_half_life": recommender.recency_half_life,
+                            "n_candidates": recommender.n_candidates, "seed": recommender.seed},
+            "weights": recommender.weights_.as_dict(),
+            "profiler": profiler.get_params(),
+            "segmenter": segmenter.get_params() if segmenter is not None else None,
+        },
+        "fitted": {
+            "topics": {"backend": profiler.backend_, "n_topics": [level.n_topics for level in tree.levels]},
+            "segments": None if segmenter is None else {
+                "n_segments": int(segmenter.n_segments_), "criterion": segmenter.criterion_,
+                "criterion_scores": {str(k): v for k, v in segmenter.criterion_scores_.items()},
+                "dispersion": {str(k): v for k, v in (getattr(segmenter, "dispersion_", None) or {}).items()},
+                "backend": segmenter.backend_, "feature_names": segmenter.feature_names_},
+        },
+        "shapes": shapes,
+    }
+    return writers, meta
+
+
+def restore_recommender(root: Path, manifest: dict) -> tuple[TastemapRecommender, list]:
+    """The fitted recommender stored in ``root`` (fitted attributes set, no ``fit``) and each
+    item's category paths."""
+    import faiss
+
+    params, fitted, shapes = manifest["params"], manifest["fitted"], manifest["shapes"]
+    items = pq.read_table(root / "items.parquet")
+    item_ids = items["item_id"].to_numpy()
+    titles = items["title"].to_numpy(zero_copy_only=False)
+    categories = [[tuple(path) for path in paths] for paths in items["categories"].to_pylist()]
+    vectors = load_array(root / "item_vectors.npy")
+    item_topics = np.asarray(load_array(root / "item_topics.npy"))
+    tree_doc = read_json(root / "topic_tree.json")
+    tree = TopicTree(levels=[
+        TopicLevel(labels=item_topics[:, depth].copy(), parents=np.asarray(level["parents"], np.int64),
+                   centroids=np.asarray(load_array(root / f"topic_centroids_{depth}.npy")),
+                   sizes=np.asarray(level["sizes"], np.int64), keywords=level["keywords"],
+                   medoids=np.asarray(level["medoids"], np.int64).reshape(len(level["sizes"]), -1))
+        for depth, level in enumerate(tree_doc["levels"])])
+
+    profiler = InterestProfiler(**params["profiler"])
+    profiler.item_ids_, profiler.item_titles_ = item_ids, titles
+    profiler.item_texts_ = items["text"].to_pylist()
+    profiler.item_vectors_ = vectors
+    profiler.topic_tree_, profiler.item_topics_ = tree, item_topics
+    profiler.category_levels_ = category_levels(categories)
+    profiler.time_windows_ = TimeWindows(short_window_days=profiler.short_window_days, short_decay=profiler.short_decay,
+                                         long_decay=profiler.long_decay, reference=profiler.time_reference)
+    profiler.backend_, profiler.stats_, profiler.data_report_, profiler.user_items_ = fitted["topics"]["backend"], {}, None, None
+
+    users = pq.read_table(root / "users.parquet")
+    user_ids = users["user_id"].to_numpy()
+    state = root / "state"
+    interests = UserInterests(**{name: np.asarray(load_array(state / f"interests.{name}.npy")) for name in INTEREST_FIELDS})
+    profiles = UserProfiles(
+        user_ids=user_ids, n_events=users["n_events"].to_numpy(), last_seen=users["last_seen"].to_numpy(),
+        topics=[load_sparse(root, f"state/topics_{d}", shapes[f"state/topics_{d}"]) for d in range(len(tree.levels))],
+        topic_names=[level.names for level in tree.levels],
+        short_term=load_sparse(root, "state/short_term", shapes["state/short_term"]),
+        categories=[load_sparse(root, f"state/categories_{d}", shapes[f"state/categories_{d}"])
+                    for d in range(len(profiler.category_levels_))],
+        category_names=[level.names for level in profiler.category_levels_],
+        vectors=load_array(state / "vectors.npy"), short_vectors=load_array(state / "short_vectors.npy"),
+        interests=interests,
+    )
+    profiler.profiles_ = profiles
+
+    segmenter = None
+    if params["segmenter"] is not None:
+        segmenter = _restore_segmenter(root, params["segmenter"], fitted["segments"], user_ids,
+                                       users["segment"].to_numpy().astype(np.int64))
+    recommender = TastemapRecommender(
+        weights=BlendWeights(**params["weights"]), profiler=InterestProfiler(**params["profiler"]),
+        segmenter=UserSegmenter(**_segmenter_params(params["segmenter"])) if segmenter is not None else None,
+        **params["recommender"])
+    recommender.weights_ = BlendWeights(**params["weights"])
+    recommender.profiler_, recommender.segmenter_ = profiler, segmenter
+    n_items = item_ids.size
+    recommender.ease_ = None
+    if (root / "ease_weights.npy").is_file():
+        recommender.ease_ = pad_square(load_array(root / "ease_weights.npy"), n_items)
+    recommender.segment_popularity_ = None
+    if segmenter is not None:
+        popularity = np.asarray(load_array(root / "segment_popularity.npy"))
+        recommender.segment_popularity_ = pad_columns(popularity, n_items)
+    recommender.index_ = faiss.IndexFlatIP(vectors.shape[1])
+    recommender.index_.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    recommender.titles_ = titles.astype(str)
+    recommender.item_ids_ = item_ids
+    recommender.user_index_ = pd.Index(user_ids)
+    history = load_sparse(root, "state/history", shapes["state/history"])
+    recency = load_sparse(root, "state/recency", shapes["state/recency"])
+    recommender.state_ = recommender.scoring_state(resize(history, n_items), resize(recency, n_items), profiles)
+    return recommender, categories
+
+
+def _restore_segmenter(root: Path, params: dict, fitted: dict, user_ids: np.ndarray, labels: np.ndarray) -> UserSegmenter:
+    segmenter = UserSegmenter(**_segmenter_params(params))
+    segmenter.feature_names_ = fitted["feature_names"]
+    segmenter.criterion_ = fitted["criterion"]
+    segmenter.criterion_scores_ = {int(k): v for k, v in fitted["criterion_scores"].items()}
+    segmenter.dispersion_ = {int(k): v for k, v in fitted.get("dispersion", {}).items()}
+    segmenter.backend_ = fitted["backend"]
+    segmenter.n_segments_ = int(fitted["n_segments"])
+    segmenter.centroids_ = np.asarray(load_array(root / "segment_centroids.npy"))
+    segmenter.segment_of_cluster_ = np.asarray(load_array(root / "segment_of_cluster.npy"))
+    segmenter.mixture_ = None
+    if (root / "segment_mixture.weights.npy").is_file():
+        from sklearn.mixture import GaussianMixture
+
+        mixture = GaussianMixture(n_components=segmenter.segment_of_cluster_.size,
+                                  covariance_type=segmenter.covariance_type)
+        for name in MIXTURE_FIELDS:
+            setattr(mixture, name, np.asarray(load_array(root / f"segment_mixture.{name.rstrip('_')}.npy")))
+        mixture.n_features_in_ = mixture.means_.shape[1]
+        segmenter.mixture_ = mixture
+    table = pq.read_table(root / "segments.parquet").drop_columns(["centroid"])
+    segmenter.segments_ = pd.DataFrame(table.to_pylist(), columns=table.column_names)
+    segmenter.user_ids_ = user_ids
+    segmenter.labels_ = labels
+    return segmenter
+
+
+def _segmenter_params(params: dict) -> dict:
+    return {**params, "k_range": tuple(params["k_range"])}
+
+
+def pad_square(matrix: np.ndarray, n: int) -> np.ndarray:
+    """``matrix`` ``[m, m]`` zero-padded to ``[n, n]`` (itself when ``m == n``)."""
+    if matrix.shape[0] == n:
+        return matrix
+    out = np.zeros((n, n), dtype=matrix.dtype)
+    out[: matrix.shape[0], : matrix.shape[1]] = matrix
+    return out
+
+
+def pad_columns(matrix: np.ndarray, n: int) -> np.ndarray:
+    """``matrix`` ``[r, m]`` zero-padded to ``[r, n]``."""
+    if matrix.shape[1] == n:
+        return matrix
+    return np.hstack([matrix, np.zeros((matrix.shape[0], n - matrix.shape[1]), matrix.dtype)])
+
+
+def resize(matrix: sparse.csr_matrix, n_columns: int) -> sparse.csr_matrix:
+    """A CSR matrix with more (empty) columns."""
+    if matrix.shape[1] == n_columns:
+        return matrix
+    return sparse.csr_matrix((matrix.data, matrix.indices, matrix.indptr), shape=(matrix.shape[0], n_columns))
+
+
+def scratch_folder() -> Path:
+    return Path(tempfile.mkdtemp(prefix="tastemap-model-"))
+
+
+def _table_writer(table: pa.Table):
+    return lambda path: pq.write_table(table, path)
+
+
+def _move_writer(source: Path):
+    return lambda path: shutil.move(source, path)
