@@ -41,7 +41,8 @@ from tastemap.runtime.io.tables import MISSING_MARKERS, normalize_ids, read_tabl
 
 runner = CliRunner()
 PROFILE_OPTIONS = ["--topics", "4", "--coarse-topics", "2", "--backend", "sklearn"]
-PROPERTIES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTIES = settings(max_examples=60, deadline=None, database=None,
+                      suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 # --- data ------------------------------------------------------------------------------------
