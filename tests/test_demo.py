@@ -17,6 +17,7 @@ def demo_dir(tiny_package, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(out.parent / "cache"))
+        patch.delenv("TASTEMAP_HOME", raising=False)  # the cache folder then follows XDG_CACHE_HOME
         result = CliRunner().invoke(app, ["demo", "--out", str(out), "--sample", "25", "--model", str(tiny_package)])
     assert result.exit_code == 0, result.output
     assert "report.html" in result.output
