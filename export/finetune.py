@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from tastemap.errors import DeviceError, InputError, ModelPackageError, require
+from tastemap.runtime.recommend.cold_start import check_catalog_frame
 from tastemap.versions import installed_versions
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ FINETUNE_RECORD = "finetune.json"
 OBJECTIVES = ("pairs", "history")
 LOSS_NAMES = {"pairs": "MultipleNegativesRankingLoss", "history": "HistoryInfoNCE"}
 DEVICES = ("auto", "cpu", "cuda")
-_CATALOG_COLUMNS = ("item_id", "title", "categories", "tags", "description")
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def finetune_encoder(events: pd.DataFrame, catalog: pd.DataFrame, config: Finetu
     from tastemap.runtime.io.fingerprint import training_data_sha256
 
     events = validate_events(events, source="events")
-    _check_catalog(catalog)
+    check_catalog_frame(catalog)
     template = config.template or DEFAULT_TEMPLATE
     texts = render_item_texts(catalog, template)
     interactions, _ = align_events(events, catalog)
@@ -432,17 +432,6 @@ def _resolve_device(device: str) -> str:
         device = "cuda" if has_cuda else "cpu"
         log.info("device auto: training on %s", device)
     return device
-
-
-def _check_catalog(catalog: pd.DataFrame) -> None:
-    missing = [c for c in _CATALOG_COLUMNS if c not in catalog.columns]
-    if missing:
-        raise InputError(
-            f"catalog frame lacks column(s) {missing}; it has {[str(c) for c in catalog.columns]}; "
-            "read it with read_catalog or validate_catalog"
-        )
-    if catalog.empty:
-        raise InputError("catalog is empty: it has no rows")
 
 
 def config_dict(config: FinetuneConfig) -> dict:

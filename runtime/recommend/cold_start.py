@@ -161,7 +161,7 @@ def split_new_items(
     if not 0 < holdout_fraction < 1:
         raise InputError(f"holdout_fraction={holdout_fraction} should be between 0 and 1 (exclusive)")
     events = validate_events(events, source="events")
-    _check_catalog(catalog)
+    check_catalog_frame(catalog)
     template = template or DEFAULT_TEMPLATE
     rows = _catalog_rows(events["item_id"].to_numpy(), catalog["item_id"].to_numpy())
     known = rows >= 0
@@ -355,7 +355,8 @@ def _catalog_rows(event_items: np.ndarray, catalog_ids: np.ndarray) -> np.ndarra
     return pd.Index(catalog_ids).get_indexer(event_items)
 
 
-def _check_catalog(catalog: pd.DataFrame) -> None:
+def check_catalog_frame(catalog: pd.DataFrame) -> None:
+    """Refuse a catalog frame that is empty or lacks the validated columns (see ``read_catalog``)."""
     missing = [c for c in _CATALOG_COLUMNS if c not in catalog.columns]
     if missing:
         raise InputError(
