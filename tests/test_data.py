@@ -265,3 +265,15 @@ def validate_events_frame(columns: dict) -> pd.DataFrame:
     from tastemap.runtime.io.events import validate_events
 
     return validate_events(pd.DataFrame(columns))
+
+
+def test_validating_a_validated_catalog_changes_nothing():
+    from tastemap.runtime.io.events import validate_catalog
+
+    raw = pd.DataFrame({"item_id": ["a", "b"], "title": ["A", "B"],
+                        "categories": ["Books > Fiction|Books > Crime", ""], "tags": ["x|y", ""]})
+    once = validate_catalog(raw)
+    assert once["categories"].tolist() == [[("Books", "Fiction"), ("Books", "Crime")], []]
+    twice = validate_catalog(once)
+    assert twice["categories"].tolist() == once["categories"].tolist()
+    assert twice["tags"].tolist() == once["tags"].tolist() == [["x", "y"], []]

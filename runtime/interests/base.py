@@ -43,9 +43,9 @@ def as_catalog(catalog: pd.DataFrame) -> pd.DataFrame:
     ``description`` (str), one row per item, in the given order.
 
     A frame already in that form is returned unchanged. Otherwise (only ``item_id`` and ``title``
-    required; ``categories`` as ``A > B`` strings or lists of levels, ``tags`` as strings or lists)
-    the columns not yet in that form go through
-    :func:`~tastemap.runtime.io.events.validate_catalog` and missing ones are filled empty.
+    required; ``categories`` as ``A > B`` strings, lists of levels or lists of paths, ``tags`` as
+    strings or lists) it goes through :func:`~tastemap.runtime.io.events.validate_catalog`, which
+    fills missing columns empty.
     """
     if not isinstance(catalog, pd.DataFrame):
         raise InputError(f"catalog should be a pandas DataFrame with item_id and title columns; "
@@ -53,12 +53,7 @@ def as_catalog(catalog: pd.DataFrame) -> pd.DataFrame:
     ready = {name: _CANONICAL[name](catalog[name]) for name in _CANONICAL if name in catalog.columns}
     if {"item_id", "title"} <= set(catalog.columns) and len(ready) == len(_CANONICAL) and all(ready.values()):
         return catalog
-    to_parse = [name for name in ("item_id", "title", *_CANONICAL) if name in catalog.columns and not ready.get(name)]
-    out = validate_catalog(catalog[to_parse], source="catalog")
-    for name, is_ready in ready.items():
-        if is_ready:
-            out[name] = catalog[name].to_numpy()
-    return out
+    return validate_catalog(catalog, source="catalog")
 
 
 def as_events(events: pd.DataFrame) -> pd.DataFrame:

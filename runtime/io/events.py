@@ -545,6 +545,8 @@ def _parse_paths(value, columns: CatalogColumns) -> list[tuple[str, ...]]:
     if isinstance(value, str):
         parts = value.split(columns.list_separator) if columns.list_separator else [value]
         paths = [tuple(lvl.strip() for lvl in p.split(columns.path_separator)) for p in parts]
+    elif len(value) and all(isinstance(path, (list, tuple, np.ndarray)) for path in value):
+        paths = [tuple(str(lvl).strip() for lvl in path) for path in value]  # already parsed: validating is idempotent
     else:
         paths = [tuple(str(lvl).strip() for lvl in value)]
     return [p for p in (tuple(lvl for lvl in path if lvl) for path in paths) if p]
