@@ -9,7 +9,9 @@ same model wherever it runs.
 - ``home()/models/<name>``: packages written by ``tastemap export`` without ``--out``; the
   default model is ``home()/models/all-MiniLM-L6-v2``, or ``$TASTEMAP_MODEL_DIR`` when set;
 - ``home()/embeddings``: the embedding cache of ``tastemap demo``, ``recommend`` and ``evaluate``;
-- ``home()/bench``: the bench's exports of sentence-transformers' ONNX backends.
+- ``home()/bench``: the bench's exports of sentence-transformers' ONNX backends;
+- ``home()/finetuned``: encoders fine-tuned on one training part by ``evaluate``/``demo --finetune``,
+  with their packages, keyed by the part's data hash.
 
 A relative ``$TASTEMAP_HOME`` or ``$TASTEMAP_MODEL_DIR`` is taken from the folder the command
 starts in. :func:`resolve_model_dir` is the one place that decides what a missing default
@@ -34,7 +36,7 @@ logger = logging.getLogger(__name__)
 HOME_ENV = "TASTEMAP_HOME"
 MODEL_DIR_ENV = "TASTEMAP_MODEL_DIR"
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
-CACHES = ("embeddings", "bench")
+CACHES = ("embeddings", "bench", "finetuned")
 _DEFAULT_HELP = (f"Model package folder [default: ${MODEL_DIR_ENV}, else {DEFAULT_MODEL_NAME} in the tastemap "
                  "cache folder (~/.cache/tastemap/models on Linux)")
 MODEL_HELP = _DEFAULT_HELP + ", written by `tastemap export`]."

@@ -41,3 +41,16 @@ def make_planted_interests(n_users: int = 150, **kwargs):
     from tastemap.bench.interests import make_planted_interests as make
 
     return make(n_users, **kwargs)
+
+
+def write_planted_files(folder, n_users: int = 16) -> list[str]:
+    """Write :func:`make_planted` data as ``events.csv``, ``catalog.csv`` (first category as text)
+    and ``vectors.npy`` into ``folder``; returns the matching ``tastemap evaluate`` arguments."""
+    import numpy as np
+
+    events, catalog, vectors, _ = make_planted(n_users)
+    events.to_csv(folder / "events.csv", index=False)
+    catalog.assign(categories=[c[0][0] for c in catalog.categories], tags="").to_csv(folder / "catalog.csv", index=False)
+    np.save(folder / "vectors.npy", vectors)
+    return ["--events", str(folder / "events.csv"), "--catalog", str(folder / "catalog.csv"),
+            "--vectors", str(folder / "vectors.npy")]

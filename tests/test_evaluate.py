@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from planted import make_planted, make_recommender
+from planted import make_planted, make_recommender, write_planted_files
 from tastemap.errors import InputError
 from tastemap.runtime.io.events import align_events
 from tastemap.runtime.recommend.evaluate import (
@@ -137,14 +137,8 @@ def test_cli_evaluate_writes_table(tmp_path):
 
     from tastemap.cli import app
 
-    events, catalog, vectors, _ = make_planted(16)
-    events.to_csv(tmp_path / "events.csv", index=False)
-    catalog.assign(categories=[c[0][0] for c in catalog.categories], tags="").to_csv(tmp_path / "catalog.csv", index=False)
-    np.save(tmp_path / "vectors.npy", vectors)
-    result = CliRunner().invoke(app, [
-        "evaluate", "--events", str(tmp_path / "events.csv"), "--catalog", str(tmp_path / "catalog.csv"),
-        "--vectors", str(tmp_path / "vectors.npy"), "--protocol", "both", "--out", str(tmp_path / "eval"),
-    ])
+    result = CliRunner().invoke(app, ["evaluate", *write_planted_files(tmp_path), "--protocol", "both",
+                                      "--out", str(tmp_path / "eval")])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(tmp_path / "eval" / "evaluation.csv")
     assert table.groupby("protocol")["model"].apply(list).to_dict() == {

@@ -257,3 +257,40 @@ def test_config_rejects_impossible_values(tmp_path):
         FinetuneConfig(out=tmp_path, device="tpu")
     with pytest.raises(InputError, match="max_steps=0"):
         FinetuneConfig(out=tmp_path, max_steps=0)
+    with pytest.raises(InputError, match=r"train_layers=0 should be None \(all layers\) or an integer >= 1"):
+        FinetuneConfig(out=tmp_path, train_layers=0)
+
+
+def test_a_config_without_out_cannot_train(planted):
+    with pytest.raises(InputError, match="FinetuneConfig.out is None: say which folder the fine-tuned model goes to"):
+        finetune_encoder(*planted[:2], FinetuneConfig())
+
+
+def test_cached_lower_layers_give_the_models_own_embeddings(planted, tiny_bert):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from tastemap.export.finetune import _TopLayers
+
+    texts = render_item_texts(planted[1])
+    model = SentenceTransformer(str(tiny_bert), device="cpu").eval()
+    items = np.array([[0, 5], [9, 2], [7, 31]])
+    top = _TopLayers.maybe(model, texts, [items], FinetuneConfig(train_layers=1), "cpu")
+    cached = torch.nn.functional.normalize(top.embed(items.ravel()).detach(), dim=-1).numpy()
+    np.testing.assert_allclose(cached, model.encode([texts[i] for i in items.ravel()], normalize_embeddings=True),
+                               atol=1e-5)
+
+
+def test_training_the_top_layer_on_cached_lower_layers(planted, tiny_bert, tmp_path):
+    from safetensors.numpy import load_file
+
+    events, catalog, groups = planted
+    tuned = finetune_encoder(events, catalog, tiny_config(tmp_path / "top", tiny_bert, train_layers=1))
+    texts = render_item_texts(catalog)
+    assert group_gap(embed(tuned.path, texts), groups) > group_gap(embed(tiny_bert, texts), groups) + 0.2
+    before, after = load_file(tiny_bert / "model.safetensors"), load_file(tuned.path / "model.safetensors")
+    assert before.keys() == after.keys()
+    changed = [name for name in before if not np.array_equal(before[name], after[name])]
+    # only the top layer (of two) learned; the embeddings and the lower layer are the base's
+    assert changed and all(name.startswith("encoder.layer.1.") for name in changed), changed
+    assert tuned.record["train_layers"] == 1

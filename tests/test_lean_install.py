@@ -92,6 +92,7 @@ def test_commands_that_need_the_export_stage_name_the_extra(tmp_path):
         "export": invoke("export", "--out", "pkg"),
         "demo": invoke("demo", "--out", "demo", "--sample", "5"),
         "embed": invoke("embed", "items.csv", "--text-col", "title", "--out", "items.npy"),
+        "evaluate": invoke("evaluate", "--finetune", "--sample", "5"),
     }))
     """
     runs = run_lean(script, tmp_path)
@@ -106,6 +107,8 @@ def test_commands_that_need_the_export_stage_name_the_extra(tmp_path):
     assert f"no model package at {default}" in runs["embed"]["output"]
     assert "`tastemap export`" in runs["embed"]["output"]
     assert not (tmp_path / "pkg").exists() and not (tmp_path / "demo").exists()
+    # fine-tuning in the evaluation is the export stage's work too
+    assert runs["evaluate"]["exit_code"] == 2 and hint in runs["evaluate"]["output"]
 
 
 def test_core_dependencies_leave_out_the_export_stage():

@@ -75,7 +75,8 @@ def test_directory_is_safe_formats_with_recorded_hashes(saved):
         assert name.endswith((".npy", ".parquet", ".json")), name
         if name.endswith(".npy"):
             np.load(path / name, allow_pickle=False)
-    assert manifest["params"]["weights"] == {"long_term": 0.3, "short_term": 0.7, "interests": 0.1, "category": 0.0}
+    assert manifest["params"]["weights"] == {"long_term": 0.3, "short_term": 0.7, "interests": 0.1, "category": 0.0,
+                                            "literal": 0.0}
     assert manifest["holdout"]["protocol"] == "leave-last-out" and manifest["holdout"]["n_users"] == 40
     assert manifest["encoder"] is None  # fitted on precomputed vectors
 

@@ -49,7 +49,7 @@ def test_environment_variables_move_the_home_and_the_model(clean_env, tmp_path):
     assert paths.default_model_dir() == tmp_path / "relative" / "pkg"
     clean_env.setenv(paths.MODEL_DIR_ENV, "")
     assert paths.default_model_dir() == tmp_path / "home" / "models" / "all-MiniLM-L6-v2"
-    with pytest.raises(InputError, match=r"cache kind='models' is not one of \['embeddings', 'bench'\]"):
+    with pytest.raises(InputError, match=r"cache kind='models' is not one of \['embeddings', 'bench', 'finetuned'\]"):
         paths.cache_dir("models")
 
 

@@ -114,13 +114,24 @@ def _as_user_id(text: str, user_ids):
     return text
 
 
+EvaluateProtocol = Enum("EvaluateProtocol", {**{c.name: c.value for c in ProtocolChoice},
+                                             "item_cold_start": "item-cold-start"}, type=str)
+
+
 @app.command("evaluate")
 @exits_on_error
 def evaluate_command(
     events: Optional[Path] = typer.Option(None, help=EVENTS_HELP),
     catalog: Optional[Path] = typer.Option(None, help=CATALOG_HELP),
-    protocol: ProtocolChoice = typer.Option(ProtocolChoice.leave_last_out, help="Split protocol."),
+    protocol: EvaluateProtocol = typer.Option(
+        EvaluateProtocol.leave_last_out, help="Split protocol: per-user chronological splits (both: the two), or "
+        "item-cold-start (the newest 20% of items held out with all their events)."),
     tune: bool = typer.Option(False, "--tune", help="Choose the blend weights on the validation split first."),
+    finetune: bool = typer.Option(False, "--finetune", help="Also evaluate an encoder fine-tuned on each protocol's "
+                                  "training part (cached by its data hash; needs tastemap[finetune])."),
+    finetuned: Optional[Path] = typer.Option(None, help="Also evaluate this fine-tuned encoder (a `tastemap finetune` "
+                                             "folder or its package); its data hash must match the training part."),
+    sasrec: bool = typer.Option(False, "--sasrec", help="Add the SASRec sequential baseline (needs PyTorch; minutes)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write evaluation.csv into this folder."),
     sample: Optional[int] = typer.Option(None, help="Evaluate on this many users drawn with --seed."),
     model: Optional[Path] = typer.Option(None, help=FITTED_HELP.replace("answers", "is evaluated on its held-out split")
@@ -129,49 +140,88 @@ def evaluate_command(
         None, help="Precomputed item vectors (.npy, catalog order); skips the encoder and the content-literal baseline."),
     event_columns: str = typer.Option("", help=EVENT_COLUMNS_HELP),
     catalog_columns: str = typer.Option("", help=CATALOG_COLUMNS_HELP),
-    seed: int = typer.Option(0, help="Random seed (sampling, bootstrap, clustering)."),
+    seed: int = typer.Option(0, help="Random seed (sampling, bootstrap, clustering, fine-tuning)."),
 ) -> None:
-    """Compare tastemap with MostPop, ItemKNN, EASE and content baselines (full ranking, 95% CIs).
+    """Compare tastemap with MostPop, ItemKNN, EASE, content and (--sasrec) SASRec baselines
+    (full ranking, 95% CIs), or rank new items (--protocol item-cold-start).
 
     Example: tastemap evaluate --protocol both --out eval/
+
+    Fine-tuned encoder, trained on each training part only: tastemap evaluate --finetune --protocol item-cold-start
 
     A fitted model on the split recorded at fit time (no refit): tastemap evaluate --model model/
     """
     import pandas as pd
 
+    from tastemap.errors import InputError
+    from tastemap.runtime.interests.profile_io import write_atomically
     from tastemap.runtime.pipeline.inputs import load_inputs
     from tastemap.runtime.pipeline.model_io import is_fitted_model
-    from tastemap.runtime.recommend.evaluate import compare_models, ease_name, evaluation_table, split_events, tune_blend
-    from tastemap.runtime.interests.profile_io import write_atomically
-    from tastemap.runtime.recommend.recommender import TastemapRecommender
 
+    if out is not None:
+        from tastemap.runtime.io.outputs import hold_output
+
+        hold_output(out / "evaluation.csv")
     tables = []
     if is_fitted_model(model):
         from tastemap.runtime.cli.model import evaluate_fitted, refuse_inputs
 
-        refuse_inputs(model, events=events, catalog=catalog, vectors=vectors, sample=sample, tune=tune)
+        refuse_inputs(model, events=events, catalog=catalog, vectors=vectors, sample=sample, tune=tune,
+                      finetune=finetune, finetuned=finetuned, sasrec=sasrec)
         name, table, reference = evaluate_fitted(model, seed=seed)
         _print_evaluation(name, table, reference)
         tables.append(table.assign(protocol=name))
     else:
+        from tastemap.runtime.pipeline import evaluation
+        from tastemap.runtime.recommend.evaluate import ease_name
+        from tastemap.stages import tuned_encoder_source
+
+        tuned = tuned_encoder_source(finetune=finetune, finetuned=finetuned, seed=seed)
+        if tuned is not None and vectors is not None:
+            raise InputError("--finetune/--finetuned encode the items themselves; drop --vectors")
         inputs = load_inputs(events, catalog, model_dir=model, vectors_path=vectors, sample=sample, seed=seed,
                              **_columns(event_columns, catalog_columns))
-        for name in _protocols(protocol):
-            split = split_events(inputs.interactions, name)
-            weights = None
-            if tune:
-                weights, _ = tune_blend(TastemapRecommender(seed=seed), split, catalog=inputs.catalog,
-                                        item_vectors=inputs.item_vectors)
-                typer.echo(f"{name}: blend weights chosen on validation: {weights.as_dict()}")
-            results = compare_models(split, catalog=inputs.catalog, item_vectors=inputs.item_vectors,
-                                     encoder=inputs.encoder, weights=weights, seed=seed)
-            table = evaluation_table(results, reference=ease_name(), seed=seed)
-            tables.append(table.assign(protocol=name))
-            _print_evaluation(name, table, ease_name())
+        if protocol is EvaluateProtocol.item_cold_start:
+            if tune or sasrec:
+                raise InputError("--tune and --sasrec apply to the chronological protocols; item-cold-start ranks "
+                                 "new items by content only")
+            result = evaluation.evaluate_item_cold_start(inputs, tuned_encoder=tuned, seed=seed)
+            _print_cold_start(result)
+            tables.append(result.table().assign(protocol=protocol.value))
+        else:
+            for name in _protocols(ProtocolChoice(protocol.value)):
+                warm = evaluation.evaluate_warm(inputs, name, tune=tune, tuned_encoder=tuned, sasrec=sasrec, seed=seed)
+                for encoder_name, chosen in warm.weights.items():
+                    if chosen is not None:
+                        typer.echo(f"{name}, {encoder_name} encoder: blend chosen on validation {chosen.as_dict()} "
+                                   f"(content signal: {warm.content_signals[encoder_name]})")
+                _print_evaluation(name, warm.table, ease_name())
+                if len(warm.finetuned_vs_frozen):
+                    _print_finetuned(name, warm.finetuned_vs_frozen)
+                tables.append(warm.table.assign(protocol=name))
     if out is not None:
         frame = pd.concat(tables, ignore_index=True)
         write_atomically(out, {"evaluation.csv": lambda path: frame.to_csv(path, index=False)})
         typer.echo(f"wrote {out / 'evaluation.csv'}")
+
+
+def _print_finetuned(name: str, pairs) -> None:
+    from tastemap.console import print_table
+
+    print_table(f"{name}: fine-tuned / frozen encoder, paired over the same users, mean [95% CI]",
+                ["model", "HR@10 ratio", "NDCG@10 ratio"],
+                [(r["model"], _ci(r, "HR@10", "{:.2f}"), _ci(r, "NDCG@10", "{:.2f}")) for _, r in pairs.iterrows()])
+
+
+def _print_cold_start(result) -> None:
+    from tastemap.console import print_table, stdout
+
+    table = result.table()
+    print_table(f"item cold start: {result.n_items_held_out:,} new items, {result.n_users:,} users, mean [95% CI]",
+                ["model (user history)", "Recall@10", "Recall@20", "NDCG@10", f"Recall@20 / {result.reference}"],
+                [(r["model"], _ci(r, "Recall@10"), _ci(r, "Recall@20"), _ci(r, "NDCG@10"),
+                  _ci(r, "Recall@20_vs_ref", "{:.2f}")) for _, r in table.iterrows()])
+    stdout.print(result.not_evaluated)
 
 
 def _print_evaluation(name: str, table, reference: str | None) -> None:
@@ -196,16 +246,25 @@ def demo_command(
     sample: Optional[int] = typer.Option(None, help="Run on this many users drawn with --seed (faster)."),
     model: Optional[Path] = typer.Option(None, help=MODEL_HELP_EXPORTING),
     protocol: ProtocolChoice = typer.Option(ProtocolChoice.leave_last_out, help="Evaluation protocol."),
+    finetune: bool = typer.Option(False, "--finetune", help="Fine-tune the encoder on the protocol's training part "
+                                  "(cached; minutes on a CPU; needs tastemap[finetune]), evaluate it next to the frozen "
+                                  "one and build the interests with it."),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
     """Run the whole pipeline on the bundled MovieLens sample and write report.html.
 
     Example: tastemap demo --out tastemap-demo
+
+    With an encoder fine-tuned on the interactions: tastemap demo --finetune
     """
     from tastemap.console import print_table
     from tastemap.runtime.pipeline.demo import run_demo
 
-    summary = run_demo(out, sample=sample, model_dir=model, protocols=_protocols(protocol), seed=seed)
+    from tastemap.stages import tuned_encoder_source
+
+    tuned = tuned_encoder_source(finetune=finetune, seed=seed)
+    summary = run_demo(out, sample=sample, model_dir=model, protocols=_protocols(protocol), tuned_encoder=tuned,
+                       seed=seed)
     rows = [(name, value) for name, value in summary.items() if name not in ("metrics", "stage_seconds", "out_dir")]
     rows += list(summary["metrics"].items())
     print_table("tastemap demo", ["", "value"], rows)

@@ -106,6 +106,12 @@ class Interactions:
             item_ids=self.item_ids,
         )
 
+    def to_frame(self) -> pd.DataFrame:
+        """The events as a validated-style frame (``user_id, item_id, timestamp, weight``; original
+        ids, timestamps in seconds): what a fine-tune on this part is given and hashed from."""
+        return pd.DataFrame({"user_id": self.user_ids[self.users], "item_id": self.item_ids[self.items],
+                             "timestamp": self.timestamps, "weight": self.weights.astype(np.float64)})
+
     def matrix(self, *, binary: bool = True) -> sparse.csr_matrix:
         """User-item matrix ``[n_users, n_items]`` float32: 1 per interacted pair, or summed weights."""
         values = np.ones(self.n_events, np.float32) if binary else self.weights

@@ -48,6 +48,7 @@ def run_demo(
     vectors_path: Path | None = None,
     cache_dir: Path | None = None,
     protocols: Sequence[str] = ("leave-last-out",),
+    tuned_encoder=None,
     k: int = 10,
     n_example_users: int = 3,
     seed: int = 0,
@@ -56,13 +57,19 @@ def run_demo(
     ``profiles.parquet``, ``profiles.jsonl``, ``topics.json``, ``segments.parquet``,
     ``user_segments.parquet``, ``recommendations.parquet``, ``evaluation.csv``, ``summary.json``
     and ``report.html``. ``sample`` keeps that many users (seeded); item embeddings are cached in
-    ``cache_dir`` (default :func:`default_cache_dir`, shared with ``tastemap recommend``). Returns
-    the summary."""
-    from tastemap.runtime.recommend.evaluate import compare_models, ease_name, evaluation_table, split_events
+    ``cache_dir`` (default :func:`default_cache_dir`, shared with ``tastemap recommend``).
+
+    With ``tuned_encoder`` (a :data:`~tastemap.runtime.pipeline.evaluation.TunedEncoder`), each
+    protocol is also evaluated with an encoder fine-tuned on its training part, and the interests,
+    topics and recommendations use the encoder fine-tuned on the first protocol's training part.
+    Returns the summary."""
+    from tastemap.runtime.pipeline.evaluation import evaluate_warm
+    from tastemap.runtime.recommend.evaluate import ease_name, split_events
     from tastemap.runtime.interests.profile_io import write_atomically, write_profiles
     from tastemap.runtime.recommend.recommender import TastemapRecommender
     from tastemap.runtime.recommend.report import ExampleUser, report_from_recommender, write_report
     from tastemap.runtime.interests.segments import write_segments
+    from tastemap.runtime.io.events import render_item_texts
 
     out_dir = Path(out_dir)
     started = time.perf_counter()
@@ -75,14 +82,19 @@ def run_demo(
     evaluations, tables = {}, []
     reference = ease_name() if protocols else None
     for protocol in protocols:
-        split = split_events(inputs.interactions, protocol)
-        results = compare_models(split, catalog=inputs.catalog, item_vectors=inputs.item_vectors,
-                                 encoder=inputs.encoder, seed=seed)
-        table = evaluation_table(results, reference=reference, seed=seed)
-        evaluations[protocol] = table
-        tables.append(table.assign(protocol=protocol))
+        warm = evaluate_warm(inputs, protocol, tuned_encoder=tuned_encoder, seed=seed)
+        evaluations[protocol] = warm.table
+        tables.append(warm.table.assign(protocol=protocol))
     seconds["evaluate"] = time.perf_counter() - tick
 
+    if tuned_encoder is not None:
+        tick = time.perf_counter()
+        first = split_events(inputs.interactions, protocols[0]) if protocols else None
+        train = first.train if first is not None else inputs.interactions
+        encoder, _ = tuned_encoder(train.to_frame(), inputs.catalog, f"the {protocols[0]} split" if protocols else "all events")
+        inputs = Inputs(interactions=inputs.interactions, catalog=inputs.catalog, report=inputs.report, encoder=encoder,
+                        item_vectors=np.asarray(encoder.encode(render_item_texts(inputs.catalog)), np.float32))
+        seconds["fine-tune"] = time.perf_counter() - tick
     tick = time.perf_counter()
     vectors = inputs.encoder if inputs.encoder is not None else inputs.item_vectors  # the encoder also labels topics
     recommender = TastemapRecommender(seed=seed).fit(inputs.interactions, inputs.catalog, vectors)
@@ -117,6 +129,8 @@ def run_demo(
 
 def _summary(inputs: Inputs, recommender, evaluations: dict, reference: str | None, seconds: dict,
              started: float) -> dict:
+    from tastemap.runtime.recommend.evaluate import FINETUNED
+
     interactions = inputs.interactions
     profiler = recommender.profiler_
     info = {
@@ -131,10 +145,16 @@ def _summary(inputs: Inputs, recommender, evaluations: dict, reference: str | No
     }
     if inputs.encoder is not None:
         info["encoder"] = f"{inputs.encoder.package.name} ({inputs.encoder.variant}, {inputs.encoder.provider})"
+        finetune = inputs.encoder.package.manifest.get("finetune")
+        if finetune:
+            info["encoder"] += (f", fine-tuned from {finetune['base']['name']} on {finetune['data']['n_events']:,} "
+                                f"events (data sha256 {finetune['data']['sha256'][:12]})")
     metrics = {}
     for protocol, table in evaluations.items():
         rows = table.set_index("model")
-        for model in ("tastemap", reference):
+        for model in ("tastemap", "tastemap" + FINETUNED, reference):
+            if model not in rows.index:
+                continue
             for metric in ("HR@10", "NDCG@10"):
                 metrics[f"{protocol} {metric} {model}"] = float(rows.loc[model, metric])
     info["seconds"] = round(time.perf_counter() - started, 1)

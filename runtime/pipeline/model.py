@@ -116,6 +116,9 @@ class TastemapModel:
             held_out = pd.DataFrame({"user_id": test.user_ids[test.users], "item_id": test.item_ids[test.items],
                                      "timestamp": test.timestamps, "weight": test.weights})
         estimator = clone(recommender) if recommender is not None else TastemapRecommender(seed=seed)
+        if estimator.weights is not None and estimator.weights.literal > 0:  # would need re-encoding on every update
+            raise InputError("a model directory cannot hold the literal content signal (weights.literal > 0); "
+                             "fit it with the interests signal")
         estimator.fit(train, catalog, item_vectors if item_vectors is not None else encoder)
         events = model_state.EventLog(users=train.users.copy(), items=train.items.copy(),
                                       timestamps=train.timestamps.copy(), weights=train.weights.copy())

@@ -12,7 +12,12 @@ standardised per user (zero mean, unit variance over the catalogue) and summed w
   slots allocated by the interest's importance
   (an unseen candidate at rank ``r`` of interest ``c`` gets priority ``share_c / (r + 1)``, so
   interests fill the list in proportion to their share); the share is the members' recency weight;
-- ``category``: the category layer, the user's category weights over the item's categories.
+- ``category``: the category layer, the user's category weights over the item's categories;
+- ``literal``: the content signal as one text, the cosine between the item and the user's recent
+  history rendered as one text and encoded (see :class:`~tastemap.runtime.recommend.baselines.ContentLiteral`);
+  computed only when ``fit`` is given an ``encoder``. Which content signal feeds the blend,
+  ``interests`` or ``literal``, is a blend weight: :func:`~tastemap.runtime.recommend.evaluate.tune_blend`
+  chooses it on the validation split.
 
 Every recommendation carries an :class:`~tastemap.runtime.recommend.explain.Explanation`: the
 user interest it comes from, the layer (component) that contributed most, the seed items of that
@@ -42,8 +47,9 @@ from tastemap.runtime.interests.segments import UserSegmenter
 
 logger = logging.getLogger(__name__)
 
-COMPONENTS = ("long_term", "short_term", "interests", "category")
-LAYER_NAMES = {"long_term": "long-term", "short_term": "short-term", "interests": "interest", "category": "category"}
+COMPONENTS = ("long_term", "short_term", "interests", "category", "literal")
+LAYER_NAMES = {"long_term": "long-term", "short_term": "short-term", "interests": "interest", "category": "category",
+               "literal": "history text"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class BlendWeights:
     short_term: float = 0.7
     interests: float = 0.1
     category: float = 0.0
+    literal: float = 0.0
 
     def __post_init__(self):
         values = asdict(self)
@@ -82,12 +89,14 @@ class Recommendation:
 @dataclass(frozen=True)
 class _UserState:
     """What scoring needs about ``n`` users: ``history`` and ``recency`` CSR ``[n, n_items]``,
-    ``interests`` (with ``share`` recomputed from recency), ``categories`` CSR ``[n, n_cats]``."""
+    ``interests`` (with ``share`` recomputed from recency), ``categories`` CSR ``[n, n_cats]``,
+    ``literal`` the unit vectors ``[n, dim]`` of the users' history texts (None without an encoder)."""
 
     history: sparse.csr_matrix
     recency: sparse.csr_matrix
     interests: UserInterests
     categories: sparse.csr_matrix | None
+    literal: np.ndarray | None = None
 
 
 class TastemapRecommender(BaseEstimator):
@@ -169,7 +178,7 @@ class TastemapRecommender(BaseEstimator):
             raise InputError(f"segmenter should be None or a UserSegmenter, got {type(self.segmenter).__name__}")
 
     def fit(self, train: Interactions, catalog: pd.DataFrame, item_vectors, *,
-            ease_weights: np.ndarray | None = None) -> "TastemapRecommender":
+            ease_weights: np.ndarray | None = None, encoder=None) -> "TastemapRecommender":
         """Profile the users of ``train``, segment them, build the index and the EASE weights.
 
         Parameters
@@ -185,6 +194,9 @@ class TastemapRecommender(BaseEstimator):
         ease_weights : ndarray of shape (n_items, n_items), optional
             EASE weights already computed on the same ``train`` with the same ``l2``
             (``EASE.weights_``), to avoid a second inversion.
+        encoder : object with ``encode(texts)``, optional
+            Encodes each user's history text for the ``literal`` component (the encoder of
+            ``item_vectors``); needed when ``weights.literal > 0``.
 
         Returns
         -------
@@ -220,7 +232,15 @@ class TastemapRecommender(BaseEstimator):
                 shape=(self.segmenter_.n_segments_, train.n_users),
             )
             self.segment_popularity_ = np.asarray((membership @ history).todense(), dtype=np.float32)
-        self.state_ = self._state(history, recency_matrix(train, self.recency_half_life), profiles)
+        literal = None
+        if encoder is not None:
+            from tastemap.runtime.recommend.baselines import ContentLiteral
+
+            literal = ContentLiteral(encoder=encoder).fit(train, catalog, vectors).user_vectors_
+        elif self.weights_.literal > 0:
+            raise InputError("weights.literal > 0 needs the encoder of the item vectors to encode the history "
+                             "texts: pass fit(..., encoder=encoder)")
+        self.state_ = self._state(history, recency_matrix(train, self.recency_half_life), profiles, literal)
         return self
 
     def scoring_state(self, history: sparse.csr_matrix, recency: sparse.csr_matrix,
@@ -230,7 +250,7 @@ class TastemapRecommender(BaseEstimator):
         (``profiler_.transform``): for a fitted model loaded from disk or updated with new events."""
         return self._state(history, recency, profiles)
 
-    def _state(self, history, recency, profiles: UserProfiles) -> _UserState:
+    def _state(self, history, recency, profiles: UserProfiles, literal: np.ndarray | None = None) -> _UserState:
         interests = profiles.interests
         owner = np.repeat(np.arange(profiles.n_users), interests.counts())
         member_owner = np.repeat(owner, interests.size)
@@ -240,7 +260,7 @@ class TastemapRecommender(BaseEstimator):
         share = np.divide(weight, totals[owner], out=np.zeros_like(weight), where=totals[owner] > 0)
         interests = UserInterests(**{**interests.__dict__, "share": share.astype(np.float32)})
         categories = profiles.categories[-1] if profiles.categories else None
-        return _UserState(history=history, recency=recency, interests=interests, categories=categories)
+        return _UserState(history=history, recency=recency, interests=interests, categories=categories, literal=literal)
 
     # scoring -----------------------------------------------------------------------------------
 
@@ -266,11 +286,14 @@ class TastemapRecommender(BaseEstimator):
                 continue
             if name == "category" and (state.categories is None or not self.profiler_.category_levels_):
                 continue
+            if name == "literal" and state.literal is None:
+                continue
             raw = {
                 "long_term": lambda: state.history[users] @ self.ease_,
                 "short_term": lambda: state.recency[users] @ self.ease_,
                 "interests": lambda: self._interest_priorities(users, state),
                 "category": lambda: state.categories[users] @ self.profiler_.category_levels_[-1].items.T,
+                "literal": lambda: state.literal[users] @ self.profiler_.item_vectors_.T,
             }[name]()
             out[name] = standardise(np.asarray(raw.todense() if sparse.issparse(raw) else raw, dtype=np.float32))
         return out
