@@ -27,7 +27,7 @@ from tastemap.package import MANIFEST
 
 log = logging.getLogger(__name__)
 
-MODEL, PACKAGE = "model", "package"
+PACKAGE = "package"
 
 
 def training_sha256(events: pd.DataFrame, catalog: pd.DataFrame, template: str | None = None) -> str:
@@ -45,6 +45,7 @@ def finetuned_package(events: pd.DataFrame, catalog: pd.DataFrame, config=None, 
     options such as ``variants``) on the first call, reused from ``cache`` afterwards."""
     from tastemap.export.exporter import ExportConfig, export_model
     from tastemap.export.finetune import FinetuneConfig, config_dict, finetune_encoder
+    from tastemap.export.source import SourceModel
     from tastemap.paths import cache_dir
 
     config = config or FinetuneConfig()
@@ -52,7 +53,8 @@ def finetuned_package(events: pd.DataFrame, catalog: pd.DataFrame, config=None, 
     settings = {key: value for key, value in config_dict(config).items() if key != "out"}
     settings_sha256 = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
     folder = (cache or cache_dir("finetuned")) / f"{data_sha256[:16]}-{settings_sha256[:8]}"
-    model, package = folder / MODEL, folder / PACKAGE
+    # the package takes its name from this folder: say what it is
+    model, package = folder / f"{SourceModel.resolve(config.base).name}-finetuned", folder / PACKAGE
     if (package / MANIFEST).is_file():
         log.info("reusing the fine-tuned package %s (data sha256 %s...)", package, data_sha256[:12])
         return package

@@ -133,6 +133,7 @@ def test_finetuned_package_is_trained_on_the_part_exported_and_reused(tiny_bert,
     manifest = ModelPackage.load(package).manifest
     assert manifest["finetune"]["data"]["sha256"] == training_sha256(train, catalog)
     assert manifest["finetune"]["data"]["n_events"] == len(train) == len(events) - 12
+    assert manifest["name"] == f"{tiny_bert.name}-finetuned"
     # the second call finds it: no training, no export
     monkeypatch.setattr(finetune_module, "finetune_encoder", lambda *a, **k: pytest.fail("trained again"))
     assert finetuned_package(train, catalog, config, export=export, cache=tmp_path / "cache") == package
