@@ -40,28 +40,31 @@ def training_sha256(events: pd.DataFrame, catalog: pd.DataFrame, template: str |
 
 def finetuned_package(events: pd.DataFrame, catalog: pd.DataFrame, config=None, *, export: dict | None = None,
                       cache: Path | None = None) -> Path:
-    """The package of ``config.base`` fine-tuned on ``events`` (``config``: a
-    :class:`~tastemap.export.finetune.FinetuneConfig` whose ``out`` is ignored; None: the defaults), trained and exported (``export``: :class:`~tastemap.export.exporter.ExportConfig`
-    options such as ``variants``) on the first call, reused from ``cache`` afterwards."""
+    """The package of ``config.base`` fine-tuned on ``events``, trained and exported on the first
+    call, reused from ``cache`` afterwards. ``config``: a
+    :class:`~tastemap.export.finetune.FinetuneConfig` whose ``out`` is ignored (None: the
+    defaults); ``export``: :class:`~tastemap.export.exporter.ExportConfig` options such as
+    ``variants``. The cache key holds the data hash, the settings and the base model's hash."""
     from tastemap.export.exporter import ExportConfig, export_model
-    from tastemap.export.finetune import FinetuneConfig, config_dict, finetune_encoder
+    from tastemap.export.finetune import FINETUNE_RECORD, FinetuneConfig, config_dict, finetune_encoder
     from tastemap.export.source import SourceModel
     from tastemap.paths import cache_dir
 
     config = config or FinetuneConfig()
+    base = SourceModel.resolve(config.base)
     data_sha256 = training_sha256(events, catalog, config.template)
-    settings = {key: value for key, value in config_dict(config).items() if key != "out"}
+    settings = {**{key: value for key, value in config_dict(config).items() if key != "out"}, "base": base.sha256}
     settings_sha256 = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
     folder = (cache or cache_dir("finetuned")) / f"{data_sha256[:16]}-{settings_sha256[:8]}"
     # the package takes its name from this folder: say what it is
-    model, package = folder / f"{SourceModel.resolve(config.base).name}-finetuned", folder / PACKAGE
+    model, package = folder / f"{base.name}-finetuned", folder / PACKAGE
     if (package / MANIFEST).is_file():
         log.info("reusing the fine-tuned package %s (data sha256 %s...)", package, data_sha256[:12])
         return package
-    if not (model / "finetune.json").is_file():
+    if not (model / FINETUNE_RECORD).is_file():
         result = finetune_encoder(events, catalog, replace(config, out=model))
         if result.data_sha256 != data_sha256:
-            raise AssertionError("the fine-tune hashed its data differently from the caller")
+            raise RuntimeError("the fine-tune hashed its data differently from the caller")
     log.info("exporting the fine-tuned model to %s (parity gate)", package)
     export_model(ExportConfig(out=package, source=model, **(export or {})))
     return package
