@@ -13,6 +13,7 @@ app = typer.Typer(
     "Example: tastemap demo",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # help texts hold literal brackets ("[default: ...]", "tastemap[export]")
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(export_app)

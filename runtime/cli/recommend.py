@@ -126,7 +126,7 @@ def evaluate_command(
     protocol: EvaluateProtocol = typer.Option(
         EvaluateProtocol.leave_last_out, help="Split protocol: per-user chronological splits (both: the two), or "
         "item-cold-start (the newest 20% of items held out with all their events)."),
-    tune: bool = typer.Option(False, "--tune", help="Choose the blend weights on the validation split first."),
+    tune: bool = typer.Option(False, "--tune", help="Choose the blend weights on the validation split first (and, with an encoder, the content signal: multi-interest or literal)."),
     finetune: bool = typer.Option(False, "--finetune", help="Also evaluate an encoder fine-tuned on each protocol's "
                                   "training part (cached by its data hash; needs tastemap[finetune])."),
     finetuned: Optional[Path] = typer.Option(None, help="Also evaluate this fine-tuned encoder (a `tastemap finetune` "
