@@ -24,18 +24,11 @@ import pandas as pd
 
 from tastemap.errors import InputError
 from tastemap.package import MANIFEST
+from tastemap.runtime.io.fingerprint import training_sha256
 
 log = logging.getLogger(__name__)
 
 PACKAGE = "package"
-
-
-def training_sha256(events: pd.DataFrame, catalog: pd.DataFrame, template: str | None = None) -> str:
-    """The data hash a fine-tune on ``events`` records (see :func:`~tastemap.runtime.io.fingerprint.training_data_sha256`)."""
-    from tastemap.runtime.io.events import DEFAULT_TEMPLATE, render_item_texts
-    from tastemap.runtime.io.fingerprint import training_data_sha256
-
-    return training_data_sha256(events, catalog, render_item_texts(catalog, template or DEFAULT_TEMPLATE))
 
 
 def finetuned_package(events: pd.DataFrame, catalog: pd.DataFrame, config=None, *, export: dict | None = None,

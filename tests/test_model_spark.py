@@ -44,7 +44,8 @@ def new_files(truth, folder):
 
 
 def test_streaming_update_equals_the_single_machine_update(spark, tmp_path):
-    from tastemap.runtime.spark.stream_update import spark_ready, stream_update
+    from tastemap.runtime.spark.session import spark_ready
+    from tastemap.runtime.spark.stream_update import stream_update
 
     events, catalog, vectors, truth = make_planted(40)
     data, _ = align_events(events, catalog)

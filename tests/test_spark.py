@@ -110,11 +110,12 @@ def test_spark_reader_shares_format_detection_and_messages(spark, tmp_path):
 @pytest.mark.parametrize("buckets", [None, 3])
 def test_profiles_equal_single_machine(spark, movielens, buckets):
     from tastemap.runtime.interests.profile_io import profiles_table
-    from tastemap.runtime.spark.profile import _spark_ready, profile
+    from tastemap.runtime.spark.profile import profile
+    from tastemap.runtime.spark.session import spark_ready
 
     raw, catalog, vectors = movielens
     local = make_profiler()
-    expected = _spark_ready(profiles_table(local.fit_transform(validate_events(raw, COLUMNS), catalog, vectors),
+    expected = spark_ready(profiles_table(local.fit_transform(validate_events(raw, COLUMNS), catalog, vectors),
                                            local.item_ids_, local.item_titles_)).to_pandas()
 
     result = profile(spark.createDataFrame(raw), catalog, vectors, make_profiler(), columns=COLUMNS, buckets=buckets)

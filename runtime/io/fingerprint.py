@@ -45,3 +45,11 @@ def training_data_sha256(events: pd.DataFrame, catalog: pd.DataFrame, texts: Seq
     for item_id, text in zip(catalog_ids[used][order], np.asarray(texts, dtype=object)[used][order]):
         digest.update(f"{item_id}\t{text}\n".encode())
     return digest.hexdigest()
+
+
+def training_sha256(events: pd.DataFrame, catalog: pd.DataFrame, template: str | None = None) -> str:
+    """:func:`training_data_sha256` with the item texts rendered by ``template`` (default: the
+    runtime's template): the hash a fine-tune on ``events`` records."""
+    from tastemap.runtime.io.events import DEFAULT_TEMPLATE, render_item_texts
+
+    return training_data_sha256(events, catalog, render_item_texts(catalog, template or DEFAULT_TEMPLATE))

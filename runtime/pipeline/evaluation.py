@@ -96,10 +96,9 @@ def check_trained_on_split(split, catalog: pd.DataFrame, data_sha256: str, proto
     """Refuse an encoder whose recorded training data is not exactly ``split.train``: the
     evaluation's fine-tune must never have seen a test interaction."""
     from tastemap.errors import InputError
-    from tastemap.runtime.io.events import DEFAULT_TEMPLATE, render_item_texts
-    from tastemap.runtime.io.fingerprint import training_data_sha256
+    from tastemap.runtime.io.fingerprint import training_sha256
 
-    expected = training_data_sha256(split.train.to_frame(), catalog, render_item_texts(catalog, DEFAULT_TEMPLATE))
+    expected = training_sha256(split.train.to_frame(), catalog)
     if data_sha256 != expected:
         raise InputError(f"the fine-tuned encoder was trained on data with sha256 {str(data_sha256)[:12]}..., but the "
                          f"training part of the {protocol} split hashes to {expected[:12]}...; it may have seen "

@@ -35,7 +35,7 @@ from tastemap.runtime.io.events import EVENT_COLUMNS_FIX, EventColumns, align_ev
 from tastemap.runtime.io.tables import check_columns
 from tastemap.runtime.interests.profile_io import SCHEMA_VERSION, profiles_table, write_atomically
 from tastemap.runtime.interests.profiles import InterestProfiler
-from tastemap.runtime.spark.session import spark_errors, write_parquet
+from tastemap.runtime.spark.session import spark_errors, spark_ready, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def profile(events, catalog: pd.DataFrame, item_vectors, profiler: InterestProfi
     context = spark.sparkContext
     counters = {name: context.accumulator(0) for name in COUNTERS}
     shared = context.broadcast(profiler)
-    probe = _spark_ready(_profile_table(profiler, sample))
+    probe = spark_ready(_profile_table(profiler, sample))
     arrow_schema = probe.schema
 
     def run(group: pd.DataFrame) -> pd.DataFrame:
@@ -130,7 +130,7 @@ def profile_group(frame: pd.DataFrame, *, shared, columns: EventColumns, counter
     counters["n_duplicates"].add(report.n_duplicates)
     counters["n_unknown_items"].add(report.n_unknown_items)
     table = profiles_table(profiler.transform(interactions), profiler.item_ids_, profiler.item_titles_)
-    return _spark_ready(table).to_pandas()
+    return spark_ready(table).to_pandas()
 
 
 def write_spark_profiles(result: SparkProfiles, out_dir: str | Path, *, extra: dict | None = None) -> dict[str, Path]:
@@ -169,23 +169,6 @@ def _with_rating_scale(events, columns: EventColumns) -> EventColumns:
 def _profile_table(profiler: InterestProfiler, events: pd.DataFrame) -> pa.Table:
     interactions, _ = align_events(events, pd.DataFrame({"item_id": profiler.item_ids_}))
     return profiles_table(profiler.transform(interactions), profiler.item_ids_, profiler.item_titles_)
-
-
-def _spark_ready(table: pa.Table) -> pa.Table:
-    """Arrow types Spark accepts: dictionary labels decoded, the fixed-size vector as a list."""
-    def convert(kind: pa.DataType) -> pa.DataType:
-        if pa.types.is_dictionary(kind):
-            return kind.value_type
-        if pa.types.is_fixed_size_list(kind):
-            return pa.list_(convert(kind.value_type))
-        if pa.types.is_list(kind):
-            return pa.list_(convert(kind.value_type))
-        if pa.types.is_struct(kind):
-            return pa.struct([pa.field(f.name, convert(f.type)) for f in kind])
-        return kind
-
-    schema = pa.schema([pa.field(f.name, convert(f.type)) for f in table.schema])
-    return table.replace_schema_metadata(None).cast(schema)
 
 
 def _catalog_keys(profiler: InterestProfiler) -> np.ndarray:

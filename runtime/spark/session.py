@@ -24,6 +24,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Iterator
 
+import pyarrow as pa
+
 from tastemap import errors
 from tastemap.errors import require
 from tastemap.runtime.io.tables import SEPARATORS, check_exists, detect_format, empty_table, unreadable
@@ -142,3 +144,18 @@ def write_parquet(frame, out: str | Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def spark_ready(table: pa.Table) -> pa.Table:
+    """Arrow types Spark accepts: dictionary labels decoded, the fixed-size vector as a list."""
+    def convert(kind: pa.DataType) -> pa.DataType:
+        if pa.types.is_dictionary(kind):
+            return kind.value_type
+        if pa.types.is_fixed_size_list(kind) or pa.types.is_list(kind):
+            return pa.list_(convert(kind.value_type))
+        if pa.types.is_struct(kind):
+            return pa.struct([pa.field(f.name, convert(f.type)) for f in kind])
+        return kind
+
+    schema = pa.schema([pa.field(f.name, convert(f.type)) for f in table.schema])
+    return table.replace_schema_metadata(None).cast(schema)

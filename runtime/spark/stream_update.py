@@ -37,7 +37,7 @@ import pyarrow as pa
 from tastemap.errors import InputError
 from tastemap.runtime.interests.profile_io import profiles_table
 from tastemap.runtime.io.interactions import Interactions
-from tastemap.runtime.spark.session import spark_errors, spark_session
+from tastemap.runtime.spark.session import spark_errors, spark_ready, spark_session
 
 logger = logging.getLogger(__name__)
 
@@ -192,21 +192,6 @@ def update_user(key, frames, state, *, shared, counters: dict, schema: pa.Schema
     table = table.append_column("segment", pa.array([segment], pa.int32()))
     table = table.append_column("stream_events", pa.array([streamed[0].size], pa.int64()))
     yield table.cast(schema).to_pandas()
-
-
-def spark_ready(table: pa.Table) -> pa.Table:
-    """Arrow types Spark accepts: dictionary labels decoded, the fixed-size vector as a list."""
-    def convert(kind: pa.DataType) -> pa.DataType:
-        if pa.types.is_dictionary(kind):
-            return kind.value_type
-        if pa.types.is_fixed_size_list(kind) or pa.types.is_list(kind):
-            return pa.list_(convert(kind.value_type))
-        if pa.types.is_struct(kind):
-            return pa.struct([pa.field(f.name, convert(f.type)) for f in kind])
-        return kind
-
-    schema = pa.schema([pa.field(f.name, convert(f.type)) for f in table.schema])
-    return table.replace_schema_metadata(None).cast(schema)
 
 
 def _count_rows(spark, path: Path) -> int:
