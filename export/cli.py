@@ -8,8 +8,10 @@ from typing import Optional
 import typer
 
 from tastemap.console import exits_on_error
+from tastemap.export.finetune import FinetuneConfig
 
 app = typer.Typer()
+FINETUNE_DEFAULTS = FinetuneConfig()
 
 
 @app.command("export")
@@ -75,18 +77,25 @@ def finetune_command(
     catalog: Path = typer.Argument(..., help="Catalog file: item_id, title[, categories, tags, description]."),
     out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (sentence-transformers format; `tastemap export` takes it)."),
     base: Optional[str] = typer.Option(None, help="Local model folder to start from [default: all-MiniLM-L6-v2]."),
-    objective: str = typer.Option("history", help="history: each item against the mean of the user's other items "
+    objective: str = typer.Option(FINETUNE_DEFAULTS.objective, help="history: each item against the mean of the user's other items "
                                   "(the runtime's scoring rule); pairs: co-engaged pairs, MultipleNegativesRankingLoss."),
-    epochs: int = typer.Option(1, help="Passes over the sampled examples."),
-    seed: int = typer.Option(0, help="Seed of the sampling, the batches and the training."),
-    batch_size: int = typer.Option(16, help="Examples (groups or pairs) per batch; the others of a batch are the negatives."),
-    max_examples: int = typer.Option(2_000, help="Groups or pairs drawn per epoch (bounds the run time)."),
+    epochs: int = typer.Option(FINETUNE_DEFAULTS.epochs, help="Passes over the sampled examples."),
+    seed: int = typer.Option(FINETUNE_DEFAULTS.seed, help="Seed of the sampling, the batches and the training."),
+    batch_size: int = typer.Option(FINETUNE_DEFAULTS.batch_size, help="Examples (groups or pairs) per batch; the others of a batch are the negatives."),
+    max_examples: int = typer.Option(FINETUNE_DEFAULTS.max_examples, help="Groups or pairs drawn per epoch (bounds the run time)."),
     max_steps: Optional[int] = typer.Option(None, help="Cap on optimizer steps."),
-    learning_rate: float = typer.Option(1e-4, help="Peak learning rate."),
-    max_seq_len: int = typer.Option(32, help="Token truncation during training only (the model keeps its own)."),
-    device: str = typer.Option("auto", help="auto (CUDA when torch sees it, else CPU), cpu or cuda."),
+    window: int = typer.Option(FINETUNE_DEFAULTS.window, help="Items a user engaged with within this many events of "
+                               "each other are co-engaged."),
+    min_weight: float = typer.Option(FINETUNE_DEFAULTS.min_weight, help="Events below this weight (MovieLens: rating "
+                                     "/ 5) are no positives; 0 keeps every event."),
+    learning_rate: float = typer.Option(FINETUNE_DEFAULTS.learning_rate, help="Peak learning rate."),
+    max_seq_len: int = typer.Option(FINETUNE_DEFAULTS.max_seq_len, help="Token truncation during training only (the model keeps its own)."),
+    device: str = typer.Option(FINETUNE_DEFAULTS.device, help="auto (CUDA when torch sees it, else CPU), cpu or cuda."),
     train_layers: Optional[int] = typer.Option(None, help="Train only the top N transformer layers, on cached "
                                                "outputs of the lower ones (several times more examples per minute)."),
+    popularity_correction: bool = typer.Option(FINETUNE_DEFAULTS.popularity_correction,
+                                               help="Subtract each candidate's log sampling frequency from its score (logQ "
+                                               "correction): popular items keep their rank instead of being divided out."),
     event_columns: str = typer.Option("", help="Event column names, e.g. user_id=uid,item_id=sku,timestamp=ts,rating=stars."),
     catalog_columns: str = typer.Option("", help="Catalog column names, e.g. item_id=sku,title=name,categories=path."),
     template: Optional[str] = typer.Option(None, help="Item text template (as for `tastemap profile`)."),
@@ -98,14 +107,15 @@ def finetune_command(
     Example: tastemap finetune events.csv catalog.csv --out models/my-encoder && tastemap export models/my-encoder
     """
     from tastemap.console import stdout
-    from tastemap.export.finetune import FinetuneConfig, finetune_encoder
+    from tastemap.export.finetune import finetune_encoder
     from tastemap.runtime.io import events as data
 
     frame = data.read_events(events, data.EventColumns.from_option(event_columns))
     items = data.read_catalog(catalog, data.CatalogColumns.from_option(catalog_columns))
     config = FinetuneConfig(out=out, base=base, objective=objective, epochs=epochs, seed=seed, batch_size=batch_size,
                             max_examples=max_examples, max_steps=max_steps, learning_rate=learning_rate, max_seq_len=max_seq_len, device=device,
-                            template=template, train_layers=train_layers)
+                            template=template, train_layers=train_layers, popularity_correction=popularity_correction,
+                            window=window, min_weight=min_weight)
     result = finetune_encoder(frame, items, config)
     record = result.record
     stdout.print(f"{record['base']['name']} fine-tuned on {record['texts_seen']} item texts ({record['steps']} steps, "

@@ -20,6 +20,7 @@ from tastemap.export.finetune import (
     finetune_encoder,
     history_loss,
     plan_batches,
+    sampling_log_frequency,
     user_groups,
 )
 from tastemap.runtime.io.events import render_item_texts, validate_catalog, validate_events
@@ -124,6 +125,46 @@ def test_history_loss_is_low_when_each_item_is_its_groups_mean():
     good = history_loss(axes + 0.01 * torch.randn(12, 4, generator=torch.Generator().manual_seed(0)), 3, 20.0)
     shuffled = history_loss(axes[torch.randperm(12, generator=torch.Generator().manual_seed(1))], 3, 20.0)
     assert float(good) < 0.01 < float(shuffled)
+
+
+def test_sampling_log_frequency_is_each_items_share_of_the_batches():
+    batches = [np.array([[0, 1], [2, 3]]), np.array([[0, 2]])]
+    # item 4 is never drawn and counts once
+    np.testing.assert_allclose(np.exp(sampling_log_frequency(batches, 5)), [2 / 6, 1 / 6, 2 / 6, 1 / 6, 1 / 6], rtol=1e-6)
+
+
+def test_a_uniform_correction_changes_no_loss():
+    import torch
+
+    embeddings = torch.randn(12, 8, generator=torch.Generator().manual_seed(0))
+    plain = history_loss(embeddings, 3, 20.0)
+    assert torch.allclose(history_loss(embeddings, 3, 20.0, torch.full((12,), -2.5)), plain)
+    assert not torch.allclose(history_loss(embeddings, 3, 20.0, torch.linspace(-3, 0, 12)), plain)
+
+
+def test_popularity_correction_ranks_the_item_everyone_engages_with_higher(tiny_bert, tmp_path):
+    events, catalog, _ = make_co_engaged()
+    hit = 2000
+    catalog = validate_catalog(pd.concat([catalog, pd.DataFrame({"item_id": [hit], "title": ["lantern quartz"]})]))
+    everyone = events.groupby("user_id", as_index=False)["timestamp"].median().assign(item_id=hit)
+    events = validate_events(pd.concat([events[["user_id", "item_id", "timestamp"]], everyone[["user_id", "item_id", "timestamp"]]]))
+    texts = render_item_texts(catalog)
+    row = {item: index for index, item in enumerate(catalog["item_id"])}
+
+    def users_whose_first_new_item_is_the_hit(folder) -> int:
+        vectors = embed(folder, texts)
+        count = 0
+        for _, items in events[events["item_id"] != hit].groupby("user_id")["item_id"]:
+            history = [row[i] for i in items]
+            unseen = np.setdiff1d(np.arange(len(texts)), history)
+            count += int(unseen[np.argmax(vectors[unseen] @ vectors[history].mean(axis=0))] == row[hit])
+        return count
+
+    found = {correction: users_whose_first_new_item_is_the_hit(finetune_encoder(events, catalog, tiny_config(
+        tmp_path / str(correction), tiny_bert, batch_size=2, popularity_correction=correction)).path)
+        for correction in (False, True)}
+    # without the correction the hit is a negative in most batches and pushed away from the histories
+    assert found[True] >= found[False] + 5, found
 
 
 def test_co_engaged_items_move_together(planted, finetuned, tiny_bert):

@@ -105,6 +105,10 @@ def test_item_cold_start_ranks_new_items_with_both_encoders(planted_inputs):
     # same vectors: the same figures, and a ratio of exactly 1
     assert result.metrics["Fine-tuned encoder (mean)"]["Recall@20"] == result.metrics["Frozen encoder (mean)"]["Recall@20"]
     assert result.ratios["Fine-tuned encoder (mean)"]["Recall@20"].mean == 1.0
+    tuned, frozen, ratios = result.best_versus_best("Fine-tuned", "Frozen")
+    better = max(("mean", "max"), key=lambda rule: result.metrics[f"Frozen encoder ({rule})"]["Recall@20"].mean)
+    assert (tuned, frozen) == (f"Fine-tuned encoder ({better})", f"Frozen encoder ({better})")
+    assert ratios["Recall@20"].mean == ratios["NDCG@10"].mean == 1.0
     (events, part), = calls
     held_ids = planted_inputs.catalog["item_id"].to_numpy()[result_held_out(planted_inputs)]
     assert part == "the item cold-start split" and not events["item_id"].isin(held_ids).any()
@@ -161,6 +165,8 @@ def test_cli_item_cold_start_with_precomputed_vectors(tmp_path):
     (["--finetune", "--finetuned", "x"], "give --finetune (train on each training part) or --finetuned DIR, not both"),
     (["--finetuned", "no-such-folder"], "--finetuned no-such-folder: no such folder"),
     (["--protocol", "item-cold-start", "--sasrec"], "--tune and --sasrec apply to the chronological protocols"),
+    (["--protocol", "both", "--finetuned", "x"], "--finetuned x was fine-tuned on the training part of one protocol; "
+     "pass --protocol leave-last-out or temporal (--finetune trains one encoder per protocol)"),
 ])
 def test_cli_bad_finetune_options_exit_2(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)

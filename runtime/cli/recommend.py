@@ -176,6 +176,9 @@ def evaluate_command(
         from tastemap.runtime.recommend.evaluate import ease_name
         from tastemap.stages import tuned_encoder_source
 
+        if finetuned is not None and protocol is EvaluateProtocol.both:
+            raise InputError(f"--finetuned {finetuned} was fine-tuned on the training part of one protocol; pass "
+                             "--protocol leave-last-out or temporal (--finetune trains one encoder per protocol)")
         tuned = tuned_encoder_source(finetune=finetune, finetuned=finetuned, seed=seed)
         if tuned is not None and vectors is not None:
             raise InputError("--finetune/--finetuned encode the items themselves; drop --vectors")
@@ -221,6 +224,10 @@ def _print_cold_start(result) -> None:
                 ["model (user history)", "Recall@10", "Recall@20", "NDCG@10", f"Recall@20 / {result.reference}"],
                 [(r["model"], _ci(r, "Recall@10"), _ci(r, "Recall@20"), _ci(r, "NDCG@10"),
                   _ci(r, "Recall@20_vs_ref", "{:.2f}")) for _, r in table.iterrows()])
+    if any(name.startswith("Fine-tuned") for name in result.metrics):
+        tuned, frozen, ratios = result.best_versus_best("Fine-tuned", "Frozen")
+        stdout.print(f"each encoder at its better rule, {tuned} / {frozen}, paired: "
+                     + ", ".join(f"{m} {r.mean:.2f} [{r.low:.2f}, {r.high:.2f}]" for m, r in ratios.items()))
     stdout.print(result.not_evaluated)
 
 

@@ -123,6 +123,17 @@ class ColdStartResult:
             rows.append(row)
         return pd.DataFrame(rows)
 
+    def best_versus_best(self, tuned: str, frozen: str, *, metric: str = "Recall@20",
+                         seed: int = 0) -> tuple[str, str, dict[str, Interval]]:
+        """Each encoder at its better scoring rule: the models whose names start with ``tuned`` and
+        with ``frozen`` with the highest mean ``metric``, and the paired ratios (tuned / frozen) of
+        Recall@20 and NDCG@10 between them."""
+        best = [max((name for name in self.metrics if name.startswith(prefix)), key=lambda name: self.metrics[name][metric].mean)
+                for prefix in (tuned, frozen)]
+        ratios = {m: bootstrap_ratio_ci(self.per_user[best[0]][m], self.per_user[best[1]][m], seed=seed)
+                  for m in ("Recall@20", "NDCG@10")}
+        return best[0], best[1], ratios
+
     def to_dict(self) -> dict:
         """JSON-ready summary (no per-user values)."""
         return {
