@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from tastemap.console import exits_on_error
-from tastemap.export.finetune import FinetuneConfig
+from tastemap.export.finetune_config import FinetuneConfig
 
 app = typer.Typer()
 FINETUNE_DEFAULTS = FinetuneConfig()
