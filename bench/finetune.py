@@ -141,9 +141,8 @@ def run_warm_bench(*, work: Path, config_overrides: dict | None = None, seed: in
     from tastemap.runtime.encode.providers import usable_cores
     from tastemap.runtime.io.events import align_events, load_movielens, render_item_texts
     from tastemap.runtime.recommend.baselines import ContentSingleVector
-    from tastemap.runtime.recommend.evaluate import evaluate_model, split_events
+    from tastemap.runtime.recommend.evaluate import evaluate_model, multi_interest_content, split_events
     from tastemap.runtime.recommend.metrics import bootstrap_ci, bootstrap_ratio_ci
-    from tastemap.runtime.recommend.recommender import BlendWeights, TastemapRecommender
 
     events, catalog = load_movielens()
     split = split_events(align_events(events, catalog)[0], "leave-last-out")
@@ -156,8 +155,7 @@ def run_warm_bench(*, work: Path, config_overrides: dict | None = None, seed: in
     per_user = {}
     for encoder, item_vectors in vectors.items():
         models = {"single-vector": (ContentSingleVector(), {"item_vectors": item_vectors}),
-                  "multi-interest": (TastemapRecommender(seed=seed, weights=BlendWeights(long_term=0, short_term=0, interests=1, category=0)),
-                                     {"catalog": catalog, "item_vectors": item_vectors})}
+                  "multi-interest": (multi_interest_content(seed), {"catalog": catalog, "item_vectors": item_vectors})}
         for name, (model, fit_params) in models.items():
             per_user[f"{encoder} {name}"] = evaluate_model(model, split, fit_params=fit_params).per_user
     metrics = ("HR@10", "NDCG@10")

@@ -392,18 +392,24 @@ def compare_models(
     return results
 
 
+def multi_interest_content(seed: int = 0):
+    """Content multi-interest: tastemap's interest component alone (no collaborative, category
+    or literal part), fitted with the catalog and the item vectors."""
+    from tastemap.runtime.recommend.recommender import BlendWeights, TastemapRecommender
+
+    return TastemapRecommender(seed=seed, weights=BlendWeights(long_term=0, short_term=0, interests=1, category=0))
+
+
 def _content_models(split, catalog, item_vectors, encoder, features, weights, l2, seed, ease, suffix) -> list[Evaluation]:
     """The content baselines and tastemap on one encoder's ``item_vectors``."""
     from tastemap.runtime.recommend.baselines import ContentLiteral, ContentSingleVector
-    from tastemap.runtime.recommend.recommender import BlendWeights, TastemapRecommender
+    from tastemap.runtime.recommend.recommender import TastemapRecommender
 
     vectors = {"item_vectors": item_vectors}
     items = {"catalog": catalog, **vectors}
     models = [
         ("Content single-vector", ContentSingleVector(), vectors),
-        ("Content multi-interest",
-         TastemapRecommender(seed=seed, weights=BlendWeights(long_term=0, short_term=0, interests=1, category=0)),
-         items),
+        ("Content multi-interest", multi_interest_content(seed), items),
     ]
     if encoder is not None:
         models.append((LITERAL_NAME, ContentLiteral(encoder=encoder), items))
