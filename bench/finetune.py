@@ -29,7 +29,7 @@ import numpy as np
 import typer
 
 from tastemap.console import exits_on_error
-from tastemap.export.cli import FINETUNE_DEFAULTS
+from tastemap.export.finetune_config import DEFAULTS as FINETUNE_DEFAULTS
 
 app = typer.Typer(add_completion=False)
 

@@ -8,10 +8,9 @@ from typing import Optional
 import typer
 
 from tastemap.console import exits_on_error
-from tastemap.export.finetune_config import FinetuneConfig
+from tastemap.export.finetune_config import DEFAULTS as FINETUNE_DEFAULTS, FinetuneConfig
 
 app = typer.Typer()
-FINETUNE_DEFAULTS = FinetuneConfig()
 
 
 @app.command("export")

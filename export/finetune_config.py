@@ -84,3 +84,7 @@ class FinetuneConfig:
             raise InputError(f"device={self.device!r} is not one of {list(DEVICES)}")
         if self.train_layers is not None and (not isinstance(self.train_layers, int) or self.train_layers < 1):
             raise InputError(f"train_layers={self.train_layers!r} should be None (all layers) or an integer >= 1")
+
+
+DEFAULTS = FinetuneConfig()
+"""The default settings, which the command lines show as their option defaults."""
