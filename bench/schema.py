@@ -98,6 +98,9 @@ def read_result(path: str | Path) -> dict:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise InputError(f"{path} nests its JSON too deeply to be a bench result; give a result file written by "
+                         "`tastemap bench --out FILE.json`") from None
     return validate_result(doc, str(path))
 
 

@@ -233,6 +233,17 @@ CASES = [
     ("bench compare on a folder", {"dir/x": lambda d: "x"},
      lambda d, t: ["bench", "compare", t / "dir", t / "dir"],
      "dir is a folder; give a result file"),
+    ("bench compare on a deeply nested JSON", {"deep.json": lambda d: "[" * 100_000},
+     lambda d, t: ["bench", "compare", t / "deep.json", t / "deep.json"],
+     "deep.json nests its JSON too deeply"),
+    ("fit --out is a file", {"afile": lambda d: "x"},
+     lambda d, t: ["fit", d / "events.csv", d / "catalog.csv", "--vectors", d / "vectors.npy", "--out", t / "afile",
+                   *PROFILE_OPTIONS[:4]],
+     "afile is an existing file; a model directory never replaces a file"),
+    ("fit --out is its own events file", {},
+     lambda d, t: ["fit", d / "events.csv", d / "catalog.csv", "--vectors", d / "vectors.npy", "--out",
+                   d / "events.csv", *PROFILE_OPTIONS[:4]],
+     "events.csv is an existing file; a model directory never replaces a file"),
 ]
 
 
@@ -376,7 +387,7 @@ def test_read_only_folder(data, tmp_path, tiny_package, monkeypatch, command):
     check_refused(result, "Read-only file system; the file system is read-only", folder=tmp_path, before=before)
 
 
-@pytest.mark.parametrize("command", ["embed", "profile", "segment", "recommend"])
+@pytest.mark.parametrize("command", ["embed", "profile", "segment", "recommend", "fit"])
 def test_full_disk(data, tmp_path, tiny_package, monkeypatch, command):
     import pyarrow.parquet as pq
 
@@ -393,6 +404,8 @@ def test_full_disk(data, tmp_path, tiny_package, monkeypatch, command):
         "segment": ["segment", data / "profiles", "--out", tmp_path / "s", "--k", "3", "--backend", "sklearn"],
         "recommend": ["recommend", "--all", "--out", tmp_path / "r.parquet", "--events", data / "events.csv",
                       "--catalog", data / "catalog.csv", "--vectors", data / "vectors.npy", *PROFILE_OPTIONS[:4]],
+        "fit": ["fit", data / "events.csv", data / "catalog.csv", "--vectors", data / "vectors.npy", "--out",
+                tmp_path / "m", *PROFILE_OPTIONS[:4]],
     }[command]
     if command == "embed" and not hasattr(os, "posix_fallocate"):
         pytest.skip("no posix_fallocate on this platform")

@@ -43,6 +43,11 @@ def copy_model(path, tmp_path):
     return shutil.copytree(path, tmp_path / "copy")
 
 
+def current(path):
+    """The folder of the current version of the model directory ``path``."""
+    return model_io.version_root(path, model_io.current_number(path))
+
+
 def test_round_trip_answers_like_the_fitted_model(saved):
     fitted, path = saved
     loaded = TastemapModel.load(path)
@@ -60,11 +65,15 @@ def test_round_trip_answers_like_the_fitted_model(saved):
 
 
 def test_directory_is_safe_formats_with_recorded_hashes(saved):
-    _, path = saved
+    _, saved_path = saved
+    assert sorted(p.name for p in saved_path.iterdir()) == ["current", "versions", "writer.lock", "writer.queue"]
+    path = current(saved_path)
     manifest = json.loads((path / "model.json").read_text())
     assert manifest["format"] == "tastemap-fitted-model" and manifest["schema_version"] == model_io.SCHEMA_VERSION
+    assert manifest["version"] == 1 and path.name == "00000001"
     files = manifest["files"]
-    for name in ("items.parquet", "item_vectors.npy", "ease_weights.npy", "topic_tree.json", "users.parquet",
+    for name in ("items.parquet", "item_vectors.npy", "collaborative.left.npy", "collaborative.right.npy",
+                 "collaborative.diagonal.npy", "item_neighbours.npy", "topic_tree.json", "users.parquet",
                  "profiles.parquet", "topics.json", "segments.parquet", "user_segments.parquet", "holdout.parquet",
                  "events/part-00000.parquet", "state/interests.members.npy"):
         assert name in files, name
@@ -84,7 +93,7 @@ def test_directory_is_safe_formats_with_recorded_hashes(saved):
 def test_load_refuses_changed_files_and_other_schemas(saved, tmp_path):
     _, path = saved
     copy = copy_model(path, tmp_path)
-    vectors = copy / "item_vectors.npy"
+    vectors = current(copy) / "item_vectors.npy"
     raw = bytearray(vectors.read_bytes())
     raw[-1] ^= 0xFF
     vectors.write_bytes(bytes(raw))
@@ -92,12 +101,17 @@ def test_load_refuses_changed_files_and_other_schemas(saved, tmp_path):
         TastemapModel.load(copy)
     result = runner.invoke(app, ["recommend", "--model", str(copy), "--user", "5"])
     assert result.exit_code == 2 and "item_vectors.npy has sha256" in result.output
-    manifest = json.loads((copy / "model.json").read_text())
-    (copy / "model.json").write_text(json.dumps({**manifest, "schema_version": 99}))
-    with pytest.raises(FittedModelError, match=r"schema_version=99; this tastemap reads schema_version=1"):
+    manifest_path = current(copy) / "model.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "schema_version": 99}))
+    with pytest.raises(FittedModelError, match=r"schema_version=99; this tastemap reads schema_version=2"):
         TastemapModel.load(copy)
-    (copy / "model.json").unlink()
+    manifest_path.unlink()
     with pytest.raises(FittedModelError, match="has no model.json"):
+        TastemapModel.load(copy)
+    (copy / "current").unlink()
+    shutil.rmtree(copy / "versions")
+    with pytest.raises(FittedModelError, match="has no current pointer, so it is not a fitted tastemap model"):
         TastemapModel.load(copy)
 
 
@@ -111,7 +125,7 @@ def forbid_fitting(monkeypatch):
 
     for owner, name in ((profiles.InterestProfiler, "fit"), (segments.UserSegmenter, "fit"),
                         (recommender.TastemapRecommender, "fit"), (baselines.EASE, "fit"),
-                        (baselines, "ease_weights"), (recommender, "baseline_ease_weights"),
+                        (baselines, "ease_weights"), (recommender, "low_rank_ease"),
                         (topics, "fit_topic_tree"), (profiles, "fit_topic_tree")):
         monkeypatch.setattr(owner, name, fail)
 
@@ -159,7 +173,8 @@ def test_profile_files_are_a_compatible_subset(saved, tmp_path):
     fitted, path = saved
     profiles = read_profiles(path)
     assert profiles.n_users == 40
-    result = runner.invoke(app, ["segment", str(path / "profiles.parquet"), "--out", str(tmp_path / "seg"), "--k", "2"])
+    result = runner.invoke(app, ["segment", str(current(path) / "profiles.parquet"), "--out", str(tmp_path / "seg"),
+                                 "--k", "2"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["segment", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "--out FOLDER is required" in result.output
@@ -194,13 +209,14 @@ def test_update_equals_a_rebuild_with_the_fitted_topics(planted):
     assert (summary.n_events_read, summary.n_events_added, summary.n_duplicates, summary.n_unknown_items) == (9, 7, 1, 1)
     assert summary.unknown_item_examples == [99_999]
     assert (summary.n_users_updated, summary.n_new_users, summary.n_new_items, summary.n_known_catalog_rows) == (2, 2, 1, 1)
-    assert any("EASE" in line for line in summary.deferred)
+    assert any("collaborative" in line for line in summary.deferred)
 
     rec = model.recommender
     assert model.n_items == 121 and rec.index_.ntotal == 121
     assert rec.profiler_.item_topics_[-1].tolist() == rec.profiler_.topic_tree_.assign(item_vectors[:1])[0].tolist()
     assert model._categories[-1] == [("Section A", "Shelf 0")]  # the unknown section waits for the next fit
-    assert np.all(rec.ease_[-1] == 0) and rec.ease_.shape == (121, 121)
+    assert rec.collaborative_.n_items == 121 and not rec.collaborative_.left[-1].any()
+    assert rec.item_neighbours_.shape[0] == 121 and rec.item_neighbours_[-1, 0] == 120  # its own nearest item
 
     # the rebuild: every event through the batch transform with the same (extended) fitted topics
     all_catalog = pd.concat([catalog, items.iloc[:1]], ignore_index=True)
@@ -256,18 +272,20 @@ def test_updated_model_round_trips_and_keeps_unchanged_files(saved, planted, tmp
     model = TastemapModel.load(copy)
     frame, items, item_vectors = new_events(truth)
     model.update(frame, items, item_vectors=item_vectors)
-    ease_inode = (copy / "ease_weights.npy").stat().st_ino
+    ease_inode = (current(copy) / "collaborative.left.npy").stat().st_ino
     model.save()
-    assert (copy / "ease_weights.npy").stat().st_ino == ease_inode  # linked, not rewritten
-    manifest = json.loads((copy / "model.json").read_text())
+    assert current(copy).name == "00000002"
+    assert (current(copy) / "collaborative.left.npy").stat().st_ino == ease_inode  # linked, not rewritten
+    manifest = json.loads((current(copy) / "model.json").read_text())
     assert manifest["event_parts"] == ["events/part-00000.parquet", "events/part-00001.parquet"]
     assert manifest["updates"][-1]["n_events_added"] == 7 and manifest["data"]["n_items"] == 121
     again = TastemapModel.load(copy)
     ids = [3, 1097, 1098, 10]
     pd.testing.assert_frame_equal(again.recommend_batch(ids, k=6), model.recommend_batch(ids, k=6))
-    assert again.recommender.ease_.shape == (121, 121) and again.events.n_events == model.events.n_events
+    assert again.recommender.collaborative_.n_items == 121 and again.events.n_events == model.events.n_events
     assert again.segment_of(1097) == model.segment_of(1097)
-    assert not list(tmp_path.glob(".copy.*"))  # no temporary or previous versions left behind
+    assert not list(tmp_path.glob(".copy.*"))  # nothing beside the directory
+    assert sorted(p.name for p in (copy / "versions").iterdir()) == ["00000001", "00000002"]  # the previous kept
 
 
 def test_an_interrupted_update_leaves_the_previous_model(saved, planted, tmp_path, monkeypatch):
@@ -288,24 +306,24 @@ def test_an_interrupted_update_leaves_the_previous_model(saved, planted, tmp_pat
     with pytest.raises(KeyboardInterrupt):
         model.save()
     monkeypatch.undo()
-    assert not list(tmp_path.glob(".copy.*"))
+    assert sorted(p.name for p in (copy / "versions").iterdir()) == ["00000001"]  # the temporary folder removed
     pd.testing.assert_frame_equal(TastemapModel.load(copy).recommend_batch(k=5), before)
 
-    real_rename = model_io.os.rename
+    real_point = model_io._point
 
-    def crash_between_renames(source, target):
-        if ".tmp-" in str(source):
-            raise OSError("simulated crash between the renames")
-        return real_rename(source, target)
+    def crash_before_the_pointer(home, number):
+        raise OSError("simulated crash between the version's rename and the pointer's")
 
-    monkeypatch.setattr(model_io.os, "rename", crash_between_renames)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(model_io, "_point", crash_before_the_pointer)
+    with pytest.raises(FittedModelError, match="simulated crash"):
         model.save()
     monkeypatch.undo()
-    assert not copy.exists() and len(list(tmp_path.glob(".copy.old-*"))) == 1
-    assert model_io.is_fitted_model(copy)
-    pd.testing.assert_frame_equal(TastemapModel.load(copy).recommend_batch(k=5), before)  # restored
-    assert copy.exists() and not list(tmp_path.glob(".copy.*"))
+    assert model_io.current_number(copy) == 1 and (copy / "versions" / "00000002").is_dir()  # finished, unpublished
+    pd.testing.assert_frame_equal(TastemapModel.load(copy).recommend_batch(k=5), before)  # readers see version 1
+    assert model_io._point is real_point
+    model.save()  # the next writer removes what the crash left and publishes version 3
+    assert sorted(p.name for p in (copy / "versions").iterdir()) == ["00000001", "00000003"]
+    assert TastemapModel.load(copy).events.n_events == model.events.n_events
 
 
 def test_update_command(saved, planted, tmp_path):
@@ -351,7 +369,7 @@ def test_text_cold_start_and_new_items_use_the_recorded_encoder(planted, tiny_pa
     encoder = Encoder(tiny_package, variant="fp32", device="cpu", threads=1)
     model = TastemapModel.fit(data, catalog, encoder=encoder, recommender=make_recommender())
     path = model.save(tmp_path / "with-encoder")
-    record = json.loads((path / "model.json").read_text())["encoder"]
+    record = json.loads((current(path) / "model.json").read_text())["encoder"]
     assert record["manifest_sha256"] == model_io.sha256_file(tiny_package / "manifest.json")
     assert record["variant"] == "fp32" and record["dim"] == 32
     loaded = TastemapModel.load(path)

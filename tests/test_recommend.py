@@ -12,6 +12,7 @@ from tastemap.runtime.io.events import align_events
 from tastemap.runtime.io.interactions import Interactions
 from tastemap.runtime.interests.profiles import InterestProfiler, interest_label
 from tastemap.runtime.interests.segments import UserSegmenter
+from tastemap.runtime.recommend.collaborative import low_rank_ease
 from tastemap.runtime.recommend.recommender import BlendWeights, TastemapRecommender, recency_matrix
 
 
@@ -150,7 +151,7 @@ def test_multi_interest_only_needs_no_ease(fitted):
     _, data, catalog, vectors, truth = fitted
     model = make_recommender(weights=BlendWeights(long_term=0, short_term=0, interests=1)).fit(
         data, catalog, vectors)
-    assert model.ease_ is None
+    assert model.collaborative_ is None and model.collaborative_index_ is None
     recs = model.recommend(2, k=6)
     assert all(topic_of(truth, r.item_id) in truth.user_topics[2] for r in recs)
     assert {r.explanation.layer for r in recs} == {"interest"}
@@ -185,7 +186,7 @@ def test_cli_recommend_one_user_and_batch(tmp_path):
 def test_constructor_takes_no_data():
     recommender = TastemapRecommender()
     assert sorted(recommender.get_params(deep=False)) == [
-        "l2", "n_candidates", "profiler", "recency_half_life", "seed", "segmenter", "weights"]
+        "l2", "n_candidates", "profiler", "rank", "recency_half_life", "seed", "segmenter", "weights"]
     events, catalog, vectors, _ = make_planted(4)
     with pytest.raises(TypeError):
         TastemapRecommender(catalog=catalog, item_vectors=vectors)
@@ -212,8 +213,11 @@ def test_fit_checks_its_data(fitted):
     _, data, catalog, vectors, _ = fitted
     with pytest.raises(InputError, match=r"training items \(n_items=120\) are not the catalog's 119 items"):
         make_recommender().fit(data, catalog.iloc[1:], vectors[1:])
-    with pytest.raises(InputError, match=r"ease_weights has shape \(3, 3\); expected \(120, 120\)"):
-        make_recommender().fit(data, catalog, vectors, ease_weights=np.zeros((3, 3)))
+    small = low_rank_ease(data.matrix()[:, :3], l2=10.0, rank=2)
+    with pytest.raises(InputError, match="collaborative weights cover 3 items; expected 120"):
+        make_recommender().fit(data, catalog, vectors, collaborative=small)
+    with pytest.raises(InputError, match="rank=0 should be an integer >= 1"):
+        make_recommender(rank=0).fit(data, catalog, vectors)
     with pytest.raises(InputError, match="weights should be None or a BlendWeights, got dict"):
         make_recommender(weights={"interests": 1}).fit(data, catalog, vectors)
 

@@ -153,6 +153,7 @@ def profile_command(
 @app.command("segment")
 @exits_on_error
 def segment_command(
+    ctx: typer.Context,
     profiles: Path = typer.Argument(..., help="profiles.parquet (or the folder holding it) from `tastemap profile`; or a fitted model directory (`tastemap fit`), whose segments are shown without refitting."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder for segments.parquet and user_segments.parquet (required unless PROFILES is a fitted model)."),
     method: Method = typer.Option(Method.kmeans, help="Clustering method (bisecting: Spark's BisectingKMeans hierarchy, --engine spark only; agglomerative: local only)."),
@@ -182,8 +183,11 @@ def segment_command(
     from tastemap.runtime.pipeline.model_io import is_fitted_model
 
     if is_fitted_model(profiles):
+        from tastemap.runtime.cli.model import refuse_options
         from tastemap.runtime.pipeline.model import TastemapModel
 
+        refuse_options(ctx, profiles, ["method", "k", "k_min", "k_max", "features", "backend", "seed", "engine",
+                                       "master"], what="PROFILES")
         fitted = TastemapModel.load(profiles).segmenter
         if fitted is None:
             from tastemap.errors import InputError

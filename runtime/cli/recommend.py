@@ -11,6 +11,7 @@ import typer
 from tastemap.console import exits_on_error
 from tastemap.paths import MODEL_HELP, MODEL_HELP_EXPORTING
 from tastemap.runtime.recommend.protocols import Protocol
+from tastemap.runtime.spark.session import Engine
 
 app = typer.Typer()
 
@@ -38,9 +39,10 @@ def _protocols(choice: ProtocolChoice) -> list[str]:
 @app.command("recommend")
 @exits_on_error
 def recommend_command(
+    ctx: typer.Context,
     user: Optional[str] = typer.Option(None, "--user", "-u", help="User id to recommend for."),
     all_users: bool = typer.Option(False, "--all", help="Batch mode: every user, written to --out as Parquet."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Parquet file for --all."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Parquet file for --all (with --engine spark: a folder of Parquet parts)."),
     k: int = typer.Option(20, "--k", help="Number of recommendations per user."),
     events: Optional[Path] = typer.Option(None, help=EVENTS_HELP),
     catalog: Optional[Path] = typer.Option(None, help=CATALOG_HELP),
@@ -51,16 +53,20 @@ def recommend_command(
     topics: int = typer.Option(50, help="Number of fine topics (at most the number of catalog items)."),
     coarse_topics: int = typer.Option(10, help="Number of coarse topics (0: a single level)."),
     seed: int = typer.Option(0, help="Random seed."),
+    engine: Engine = typer.Option(Engine.local, help="With --model DIR --all: local (this process) or spark (users partitioned over Spark)."),
+    master: str = typer.Option("local[2]", help="Spark master with --engine spark (ignored under spark-submit)."),
 ) -> None:
     """Recommend items with explanations for one user, or for all users to Parquet.
 
     Example: tastemap recommend --user 414 --k 10
 
     From a fitted model (no refit): tastemap recommend --model model/ --user 414
+
+    Every user of a fitted model on Spark: tastemap recommend --model model/ --all --out recs.parquet --engine spark
     """
     from tastemap.console import print_table
     from tastemap.errors import InputError
-    from tastemap.runtime.cli.model import refuse_inputs
+    from tastemap.runtime.cli.model import refuse_inputs, refuse_options
     from tastemap.runtime.pipeline.inputs import load_inputs
     from tastemap.runtime.pipeline.model_io import is_fitted_model
     from tastemap.runtime.interests.profile_io import write_atomically
@@ -70,14 +76,26 @@ def recommend_command(
         raise InputError("give --user USER for one user, or --all --out FILE.parquet for every user")
     if all_users and out is None:
         raise InputError("--all needs --out FILE.parquet")
+    spark = engine is Engine.spark
+    if spark and not (all_users and is_fitted_model(model)):
+        raise InputError("--engine spark recommends for every user of a fitted model: give --model DIR --all --out "
+                         "FOLDER (fit the model with `tastemap fit`)")
     if all_users:
         from tastemap.runtime.io.outputs import hold_output
 
-        hold_output(out)
+        hold_output(out, folder=spark)
     if is_fitted_model(model):
         from tastemap.runtime.pipeline.model import TastemapModel
 
         refuse_inputs(model, events=events, catalog=catalog, vectors=vectors)
+        refuse_options(ctx, model, ["event_columns", "catalog_columns", "topics", "coarse_topics", "seed"])
+        if spark:
+            from tastemap.runtime.spark.recommend import recommend_with_spark
+
+            done = recommend_with_spark(model, out, k=k, master=master)
+            typer.echo(f"wrote {done.n_rows:,} recommendations for {done.n_users:,} users to {out} (Spark, "
+                       f"{done.seconds:.1f} s)")
+            return
         recommender = TastemapModel.load(model)
         user_ids = recommender.user_ids
     else:
@@ -121,6 +139,7 @@ EvaluateProtocol = Enum("EvaluateProtocol", {**{c.name: c.value for c in Protoco
 @app.command("evaluate")
 @exits_on_error
 def evaluate_command(
+    ctx: typer.Context,
     events: Optional[Path] = typer.Option(None, help=EVENTS_HELP),
     catalog: Optional[Path] = typer.Option(None, help=CATALOG_HELP),
     protocol: EvaluateProtocol = typer.Option(
@@ -164,11 +183,13 @@ def evaluate_command(
         hold_output(out / "evaluation.csv")
     tables = []
     if is_fitted_model(model):
-        from tastemap.runtime.cli.model import evaluate_fitted, refuse_inputs
+        from tastemap.runtime.cli.model import evaluate_fitted, option_given, refuse_inputs, refuse_options
 
         refuse_inputs(model, events=events, catalog=catalog, vectors=vectors, sample=sample, tune=tune,
                       finetune=finetune, finetuned=finetuned, sasrec=sasrec)
-        name, table, reference = evaluate_fitted(model, seed=seed)
+        refuse_options(ctx, model, ["event_columns", "catalog_columns"])
+        asked = protocol.value if option_given(ctx, "protocol") else None
+        name, table, reference = evaluate_fitted(model, seed=seed, protocol=asked)
         _print_evaluation(name, table, reference)
         tables.append(table.assign(protocol=name))
     else:

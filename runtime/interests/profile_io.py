@@ -70,9 +70,19 @@ def profiles_table(profiles: UserProfiles, item_ids: np.ndarray, titles: np.ndar
 
 
 def read_profiles(path: str | Path) -> UserProfiles:
-    """Read ``profiles.parquet`` (a file or the folder holding it) back into :class:`UserProfiles`
-    (``interests`` is None: on disk they are item ids, see the ``interests`` column)."""
+    """Read ``profiles.parquet`` (a file, the folder holding it, or a fitted model directory: its
+    current version's) back into :class:`UserProfiles` (``interests`` is None: on disk they are
+    item ids, see the ``interests`` column)."""
     path = Path(path)
+    if path.is_dir():
+        from tastemap.runtime.pipeline.model_io import is_fitted_model, open_version
+
+        if is_fitted_model(path):
+            version = open_version(path, verify=False)  # pinned while it is read
+            try:
+                return read_profiles(version.root / "profiles.parquet")
+            finally:
+                version.pin.close()
     path = path / "profiles.parquet" if path.is_dir() else path
     if not path.is_file():
         raise InputError(f"profiles file {path} does not exist; run `tastemap profile` first")

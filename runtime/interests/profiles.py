@@ -22,6 +22,8 @@ the :class:`InterestProfiler` docstring. It is a scikit-learn estimator: ``get_p
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import math
 import time
@@ -49,7 +51,7 @@ from tastemap.runtime.interests.layers import (
     onehot,
     user_vectors,
 )
-from tastemap.runtime.interests.partition import interest_scale, partition_user
+from tastemap.runtime.interests.partition import InterestScale, interest_scale, partition_user
 from tastemap.runtime.interests.topics import fit_topic_tree
 
 logger = logging.getLogger(__name__)
@@ -182,6 +184,9 @@ class InterestProfiler(BaseEstimator):
         The catalog's category tree, one entry per level.
     time_windows_ : :class:`~tastemap.runtime.interests.layers.TimeWindows`
         The time layer's windows and decays (from the parameters), used by ``transform`` too.
+    interest_scale_ : :class:`~tastemap.runtime.interests.partition.InterestScale`
+        The catalogue's similarity scale for the per-user interest cut (fitted once, so that a
+        ``transform`` of a few users costs only their own items).
     user_items_ : :class:`~tastemap.runtime.interests.layers.UserItems`
         The (user, item) pairs of the training events with their importances.
     profiles_ : :class:`UserProfiles`
@@ -289,6 +294,7 @@ class InterestProfiler(BaseEstimator):
         self.item_topics_ = np.stack([level.labels for level in self.topic_tree_.levels], axis=1)
         self.category_levels_ = category_levels(catalog["categories"].tolist())
         self.time_windows_ = windows
+        self.interest_scale_ = interest_scale(self.item_vectors_, self.topic_tree_.fine.labels)
         stats["topics_seconds"] = round(time.perf_counter() - start, 3)
         profiles, self.user_items_, self.data_report_ = self._profile(events, catalog, stats)
         self.stats_ = stats
@@ -309,6 +315,15 @@ class InterestProfiler(BaseEstimator):
         catalog = pd.DataFrame({"item_id": self.item_ids_})
         return self._profile(events, catalog, {})[0]
 
+    def _onehot(self, level):
+        """The items-to-topics one-hot matrix of a topic level, built once per level (an update
+        that places new items replaces the level, and so the matrix)."""
+        cache = self.__dict__.setdefault("_onehot_cache", {})
+        hit = cache.get(id(level))
+        if hit is None or hit[0] is not level:
+            hit = cache[id(level)] = (level, onehot(level.labels, level.n_topics))
+        return hit[1]
+
     def _profile(self, events, catalog: pd.DataFrame, stats: dict):
         start = time.perf_counter()
         report = None
@@ -321,14 +336,14 @@ class InterestProfiler(BaseEstimator):
         pairs = aggregate_user_items(interactions, self.time_windows_)
         long, short = pairs.matrix("long"), pairs.matrix("short")
         tree = self.topic_tree_
-        topics = [layer_weights(long, onehot(level.labels, level.n_topics)) for level in tree.levels]
-        short_term = layer_weights(short, onehot(tree.fine.labels, tree.fine.n_topics))
+        topics = [layer_weights(long, self._onehot(level)) for level in tree.levels]
+        short_term = layer_weights(short, self._onehot(tree.fine))
         categories = [layer_weights(long, level.items) for level in self.category_levels_]
         vectors, short_vectors = user_vectors(long, self.item_vectors_), user_vectors(short, self.item_vectors_)
         stats["layers_seconds"] = round(time.perf_counter() - start, 3)
 
         start = time.perf_counter()
-        interests = cluster_interests(pairs, self.item_vectors_, tree.fine.labels,
+        interests = cluster_interests(pairs, self.item_vectors_, tree.fine.labels, scale=self.interest_scale_,
                                       max_items=self.max_items_per_user,
                                       distance_threshold=self.distance_threshold,
                                       max_interests=self.max_interests, min_affinity=self.min_affinity)
@@ -351,6 +366,15 @@ class InterestProfiler(BaseEstimator):
         return profiles, pairs, report
 
 
+@functools.lru_cache(maxsize=1)
+def _blas_threads():
+    """The process's thread pools, found once (a lookup scans the loaded libraries: 4 ms, which
+    an update of one user would pay every time)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def cluster_interests(
     pairs,
     item_vectors: np.ndarray,
@@ -360,27 +384,28 @@ def cluster_interests(
     distance_threshold: float = 1.5,
     max_interests: int = 8,
     min_affinity: float = 0.5,
+    scale: InterestScale | None = None,
 ) -> UserInterests:
     """Each user's ``max_items`` most recent items (unit ``item_vectors`` ``[n_items, dim]``)
     split into at most ``max_interests`` interests by
     :func:`~tastemap.runtime.interests.partition.partition_user` (the Ward cut bounded by
     ``distance_threshold``, then near-duplicates merged at ``min_affinity``); ``item_topics``
-    ``[n_items]`` are the fine topics, whose within-topic similarity sets the catalogue's scale.
+    ``[n_items]`` are the fine topics, whose within-topic similarity sets the catalogue's scale
+    (``scale``, the fitted :class:`~tastemap.runtime.interests.partition.InterestScale`; None:
+    computed here).
 
     The medoid of a cluster is the member with the largest summed cosine similarity to the other
     members. Importance is the members' summed long-term importance (``pairs.long``). The loop over
     users works on matrices of at most ``max_items`` rows.
     """
-    from threadpoolctl import threadpool_limits
-
     indptr, positions = pairs.recent(max_items)
     items_all = pairs.items[positions]
     weight_all = pairs.long[positions].astype(np.float64)
     totals = np.add.reduceat(weight_all, indptr[:-1]) if weight_all.size else np.zeros(0)
     parts = {name: [] for name in ("medoid", "importance", "share", "size", "members")}
     counts = np.zeros(pairs.n_users, np.int64)
-    scale = interest_scale(item_vectors, item_topics)
-    with threadpool_limits(limits=1):  # tiny matrices: BLAS threads cost more than they save
+    scale = scale if scale is not None else interest_scale(item_vectors, item_topics)
+    with _blas_threads().limit(limits=1):  # tiny matrices: BLAS threads cost more than they save
         for user in progress(range(pairs.n_users), total=pairs.n_users, description="interest clusters"):
             _cluster_one(user, indptr, items_all, weight_all, totals, item_vectors, distance_threshold,
                          max_interests, min_affinity, scale, parts, counts)

@@ -66,6 +66,16 @@ def profile_features(profiles: UserProfiles, features: str = "topics") -> tuple[
     return np.hstack(blocks).astype(np.float32), names
 
 
+def check_finite_features(x: np.ndarray, profiles: UserProfiles) -> None:
+    """Refuse features ``[n_users, n_features]`` holding NaN or infinity (a changed profiles file):
+    clustering cannot place such users."""
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        example = profiles.user_ids[int(np.flatnonzero(bad)[0])]
+        raise InputError(f"the profiles of {int(bad.sum())} users hold NaN or infinite weights (e.g. user "
+                         f"{example!r}); profiles are finite: write them again with `tastemap profile`")
+
+
 def candidate_ks(n_segments: int | None, k_range: tuple[int, int], n_users: int) -> list[int]:
     """The segment counts to try: ``[n_segments]`` when given, else ``k_range`` capped at ``n_users - 1``."""
     if n_segments is not None:
@@ -77,7 +87,7 @@ def candidate_ks(n_segments: int | None, k_range: tuple[int, int], n_users: int)
     if not 2 <= low <= high:
         raise InputError(
             f"k_range={tuple(k_range)} leaves no k to try for n_users={n_users}; "
-            "need 2 <= k_min <= k_max <= n_users - 1, or give n_segments"
+            "need 2 <= k_min <= k_max <= n_users - 1, or give n_segments=K (1 <= K <= n_users)"
         )
     return list(range(low, high + 1))
 
@@ -193,6 +203,7 @@ class UserSegmenter(BaseEstimator):
         """
         self._validate_params()
         x, feature_names = profile_features(profiles, self.features)
+        check_finite_features(x, profiles)
         candidates = candidate_ks(self.n_segments, tuple(self.k_range), x.shape[0])
         engine = resolve_backend(self.backend)
         runs = {k: self._cluster(engine, x, k) for k in candidates}
@@ -223,6 +234,7 @@ class UserSegmenter(BaseEstimator):
         ``[n_users]`` int (the GMM's most likely component, else the nearest centroid)."""
         check_fitted(self, "labels_", "fit(profiles)")
         x, _ = profile_features(profiles, self.features)
+        check_finite_features(x, profiles)
         if x.shape[1] != self.centroids_.shape[1]:
             raise InputError(f"profiles have {x.shape[1]} features; the segmenter was fitted on {self.centroids_.shape[1]}")
         if self.mixture_ is not None:

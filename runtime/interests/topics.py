@@ -14,6 +14,8 @@ their parent and by decreasing size.
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import time
 from dataclasses import dataclass
@@ -62,9 +64,10 @@ class TopicLevel:
     def n_topics(self) -> int:
         return int(self.sizes.size)
 
-    @property
+    @functools.cached_property
     def names(self) -> list[str]:
-        """Short label per topic: its three best keywords, or ``topic <id>`` without keywords."""
+        """Short label per topic: its three best keywords, or ``topic <id>`` without keywords
+        (computed once: every explanation reads it)."""
         return [", ".join(words[:3]) if words else f"topic {i}" for i, words in enumerate(self.keywords)]
 
 

@@ -186,7 +186,9 @@ def read_events(path: str | Path, columns: EventColumns = EventColumns()) -> pd.
     """Read and validate an events file.
 
     Returns a frame with ``user_id``, ``item_id``, ``timestamp`` (int64 seconds) and ``weight``
-    (float32 >= 0), one row per input row, in file order.
+    (float32 >= 0), one row per input row, in file order. ``frame.attrs["rating_scale"]`` is
+    what ratings were divided by (``columns.rating_scale``, else the largest rating), None
+    without a rating column: a fitted model records it so that its updates use the same.
     """
     frame = read_table(path, what="events")
     return validate_events(frame, columns, source=str(path))
@@ -203,7 +205,7 @@ def validate_events(frame: pd.DataFrame, columns: EventColumns = EventColumns(),
     out = pd.DataFrame({"user_id": normalize_ids(frame[columns.user_id], source, columns.user_id),
                         "item_id": normalize_ids(frame[columns.item_id], source, columns.item_id)})
     out["timestamp"] = _parse_timestamps(frame[columns.timestamp], columns.timestamp_unit, source)
-    weight = np.ones(len(frame), dtype=np.float64)
+    weight, scale = np.ones(len(frame), dtype=np.float64), None
     if "weight" in optional:
         weight *= _parse_numbers(frame[optional["weight"]], source)
     if "rating" in optional:
@@ -222,6 +224,7 @@ def validate_events(frame: pd.DataFrame, columns: EventColumns = EventColumns(),
     if not (out["weight"].to_numpy() > 0).any():
         raise InputError(f"{source}: every event weighs 0 (weight x rating x event-type weight); at least one "
                          "event needs a weight > 0 to say what a user likes")
+    out.attrs["rating_scale"] = scale
     return out
 
 

@@ -30,8 +30,9 @@ class Inputs:
 
     ``interactions`` (the events aligned with the catalog: item index ``i`` is catalog row ``i``),
     ``catalog`` (``n_items`` rows, as from ``read_catalog``), ``item_vectors`` float32
-    ``[n_items, dim]`` in catalog order, ``report`` (events kept and dropped) and the ``encoder``
-    that embedded the items (None with precomputed vectors).
+    ``[n_items, dim]`` in catalog order, ``report`` (events kept and dropped), the ``encoder``
+    that embedded the items (None with precomputed vectors) and the ``rating_scale`` ratings were
+    divided by (None without ratings).
     """
 
     interactions: Interactions
@@ -39,6 +40,7 @@ class Inputs:
     item_vectors: np.ndarray
     report: DataReport
     encoder: object | None = None
+    rating_scale: float | None = None
 
 
 def sample_users(events: pd.DataFrame, catalog: pd.DataFrame, n_users: int, *, seed: int = 0):
@@ -88,6 +90,7 @@ def load_inputs(
     else:
         events = read_events(events_path, event_columns or EventColumns())
         catalog = read_catalog(catalog_path, catalog_columns or CatalogColumns())
+    rating_scale = events.attrs.get("rating_scale")
     if sample is not None:
         if vectors_path is not None:
             raise InputError("--sample cannot be combined with precomputed --vectors (rows would not match)")
@@ -104,4 +107,4 @@ def load_inputs(
         encoder = make_encoder(model_dir, cache_dir=cache_dir, export_missing=export_missing)
         vectors = encoder.encode(render_item_texts(catalog))
     return Inputs(interactions=interactions, catalog=catalog, item_vectors=np.asarray(vectors, np.float32),
-                  report=report, encoder=encoder)
+                  report=report, encoder=encoder, rating_scale=rating_scale)

@@ -5,18 +5,31 @@
 >>> model.save("ml-model")                                                     # doctest: +SKIP
 >>> model = TastemapModel.load("ml-model")                                    # doctest: +SKIP
 >>> model.recommend(414, k=10)                                                 # doctest: +SKIP
->>> model.update(new_events)                                                   # doctest: +SKIP
+>>> with TastemapModel.locked("ml-model") as model:  # one writer: read, update, write  # doctest: +SKIP
+...     model.update(new_events)
+...     model.save()
 
-The directory (schema version 1; every file's sha256 and size in ``model.json``):
+The directory holds immutable versions and a ``current`` pointer (``DIR/current``,
+``DIR/versions/<number>/``, the writer lock ``DIR/writer.lock`` and ``DIR/writer.queue``; see
+:mod:`~tastemap.runtime.pipeline.model_io`).
+One writer at a time holds the writer lock (:meth:`TastemapModel.save`, :meth:`TastemapModel.locked`,
+``tastemap fit --out`` and ``tastemap update``; a second one waits, then stops with an error);
+:meth:`TastemapModel.load` reads one whole version and keeps it on disk while the model is used,
+however many versions writers publish meanwhile. A :meth:`~TastemapModel.save` to the directory a
+model was loaded from is refused when another writer published a version since (its changes would
+be lost); :meth:`~TastemapModel.locked` holds the lock from the load to the save instead.
 
-- ``model.json``: format, schema version, parameters, fitted scalars, the encoder package (path,
-  name, sha256 of its ``manifest.json``, variant, dimension), data counts, the held-out split,
-  update summaries, CSR shapes and the files;
+A version (schema version 2; every file's sha256 and size in ``model.json``, the files required
+by the schema in :func:`~tastemap.runtime.pipeline.model_state.required_files`):
+
+- ``model.json``: format, schema version, version number, parameters, fitted scalars, the encoder
+  package (path, name, sha256 of its ``manifest.json``, variant, dimension), data counts and the
+  rating scale, the held-out split, update summaries, CSR shapes and the files;
 - items: ``items.parquet`` (``item_id, title, text, categories``; row = item index),
   ``item_vectors.npy`` (float32 ``[n_items, dim]``, unit rows), ``item_topics.npy`` (int64
   ``[n_items, n_levels]``), ``topic_tree.json`` and ``topic_centroids_<level>.npy``, plus
   ``topics.json`` in the format of ``tastemap profile``;
-- collaborative: ``ease_weights.npy`` (float32 ``[n, n]``, ``n`` the items at the batch fit);
+- collaborative: the item-item weights (``n`` the items at the batch fit);
 - users: ``users.parquet`` (``user_id, n_events, last_seen, segment``; row = user index),
   ``state/`` (per-user layers, vectors, interests, history and recency as ``.npy`` arrays, CSR
   matrices as ``.indptr/.indices/.data``), ``profiles.parquet`` in the format of ``tastemap
@@ -30,13 +43,15 @@ The directory (schema version 1; every file's sha256 and size in ``model.json``)
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,12 +59,15 @@ import pandas as pd
 import tastemap
 from tastemap.errors import FittedModelError, InputError
 from tastemap.runtime.io.interactions import Interactions
-from tastemap.runtime.pipeline import model_io, model_state, model_update
+from tastemap.runtime.pipeline import model_io, model_lock, model_state, model_update
+from tastemap.runtime.pipeline.model_input import check_rating_scale, like_model_ids
 from tastemap.runtime.recommend.recommender import Explanation, Recommendation, TastemapRecommender
 
 logger = logging.getLogger(__name__)
 
 MAX_UPDATE_RECORDS = 50
+_MANIFEST_ONLY = ("files", "params", "fitted", "shapes", "format", "schema_version", "version", "written")
+"""Sections of ``model.json`` that describe the stored version, not the model's ``meta``."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +91,7 @@ class TastemapModel:
 
     def __init__(self, recommender: TastemapRecommender, *, categories: list, meta: dict,
                  events: model_state.EventLog | None = None, holdout: pd.DataFrame | None = None,
-                 encoder=None, source: tuple[Path, dict] | None = None):
+                 encoder=None, source: model_io.ModelVersion | None = None):
         self.recommender = recommender
         self.meta = meta
         self._categories = categories
@@ -88,7 +106,7 @@ class TastemapModel:
     @classmethod
     def fit(cls, data: Interactions, catalog: pd.DataFrame, item_vectors=None, *, encoder=None,
             recommender: TastemapRecommender | None = None, holdout: str | None = None,
-            rating_scale: float | None = None, seed: int = 0) -> "TastemapModel":
+            rating_scale: float | None = None, seed: int = 0, collaborative=None) -> "TastemapModel":
         """Fit on ``data`` (aligned with ``catalog``: ``align_events``).
 
         ``item_vectors`` ``[n_items, dim]`` in catalog order (None: ``encoder.encode`` the item
@@ -97,7 +115,10 @@ class TastemapModel:
         unfitted template (default ``TastemapRecommender(seed=seed)``, as ``tastemap recommend``
         uses). ``holdout`` (``"leave-last-out"`` or ``"temporal"``): fit on the training part and
         keep the held-out events for :meth:`evaluate`. ``rating_scale``: what ratings were divided
-        by (recorded for updates).
+        by (recorded for updates). ``collaborative``: a function of the training events
+        (:class:`~tastemap.runtime.io.interactions.Interactions`, after the held-out split) that
+        returns their EASE weights, such as
+        :func:`~tastemap.runtime.spark.collaborative.spark_collaborative` (default: fitted here).
         """
         from sklearn.base import clone
 
@@ -119,7 +140,8 @@ class TastemapModel:
         if estimator.weights is not None and estimator.weights.literal > 0:  # would need re-encoding on every update
             raise InputError("a model directory cannot hold the literal content signal (weights.literal > 0); "
                              "fit it with the interests signal")
-        estimator.fit(train, catalog, item_vectors if item_vectors is not None else encoder)
+        estimator.fit(train, catalog, item_vectors if item_vectors is not None else encoder,
+                      collaborative=collaborative(train) if collaborative is not None else None)
         events = model_state.EventLog(users=train.users.copy(), items=train.items.copy(),
                                       timestamps=train.timestamps.copy(), weights=train.weights.copy())
         meta = {
@@ -138,30 +160,51 @@ class TastemapModel:
 
     @classmethod
     def load(cls, path: str | Path, *, verify: bool = True, encoder=None) -> "TastemapModel":
-        """Load the fitted model in ``path``: checks the schema version and (with ``verify``) the
-        sha256 of every file, then restores the fitted state (no ``fit`` runs; large arrays are
-        memory-mapped). ``encoder``: the encoder to use for text cold starts and new items (default:
-        the recorded package, checked against its manifest hash when first needed)."""
-        path = Path(path)
-        manifest = model_io.read_manifest(path, verify=verify)
+        """Load the current version of the fitted model in ``path``: checks it against the schema
+        (every required file present, nothing else, every path inside the directory) and (with
+        ``verify``) the sha256 of every file, then restores the fitted state (no ``fit`` runs;
+        large arrays are memory-mapped). The version stays on disk while the model is used, however
+        many versions writers publish meanwhile. ``encoder``: the encoder to use for text cold
+        starts and new items (default: the recorded package, checked against its manifest hash
+        when first needed)."""
+        version = model_io.open_version(path, verify=verify)
+        return cls._restore(version, encoder=encoder)
+
+    @classmethod
+    @contextlib.contextmanager
+    def locked(cls, path: str | Path, *, verify: bool = True, encoder=None,
+               wait: float = model_io.DEFAULT_WAIT) -> Iterator["TastemapModel"]:
+        """Hold the writer lock of the model directory ``path`` (waiting up to ``wait`` seconds
+        for another writer) and yield its current version, loaded: updates applied and saved
+        within the block cannot be lost to another writer, nor make another writer's be lost."""
+        with model_lock.writer_lock(path, wait=wait):
+            yield cls.load(path, verify=verify, encoder=encoder)
+
+    @classmethod
+    def _restore(cls, version: model_io.ModelVersion, *, encoder=None) -> "TastemapModel":
+        manifest = version.manifest
         try:
-            recommender, categories = model_state.restore_recommender(path, manifest)
-        except (KeyError, ValueError, OSError) as exc:
-            raise FittedModelError(f"{path} is inconsistent ({type(exc).__name__}: {exc}); fit the model again") from None
-        meta = {key: value for key, value in manifest.items()
-                if key not in ("files", "params", "fitted", "shapes", "format", "schema_version", "written")}
-        model = cls(recommender, categories=categories, meta=meta, source=(path, manifest))
+            recommender, categories = model_state.restore_recommender(version.root, manifest)
+        except (KeyError, ValueError, IndexError, TypeError, OSError) as exc:
+            raise FittedModelError(f"{version.home} (version {version.number}) is inconsistent "
+                                   f"({type(exc).__name__}: {exc}); fit the model again") from None
+        meta = {key: value for key, value in manifest.items() if key not in _MANIFEST_ONLY}
+        model = cls(recommender, categories=categories, meta=meta, source=version)
         if encoder is not None:
             model.set_encoder(encoder)
         return model
 
-    def save(self, path: str | Path | None = None) -> Path:
-        """Write the model directory atomically (default: where it was loaded from). Files the
-        loaded version holds unchanged (EASE weights, stored event parts...) are hard-linked."""
+    def save(self, path: str | Path | None = None, *, wait: float = model_io.DEFAULT_WAIT) -> Path:
+        """Publish the model as a new version of the directory ``path`` (default: where it was
+        loaded from) under its writer lock, waiting up to ``wait`` seconds for another writer.
+        Files the loaded version holds unchanged (collaborative weights, stored event parts...)
+        are hard-linked. Saving to the directory the model was loaded from is refused when
+        another writer published a version since (use :meth:`locked` to hold the lock from the
+        load on)."""
         if path is None:
             if self._source is None:
                 raise InputError("this model was never saved; give the directory to write (save(path))")
-            path = self._source[0]
+            path = self._source.home
         path = Path(path)
         scratch = model_state.scratch_folder()
         try:
@@ -172,26 +215,34 @@ class TastemapModel:
             for name in reuse:
                 writers.pop(name, None)
             meta = {**self.meta, **state_meta, "event_parts": parts, "data": {**self.meta["data"], **self._counts()}}
-            model_io.write_model(path, writers, meta, reuse=reuse)
+            version = model_io.write_model(path, writers, meta, reuse=reuse, expect=self._expected_version(path),
+                                           wait=wait)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         self.meta.update(event_parts=parts, data=meta["data"])
-        self._source = (path, model_io.read_manifest(path, verify=False))
+        self._source = version
         self._dirty = set()
         if self._events is not None:
             self._events.parts, self._events.n_saved = parts, self._events.n_events
         return path
 
+    def _expected_version(self, path: Path) -> int | None:
+        """The version this model was read from when ``path`` is its directory (None otherwise:
+        writing elsewhere replaces what is there)."""
+        if self._source is None or not path.exists():
+            return None
+        return self._source.number if os.path.samefile(path, self._source.home) else None
+
     def _event_files(self) -> tuple[list, dict]:
         """The event part names of the new version and writers of the parts not on disk yet (and
         of the holdout, when it is not)."""
         writers = {}
-        stored = self._source[1]["files"] if self._source is not None else {}
+        stored = self._source.manifest["files"] if self._source is not None else {}
         if self._holdout is not None and model_state.HOLDOUT not in stored:
             holdout = self._holdout
             writers[model_state.HOLDOUT] = lambda path: holdout.to_parquet(path, index=False)
         if self._events is None:  # never read, so unchanged: the stored parts are the events
-            return list(self._source[1].get("event_parts", [])), writers
+            return list(self._source.manifest.get("event_parts", [])), writers
         log = self._events
         parts = list(log.parts)
         if log.n_saved < log.n_events or not parts:
@@ -205,7 +256,7 @@ class TastemapModel:
         """Files of the loaded version that did not change: ``name -> (path, record)``."""
         if self._source is None:
             return {}
-        root, manifest = self._source
+        root, manifest = self._source.root, self._source.manifest
         return {name: (root / name, record) for name, record in manifest["files"].items()
                 if (name in parts and name not in writers) or name == model_state.HOLDOUT
                 or (name in writers and model_state.file_group(name) not in self._dirty)}
@@ -245,16 +296,15 @@ class TastemapModel:
     def events(self) -> model_state.EventLog:
         """The stored events (read from the directory when first needed)."""
         if self._events is None:
-            root, manifest = self._source
-            self._events = model_state.EventLog.read(root, manifest.get("event_parts", []),
+            self._events = model_state.EventLog.read(self._source.root, self._source.manifest["event_parts"],
                                                      self.recommender.user_index_, pd.Index(self.item_ids))
         return self._events
 
     @property
     def holdout(self) -> pd.DataFrame | None:
         """The held-out events recorded at fit time (None without ``holdout``)."""
-        if self._holdout is None and self._source is not None and model_state.HOLDOUT in self._source[1]["files"]:
-            self._holdout = pd.read_parquet(self._source[0] / model_state.HOLDOUT)
+        if self._holdout is None and self._source is not None and model_state.HOLDOUT in self._source.manifest["files"]:
+            self._holdout = pd.read_parquet(self._source.root / model_state.HOLDOUT)
         return self._holdout
 
     @property
@@ -321,9 +371,9 @@ class TastemapModel:
 
     def evaluate(self, *, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
         """The fitted state on its own held-out split (see ``fit(..., holdout=)``): tastemap and
-        EASE with the stored weights (the reference), full ranking, seen items filtered; one row
+        the stored collaborative weights alone (the reference), full ranking, seen items filtered; one row
         per model as :func:`~tastemap.runtime.recommend.evaluate.evaluation_table`."""
-        from tastemap.runtime.recommend.evaluate import Split, ease_name, evaluate_model, evaluation_table, genre_features
+        from tastemap.runtime.recommend.evaluate import Split, evaluate_model, evaluation_table, genre_features
         from tastemap.runtime.recommend.protocols import Protocol
 
         holdout = self.holdout
@@ -348,9 +398,9 @@ class TastemapModel:
         features = genre_features(catalog)
         results = [evaluate_model(self.recommender, split, name="tastemap", fit=False, item_features=features)]
         reference = None
-        if self.recommender.ease_ is not None:
-            reference = ease_name(self.recommender.l2)
-            scorer = _StoredEASE(train.matrix(), self.recommender.ease_)
+        if self.recommender.collaborative_ is not None:
+            reference = collaborative_reference(self.recommender)
+            scorer = _StoredCollaborative(train.matrix(), self.recommender.collaborative_)
             results.insert(0, evaluate_model(scorer, split, name=reference, fit=False, item_features=features))
         return evaluation_table(results, reference=reference, n_resamples=n_resamples, seed=seed)
 
@@ -362,22 +412,25 @@ class TastemapModel:
         for what is refreshed and what waits for the next batch fit).
 
         ``events``: ``user_id, item_id, timestamp`` and optionally ``weight`` / ``rating`` /
-        ``event_type`` (ratings divided by the recorded rating scale). Events of items the model
-        does not hold are dropped and counted, unless ``catalog`` gives their rows: those items are
+        ``event_type`` (ratings divided by the rating scale recorded at fit; ratings given to a
+        model that records none are refused). Ids follow the model's id type (a user ``"7.5"``
+        is refused by a model of integer ids, never truncated). Events of items the model does
+        not hold are dropped and counted, unless ``catalog`` gives their rows: those items are
         embedded (``item_vectors`` ``[len(catalog), dim]`` in catalog order, or the encoder
-        package) and placed into the fitted topics. Changes stay in memory until :meth:`save`.
+        package) and placed into the fitted topics. New users whose events all weigh 0 are
+        dropped, as ``align_events`` drops them at fit. Changes stay in memory until :meth:`save`.
         """
         from tastemap.runtime.interests.base import as_catalog
-        from tastemap.runtime.io.events import EventColumns, validate_events
 
         model_update.check_updatable(self.recommender)
         started = time.perf_counter()
-        frame = events if _is_canonical(events) else validate_events(
-            events, EventColumns(rating_scale=self.meta["data"].get("rating_scale")), source="new events")
+        frame = self._validated(events)
+        new_user_ids = like_model_ids(frame["user_id"].to_numpy(), self.user_ids, "user")
+        new_item_ids = like_model_ids(frame["item_id"].to_numpy(), self.item_ids, "item")
         n_new_items, n_known_rows = 0, 0
         if catalog is not None:
             catalog = as_catalog(catalog)
-            catalog = catalog.assign(item_id=_like(catalog["item_id"].to_numpy(), self.item_ids, "item"))
+            catalog = catalog.assign(item_id=like_model_ids(catalog["item_id"].to_numpy(), self.item_ids, "item"))
             fresh = pd.Index(self.item_ids).get_indexer(catalog["item_id"].to_numpy()) < 0
             n_known_rows = int((~fresh).sum())
             if item_vectors is not None:
@@ -387,17 +440,18 @@ class TastemapModel:
                 self._categories, n_new_items = model_update.add_items(
                     self.recommender, self._categories, added, self._new_item_vectors(added, item_vectors))
                 self._dirty |= {"items", "users"}
-        user_ids, users = np.unique(_like(frame["user_id"].to_numpy(), self.user_ids, "user"), return_inverse=True)
-        items = pd.Index(self.item_ids).get_indexer(_like(frame["item_id"].to_numpy(), self.item_ids, "item"))
+        user_ids, users = np.unique(new_user_ids, return_inverse=True)
+        items = pd.Index(self.item_ids).get_indexer(new_item_ids)
         unknown = items < 0
         examples = pd.unique(frame["item_id"].to_numpy()[unknown])[:10].tolist()
         if unknown.any():
             logger.warning("%d new events name items the model does not hold (e.g. %s); they are dropped",
                            int(unknown.sum()), examples[:5])
-        known = ~unknown
+        weights = frame["weight"].to_numpy(np.float32)
+        kept = ~unknown & ~self._weightless_new_users(user_ids, users, ~unknown, weights)
         counts = model_update.fold_events(
-            self.recommender, self.events, users[known], items[known].astype(np.int64),
-            frame["timestamp"].to_numpy(np.int64)[known], frame["weight"].to_numpy(np.float32)[known], user_ids)
+            self.recommender, self.events, users[kept], items[kept].astype(np.int64),
+            frame["timestamp"].to_numpy(np.int64)[kept], weights[kept], user_ids)
         if counts["n_events_added"]:
             self._dirty.add("users")
         summary = model_update.timed_summary(
@@ -408,6 +462,30 @@ class TastemapModel:
         self.meta["updates"] = (self.meta.get("updates", []) + [
             {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **record}])[-MAX_UPDATE_RECORDS:]
         return summary
+
+    def _validated(self, events) -> pd.DataFrame:
+        """``events`` validated as ``read_events`` does, ratings divided by the recorded scale."""
+        from tastemap.runtime.io.events import EventColumns, validate_events
+
+        if _is_canonical(events):
+            return events
+        scale = self.meta["data"].get("rating_scale")
+        frame = validate_events(events, EventColumns(rating_scale=scale), source="new events")
+        check_rating_scale(scale, frame)
+        return frame
+
+    def _weightless_new_users(self, user_ids: np.ndarray, users: np.ndarray, known: np.ndarray,
+                              weights: np.ndarray) -> np.ndarray:
+        """``[n_events]`` True for the events of new users none of whose known events weighs more
+        than 0: they say nothing about what the user likes (``align_events`` drops them at fit)."""
+        best = np.full(user_ids.size, -np.inf)
+        np.maximum.at(best, users[known], weights[known])
+        weightless = (self.recommender.user_index_.get_indexer(user_ids) < 0) & (best <= 0) & np.isfinite(best)
+        if weightless.any():
+            logger.warning("%d new users have no event with a weight > 0 (e.g. %s); they say nothing about what "
+                           "they like and are dropped", int(weightless.sum()),
+                           [_plain(x) for x in user_ids[weightless][:5]])
+        return weightless[users]
 
     def _new_item_vectors(self, catalog: pd.DataFrame, item_vectors) -> np.ndarray:
         from tastemap.runtime.io.events import render_item_texts
@@ -430,14 +508,23 @@ class TastemapModel:
         return vectors / norms
 
 
-class _StoredEASE:
-    """EASE scores from stored weights (no fit): ``history[users] @ weights``."""
+def collaborative_reference(recommender) -> str:
+    """The name of the reference of :meth:`TastemapModel.evaluate`, the model's own EASE weights
+    alone: ``"EASE (l2=500)"`` when they are exact, ``"EASE (l2=500, rank=512)"`` when low-rank."""
+    from tastemap.runtime.recommend.evaluate import ease_name
 
-    def __init__(self, history, weights: np.ndarray):
+    name = ease_name(recommender.l2)
+    return name if recommender.collaborative_.exact else f"{name[:-1]}, rank={recommender.collaborative_.rank})"
+
+
+class _StoredCollaborative:
+    """Collaborative scores from the stored sparse weights (no fit): ``history[users] @ weights``."""
+
+    def __init__(self, history, weights):
         self.history, self.weights = history, weights
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        return np.asarray(self.history[users] @ self.weights, dtype=np.float32)
+        return self.weights.scores(self.history[users])
 
 
 def _encoder_record(encoder) -> dict | None:
@@ -456,19 +543,6 @@ def _encoder_record(encoder) -> dict | None:
 def _is_canonical(events) -> bool:
     return (isinstance(events, pd.DataFrame) and list(events.columns) == ["user_id", "item_id", "timestamp", "weight"]
             and pd.api.types.is_integer_dtype(events["timestamp"]) and pd.api.types.is_float_dtype(events["weight"]))
-
-
-def _like(values: np.ndarray, reference: np.ndarray, what: str) -> np.ndarray:
-    """``values`` as the model's id type: integer ids stay integers, others become str."""
-    if np.issubdtype(reference.dtype, np.integer) and not np.issubdtype(np.asarray(values).dtype, np.integer):
-        try:
-            return pd.to_numeric(pd.Series(values), errors="raise").to_numpy(np.int64)
-        except (ValueError, TypeError):
-            raise InputError(f"new {what} ids such as {values[0]!r} are not integers; this model's {what} ids are "
-                             "integers") from None
-    if not np.issubdtype(reference.dtype, np.integer) and np.issubdtype(np.asarray(values).dtype, np.integer):
-        return np.asarray(values).astype(str).astype(object)
-    return np.asarray(values)
 
 
 def _plain(value):

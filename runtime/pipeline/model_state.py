@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from scipy import sparse
 
 from tastemap.errors import FittedModelError
 from tastemap.runtime.interests.layers import TimeWindows, category_levels
+from tastemap.runtime.interests.partition import InterestScale
 from tastemap.runtime.interests.profiles import InterestProfiler, UserInterests, UserProfiles
 from tastemap.runtime.interests.segments import UserSegmenter
 from tastemap.runtime.interests.topics import TopicLevel, TopicTree
@@ -34,6 +34,8 @@ from tastemap.runtime.pipeline.model_io import (
     read_json,
     sparse_writers,
 )
+from tastemap.runtime.recommend.candidates import build_item_index, index_bytes, index_kind, read_index
+from tastemap.runtime.recommend.collaborative import LowRankEASE
 from tastemap.runtime.recommend.recommender import BlendWeights, TastemapRecommender
 
 logger = logging.getLogger(__name__)
@@ -44,7 +46,15 @@ EVENT_PART = "events/part-{:05d}.parquet"
 HOLDOUT = "holdout.parquet"
 USER_FILES = ("users.parquet", "profiles.parquet", "segments.parquet", "user_segments.parquet",
               "segment_popularity.npy")
-ITEM_FILES = ("items.parquet", "item_vectors.npy", "item_topics.npy", "topic_tree.json", "topics.json")
+ITEM_INDEX = "item_index.npy"
+"""The serialised IVF item index (a flat index is rebuilt from the item vectors)."""
+ITEM_NEIGHBOURS = "item_neighbours.npy"
+"""Each item's nearest items (int32 ``[n_items, n_candidates]``): the interests' candidates."""
+COLLABORATIVE_INDEX = "collaborative_index.npy"
+"""The serialised IVF index over the collaborative item factors (a flat one is rebuilt)."""
+COLLABORATIVE_PARTS = ("left", "right", "diagonal")
+"""The low-rank EASE weights: ``collaborative.<part>.npy``."""
+ITEM_FILES = (ITEM_INDEX, ITEM_NEIGHBOURS, "items.parquet", "item_vectors.npy", "item_topics.npy", "topic_tree.json", "topics.json")
 
 
 def file_group(name: str) -> str:
@@ -57,31 +67,59 @@ def file_group(name: str) -> str:
     return "fixed"
 
 
-@dataclass
 class EventLog:
     """The events a fitted model was trained on, plus those folded in since.
 
     ``users`` and ``items`` int64 ``[n_events]`` are rows of the model's users and items;
     ``timestamps`` int64 seconds and ``weights`` float32 ``[n_events]``. ``parts`` names the
-    Parquet parts on disk holding the first ``n_saved`` events, in order.
+    Parquet parts on disk holding the first ``n_saved`` events, in order. Appended events wait in
+    small chunks until the columns are read, and :meth:`of_users` finds a few users' events
+    through an index by user, so that an update costs its own events, not the log's.
     """
 
-    users: np.ndarray
-    items: np.ndarray
-    timestamps: np.ndarray
-    weights: np.ndarray
-    parts: list = field(default_factory=list)
-    n_saved: int = 0
+    COLUMNS = ("users", "items", "timestamps", "weights")
+    DTYPES = (np.int64, np.int64, np.int64, np.float32)
+
+    def __init__(self, users, items, timestamps, weights, parts: list | None = None, n_saved: int = 0):
+        self._columns = [np.asarray(c, d) for c, d in zip((users, items, timestamps, weights), self.DTYPES)]
+        self._pending: list[tuple] = []
+        self._by_user: tuple | None = None  # (positions of the consolidated events by user, their users)
+        self.parts, self.n_saved = list(parts or []), n_saved
+
+    users = property(lambda self: self._column(0))
+    items = property(lambda self: self._column(1))
+    timestamps = property(lambda self: self._column(2))
+    weights = property(lambda self: self._column(3))
 
     @property
     def n_events(self) -> int:
-        return int(self.users.size)
+        return int(self._columns[0].size + sum(chunk[0].size for chunk in self._pending))
 
     def append(self, users, items, timestamps, weights) -> None:
-        self.users = np.concatenate([self.users, users]).astype(np.int64)
-        self.items = np.concatenate([self.items, items]).astype(np.int64)
-        self.timestamps = np.concatenate([self.timestamps, timestamps]).astype(np.int64)
-        self.weights = np.concatenate([self.weights, weights]).astype(np.float32)
+        self._pending.append(tuple(np.asarray(c, d) for c, d in zip((users, items, timestamps, weights), self.DTYPES)))
+
+    def of_users(self, users: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The columns ``(users, items, timestamps, weights)`` of every event of ``users``
+        (sorted unique rows), in the log's order."""
+        if self._by_user is None:
+            order = np.argsort(self._columns[0], kind="stable")
+            self._by_user = (order, self._columns[0][order])
+        by_user, sorted_users = self._by_user
+        starts = np.searchsorted(sorted_users, users, side="left")
+        ends = np.searchsorted(sorted_users, users, side="right")
+        positions = np.sort(np.concatenate([by_user[a:b] for a, b in zip(starts, ends)] or [np.zeros(0, np.int64)]))
+        columns = [column[positions] for column in self._columns]
+        for chunk in self._pending:
+            mine = np.isin(chunk[0], users)
+            columns = [np.concatenate([c, part[mine]]) for c, part in zip(columns, chunk)]
+        return tuple(columns)
+
+    def _column(self, position: int) -> np.ndarray:
+        if self._pending:
+            self._columns = [np.concatenate([c] + [chunk[i] for chunk in self._pending])
+                             for i, c in enumerate(self._columns)]
+            self._pending, self._by_user = [], None
+        return self._columns[position]
 
     def frame(self, user_ids: np.ndarray, item_ids: np.ndarray, rows: slice = slice(None)) -> pd.DataFrame:
         """The events (or a slice) as ``user_id, item_id, timestamp, weight`` with the caller's ids."""
@@ -153,8 +191,14 @@ def state_files(recommender: TastemapRecommender, categories: list, *, scratch: 
         writers[f"state/{name}.npy"] = array_writer(getattr(profiles, name))
     for name in INTEREST_FIELDS:
         writers[f"state/interests.{name}.npy"] = array_writer(getattr(profiles.interests, name))
-    if recommender.ease_ is not None:
-        writers["ease_weights.npy"] = array_writer(recommender.ease_)
+    writers[ITEM_NEIGHBOURS] = array_writer(recommender.item_neighbours_)
+    if recommender.collaborative_ is not None:
+        for part in COLLABORATIVE_PARTS:
+            writers[f"{COLLABORATIVE}.{part}.npy"] = array_writer(getattr(recommender.collaborative_, part))
+    for name, index in ((ITEM_INDEX, recommender.index_), (COLLABORATIVE_INDEX, recommender.collaborative_index_)):
+        serialised = index_bytes(index) if index is not None else None
+        if serialised is not None:
+            writers[name] = array_writer(serialised)
     write_profiles(profiler, scratch, profiles, jsonl=False)
     writers["profiles.parquet"] = _move_writer(scratch / "profiles.parquet")
     writers["topics.json"] = _move_writer(scratch / "topics.json")
@@ -170,7 +214,8 @@ def state_files(recommender: TastemapRecommender, categories: list, *, scratch: 
                 writers[f"segment_mixture.{name.rstrip('_')}.npy"] = array_writer(getattr(segmenter.mixture_, name))
     meta = {
         "params": {
-            "recommender": {"l2": recommender.l2, "recency_half_life": recommender.recency_half_life,
+            "recommender": {"l2": recommender.l2, "rank": recommender.rank,
+                            "recency_half_life": recommender.recency_half_life,
                             "n_candidates": recommender.n_candidates, "seed": recommender.seed},
             "weights": recommender.weights_.as_dict(),
             "profiler": profiler.get_params(),
@@ -178,6 +223,12 @@ def state_files(recommender: TastemapRecommender, categories: list, *, scratch: 
         },
         "fitted": {
             "topics": {"backend": profiler.backend_, "n_topics": [level.n_topics for level in tree.levels]},
+            "interest_scale": {"centre": profiler.interest_scale_.centre, "prior": profiler.interest_scale_.prior},
+            COLLABORATIVE: None if recommender.collaborative_ is None else {
+                "method": "ease-exact" if recommender.collaborative_.exact else "ease-low-rank",
+                "rank": recommender.collaborative_.rank,
+                "index": index_kind(recommender.collaborative_index_)},
+            "item_index": index_kind(recommender.index_),
             "segments": None if segmenter is None else {
                 "n_segments": int(segmenter.n_segments_), "criterion": segmenter.criterion_,
                 "criterion_scores": {str(k): v for k, v in segmenter.criterion_scores_.items()},
@@ -192,8 +243,6 @@ def state_files(recommender: TastemapRecommender, categories: list, *, scratch: 
 def restore_recommender(root: Path, manifest: dict) -> tuple[TastemapRecommender, list]:
     """The fitted recommender stored in ``root`` (fitted attributes set, no ``fit``) and each
     item's category paths."""
-    import faiss
-
     params, fitted, shapes = manifest["params"], manifest["fitted"], manifest["shapes"]
     items = pq.read_table(root / "items.parquet")
     item_ids = items["item_id"].to_numpy()
@@ -218,6 +267,8 @@ def restore_recommender(root: Path, manifest: dict) -> tuple[TastemapRecommender
     profiler.time_windows_ = TimeWindows(short_window_days=profiler.short_window_days, short_decay=profiler.short_decay,
                                          long_decay=profiler.long_decay, reference=profiler.time_reference)
     profiler.backend_, profiler.stats_, profiler.data_report_, profiler.user_items_ = fitted["topics"]["backend"], {}, None, None
+    profiler.interest_scale_ = InterestScale(centre=np.asarray(fitted["interest_scale"]["centre"], np.float32),
+                                             prior=float(fitted["interest_scale"]["prior"]))
 
     users = pq.read_table(root / "users.parquet")
     user_ids = users["user_id"].to_numpy()
@@ -247,15 +298,19 @@ def restore_recommender(root: Path, manifest: dict) -> tuple[TastemapRecommender
     recommender.weights_ = BlendWeights(**params["weights"])
     recommender.profiler_, recommender.segmenter_ = profiler, segmenter
     n_items = item_ids.size
-    recommender.ease_ = None
-    if (root / "ease_weights.npy").is_file():
-        recommender.ease_ = pad_square(load_array(root / "ease_weights.npy"), n_items)
+    recommender.collaborative_, recommender.collaborative_index_ = None, None
+    if fitted[COLLABORATIVE] is not None:
+        parts = {part: np.asarray(load_array(root / f"{COLLABORATIVE}.{part}.npy")) for part in COLLABORATIVE_PARTS}
+        recommender.collaborative_ = LowRankEASE(**parts, exact=fitted[COLLABORATIVE]["method"] == "ease-exact")
+        recommender.collaborative_index_ = _restore_index(root, COLLABORATIVE_INDEX, fitted[COLLABORATIVE]["index"],
+                                                          parts["right"])
+        recommender.collaborative_ = recommender.collaborative_.padded(n_items)
+    recommender.item_neighbours_ = np.asarray(load_array(root / ITEM_NEIGHBOURS))
     recommender.segment_popularity_ = None
     if segmenter is not None:
         popularity = np.asarray(load_array(root / "segment_popularity.npy"))
         recommender.segment_popularity_ = pad_columns(popularity, n_items)
-    recommender.index_ = faiss.IndexFlatIP(vectors.shape[1])
-    recommender.index_.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    recommender.index_ = _restore_index(root, ITEM_INDEX, fitted["item_index"], vectors)
     recommender.titles_ = titles.astype(str)
     recommender.item_ids_ = item_ids
     recommender.user_index_ = pd.Index(user_ids)
@@ -263,6 +318,13 @@ def restore_recommender(root: Path, manifest: dict) -> tuple[TastemapRecommender
     recency = load_sparse(root, "state/recency", shapes["state/recency"])
     recommender.state_ = recommender.scoring_state(resize(history, n_items), resize(recency, n_items), profiles)
     return recommender, categories
+
+
+def _restore_index(root: Path, name: str, kind: str, vectors: np.ndarray):
+    """A faiss index as saved: rebuilt from ``vectors`` when exact, read from ``name`` when IVF."""
+    if kind == "exact":
+        return build_item_index(vectors, exact_limit=len(vectors))
+    return read_index(load_array(root / name))
 
 
 def _restore_segmenter(root: Path, params: dict, fitted: dict, user_ids: np.ndarray, labels: np.ndarray) -> UserSegmenter:
@@ -296,15 +358,6 @@ def _segmenter_params(params: dict) -> dict:
     return {**params, "k_range": tuple(params["k_range"])}
 
 
-def pad_square(matrix: np.ndarray, n: int) -> np.ndarray:
-    """``matrix`` ``[m, m]`` zero-padded to ``[n, n]`` (itself when ``m == n``)."""
-    if matrix.shape[0] == n:
-        return matrix
-    out = np.zeros((n, n), dtype=matrix.dtype)
-    out[: matrix.shape[0], : matrix.shape[1]] = matrix
-    return out
-
-
 def pad_columns(matrix: np.ndarray, n: int) -> np.ndarray:
     """``matrix`` ``[r, m]`` zero-padded to ``[r, n]``."""
     if matrix.shape[1] == n:
@@ -312,11 +365,13 @@ def pad_columns(matrix: np.ndarray, n: int) -> np.ndarray:
     return np.hstack([matrix, np.zeros((matrix.shape[0], n - matrix.shape[1]), matrix.dtype)])
 
 
-def resize(matrix: sparse.csr_matrix, n_columns: int) -> sparse.csr_matrix:
-    """A CSR matrix with more (empty) columns."""
-    if matrix.shape[1] == n_columns:
+def resize(matrix: sparse.csr_matrix, n_columns: int, n_rows: int | None = None) -> sparse.csr_matrix:
+    """A CSR matrix with more (empty) columns and, with ``n_rows``, more (empty) rows."""
+    n_rows = matrix.shape[0] if n_rows is None else n_rows
+    if matrix.shape == (n_rows, n_columns):
         return matrix
-    return sparse.csr_matrix((matrix.data, matrix.indices, matrix.indptr), shape=(matrix.shape[0], n_columns))
+    indptr = np.concatenate([matrix.indptr, np.full(n_rows - matrix.shape[0], matrix.indptr[-1], matrix.indptr.dtype)])
+    return sparse.csr_matrix((matrix.data, matrix.indices, indptr), shape=(n_rows, n_columns))
 
 
 def scratch_folder() -> Path:
@@ -329,3 +384,52 @@ def _table_writer(table: pa.Table):
 
 def _move_writer(source: Path):
     return lambda path: shutil.move(source, path)
+
+
+# what a model holds: the schema, not model.json's own list ----------------------------------------
+
+CSR_PARTS = ("indptr", "indices", "data")
+BASE_FILES = ("items.parquet", "item_vectors.npy", "item_topics.npy", ITEM_NEIGHBOURS, "topic_tree.json", "topics.json",
+              "users.parquet", "profiles.parquet", "state/vectors.npy", "state/short_vectors.npy",
+              *(f"state/interests.{name}.npy" for name in INTEREST_FIELDS))
+"""Files every fitted model holds."""
+BASE_MATRICES = ("state/short_term", "state/history", "state/recency")
+"""CSR matrices every fitted model holds (besides ``state/topics_<level>``, one per topic level)."""
+SEGMENT_FILES = ("segments.parquet", "user_segments.parquet", "segment_centroids.npy", "segment_of_cluster.npy",
+                 "segment_popularity.npy")
+"""Files of a model with segments (fitted on 3 users or more)."""
+COLLABORATIVE = "collaborative"
+"""The collaborative weights' file prefix and ``fitted`` record (None without them)."""
+
+
+def required_files(manifest: dict) -> set[str]:
+    """The files a fitted model of this schema holds, derived from its ``params``, ``fitted``,
+    ``shapes``, ``holdout`` and ``event_parts``: the loader refuses a version that lacks one of
+    them or holds any other (besides ``model.json``)."""
+    params, fitted, shapes = manifest["params"], manifest["fitted"], manifest["shapes"]
+    n_levels = len(fitted["topics"]["n_topics"])
+    files = set(BASE_FILES) | {f"topic_centroids_{depth}.npy" for depth in range(n_levels)}
+    matrices = set(BASE_MATRICES) | {f"state/topics_{depth}" for depth in range(n_levels)} | set(shapes)
+    files |= {f"{name}.{part}.npy" for name in matrices for part in CSR_PARTS}
+    files |= _collaborative_files(manifest)
+    if manifest["fitted"]["item_index"] != "exact":
+        files.add(ITEM_INDEX)
+    segmenter = params["segmenter"]
+    if segmenter is not None:
+        files |= set(SEGMENT_FILES)
+        if segmenter["method"] == "gmm":
+            files |= {f"segment_mixture.{name.rstrip('_')}.npy" for name in MIXTURE_FIELDS}
+    if manifest["holdout"] is not None:
+        files.add(HOLDOUT)
+    files |= set(manifest["event_parts"])
+    return files
+
+
+def _collaborative_files(manifest: dict) -> set[str]:
+    """The collaborative part's files: the low-rank EASE factors (:data:`COLLABORATIVE_PARTS`)
+    and, for an IVF index over them, the index, when ``fitted`` records the part."""
+    record = manifest["fitted"][COLLABORATIVE]
+    if record is None:
+        return set()
+    return {f"{COLLABORATIVE}.{part}.npy" for part in COLLABORATIVE_PARTS} | (
+        {COLLABORATIVE_INDEX} if record["index"] != "exact" else set())

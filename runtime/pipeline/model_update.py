@@ -25,7 +25,8 @@ from tastemap.errors import InputError
 from tastemap.runtime.interests.layers import category_levels, onehot
 from tastemap.runtime.interests.profiles import UserInterests, UserProfiles
 from tastemap.runtime.io.interactions import Interactions
-from tastemap.runtime.pipeline.model_state import EventLog, pad_columns, pad_square, resize
+from tastemap.runtime.pipeline.model_state import EventLog, pad_columns, resize
+from tastemap.runtime.recommend.candidates import nearest_items
 from tastemap.runtime.recommend.recommender import TastemapRecommender, recency_matrix
 
 logger = logging.getLogger(__name__)
@@ -33,15 +34,17 @@ logger = logging.getLogger(__name__)
 REFRESHED = (
     "touched users: time layer (short- and long-term topic weights), category and topic layers, user vectors, "
     "interest clusters (medoids, importance, members), segment assignment (nearest fitted segment)",
-    "touched users: the history and recency rows used for scoring (long- and short-term EASE components, "
+    "touched users: the history and recency rows used for scoring (long- and short-term collaborative components, "
     "seen-item filter) and the interest shares",
     "segment sizes, shares and per-segment item popularity (exact)",
     "new users: profiled, segmented and servable like training users",
     "new items (with catalog rows): vector, topic at every level (nearest fitted centroid), nodes of the fitted "
-    "category tree, candidate index, topic sizes",
+    "category tree, the item index and their own nearest items, topic sizes",
 )
 DEFERRED = (
-    "EASE item-item weights (new events do not change them; new items have no collaborative weight)",
+    "collaborative item-item weights (new events do not change them; new items have no collaborative weight)",
+    "the catalogue's similarity scale of the interest cut (new items are placed into it, not added to it)",
+    "the nearest items of the items already held (new items enter them at the next fit)",
     "topics: centroids, keywords, labels and medoids; the category tree (paths of new items outside it are cut "
     "to their longest known prefix)",
     "segments: centroids, labels, top topics and the number of segments",
@@ -100,8 +103,10 @@ def add_items(recommender: TastemapRecommender, categories: list, catalog: pd.Da
     recommender.titles_ = np.asarray(profiler.item_titles_).astype(str)
     recommender.index_.add(np.ascontiguousarray(vectors, dtype=np.float32))
     n_items = profiler.item_ids_.size
-    if recommender.ease_ is not None:
-        recommender.ease_ = pad_square(recommender.ease_, n_items)
+    neighbours = nearest_items(recommender.index_, vectors, recommender.item_neighbours_.shape[1])
+    recommender.item_neighbours_ = np.concatenate([recommender.item_neighbours_, neighbours])
+    if recommender.collaborative_ is not None:
+        recommender.collaborative_ = recommender.collaborative_.padded(n_items)
     if recommender.segment_popularity_ is not None:
         recommender.segment_popularity_ = pad_columns(recommender.segment_popularity_, n_items)
     state = recommender.state_
@@ -136,13 +141,17 @@ def fold_events(recommender: TastemapRecommender, log: EventLog, users: np.ndarr
         recommender.user_index_ = known_users.append(pd.Index(np.asarray(user_ids)[unseen[arriving - n_old]]))
     log.append(event_rows, items, timestamps, weights)
 
-    mask = np.isin(log.users, touched)
-    local = Interactions(users=np.searchsorted(touched, log.users[mask]), items=log.items[mask],
-                         timestamps=log.timestamps[mask], weights=log.weights[mask],
-                         user_ids=np.asarray(recommender.user_index_)[touched], item_ids=recommender.item_ids_)
+    user_rows, item_rows, times, event_weights = log.of_users(touched)
+    local = Interactions(users=np.searchsorted(touched, user_rows), items=item_rows, timestamps=times,
+                         weights=event_weights, user_ids=np.asarray(recommender.user_index_)[touched],
+                         item_ids=recommender.item_ids_)
     profiles = recommender.profiler_.transform(local)
     state = recommender.scoring_state(local.matrix(), recency_matrix(local, recommender.recency_half_life), profiles)
     counts["n_segment_changes"] = _move_segments(recommender, touched, n_old, profiles, state.history)
+    counts.update(n_users_updated=int((touched < n_old).sum()), n_new_users=int(arriving.size))
+    if not arriving.size:  # known users only: their rows are replaced, nobody else's are copied
+        _replace_users(recommender, touched, profiles, state)
+        return counts
     source = np.arange(recommender.user_index_.size)
     source[touched] = n_old + np.arange(touched.size)  # rows of stack([old users, touched users])
     profiler = recommender.profiler_
@@ -155,14 +164,94 @@ def fold_events(recommender: TastemapRecommender, log: EventLog, users: np.ndarr
         interests=take_interests(concat_interests(old.interests, state.interests), source),
         categories=profiler.profiles_.categories[-1] if profiler.profiles_.categories else None,
     )
-    counts.update(n_users_updated=int((touched < n_old).sum()), n_new_users=int(arriving.size))
     return counts
+
+
+def _replace_users(recommender: TastemapRecommender, rows: np.ndarray, profiles: UserProfiles, state) -> None:
+    """Put the new profiles and scoring rows of known users ``rows`` (sorted) in place of theirs."""
+    profiler = recommender.profiler_
+    old = profiler.profiles_
+    profiler.profiles_ = dataclasses.replace(
+        old,
+        n_events=_assign(old.n_events, rows, profiles.n_events), last_seen=_assign(old.last_seen, rows, profiles.last_seen),
+        topics=[replace_rows(a, rows, b) for a, b in zip(old.topics, profiles.topics)],
+        short_term=replace_rows(old.short_term, rows, profiles.short_term),
+        categories=[replace_rows(a, rows, b) for a, b in zip(old.categories, profiles.categories)],
+        vectors=_assign(old.vectors, rows, profiles.vectors),
+        short_vectors=_assign(old.short_vectors, rows, profiles.short_vectors),
+        interests=replace_interests(old.interests, rows, profiles.interests),
+    )
+    current = recommender.state_
+    recommender.state_ = dataclasses.replace(
+        current,
+        history=replace_rows(current.history, rows, state.history),
+        recency=replace_rows(current.recency, rows, state.recency),
+        interests=replace_interests(current.interests, rows, state.interests),
+        categories=profiler.profiles_.categories[-1] if profiler.profiles_.categories else None,
+    )
+
+
+def _assign(array: np.ndarray, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``array`` with ``array[rows] = values``, in place once it is a writable array of its own (a
+    memory-mapped or shared array is copied the first time)."""
+    if not (isinstance(array, np.ndarray) and type(array) is np.ndarray and array.flags.writeable
+            and array.flags.owndata):
+        array = np.array(array)
+    array[rows] = values
+    return array
+
+
+def replace_rows(matrix: sparse.csr_matrix, rows: np.ndarray, new: sparse.csr_matrix) -> sparse.csr_matrix:
+    """``matrix`` with its rows ``rows`` (sorted) replaced by the rows of ``new``: one copy of the
+    arrays, no row-by-row indexing."""
+    indptr = matrix.indptr
+    lengths = np.diff(indptr)
+    lengths[rows] = np.diff(new.indptr)
+    out_indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(indptr.dtype)
+    indices, data = _splice(indptr, matrix.indices, matrix.data, rows, new.indptr, new.indices, new.data)
+    return sparse.csr_matrix((data, indices, out_indptr), shape=(matrix.shape[0], max(matrix.shape[1], new.shape[1])))
+
+
+def replace_interests(interests: UserInterests, rows: np.ndarray, new: UserInterests) -> UserInterests:
+    """``interests`` with the interests of users ``rows`` (sorted) replaced by those of ``new``."""
+    fields = ("medoid", "importance", "share", "size", "topic")
+    spliced = _splice(interests.indptr, *(getattr(interests, f) for f in fields), rows,
+                      new.indptr, *(getattr(new, f) for f in fields))
+    counts = np.diff(interests.indptr)
+    counts[rows] = np.diff(new.indptr)
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    # members: the replaced users' interests span member ranges [member_indptr[indptr[r]], ...[indptr[r + 1]])
+    member_bounds = interests.member_indptr[interests.indptr]
+    new_member_bounds = new.member_indptr[new.indptr]
+    (members,) = _splice(member_bounds, interests.members, rows, new_member_bounds, new.members)
+    sizes = dict(zip(fields, spliced))["size"]
+    return UserInterests(indptr=indptr, member_indptr=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+                         members=members, **dict(zip(fields, spliced)))
+
+
+def _splice(bounds: np.ndarray, *arrays_and_new) -> tuple[np.ndarray, ...]:
+    """Arrays whose row ``r`` spans ``bounds[r]:bounds[r + 1]``, with rows ``rows`` (sorted)
+    replaced by the rows of the new arrays (spanning ``new_bounds``): called as
+    ``_splice(bounds, *arrays, rows, new_bounds, *new_arrays)``."""
+    n = (len(arrays_and_new) - 2) // 2
+    arrays, rows, new_bounds, new_arrays = arrays_and_new[:n], arrays_and_new[n], arrays_and_new[n + 1], arrays_and_new[n + 2:]
+    kept_starts = np.concatenate([[0], np.asarray(rows) + 1])
+    kept_ends = np.concatenate([rows, [len(bounds) - 1]])
+    out = []
+    for array, fresh in zip(arrays, new_arrays):
+        pieces = []
+        for position, (start, end) in enumerate(zip(kept_starts, kept_ends)):
+            pieces.append(array[bounds[start] : bounds[end]])
+            if position < len(rows):
+                pieces.append(fresh[new_bounds[position] : new_bounds[position + 1]])
+        out.append(np.concatenate(pieces).astype(array.dtype, copy=False))
+    return tuple(out)
 
 
 def _not_stored(log: EventLog, rows: np.ndarray, items: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
     """True for new events that repeat neither a stored event nor an earlier new one."""
-    mask = np.isin(log.users, np.unique(rows))
-    stored = pd.DataFrame({"u": log.users[mask], "i": log.items[mask], "t": log.timestamps[mask]})
+    users, stored_items, stored_times, _ = log.of_users(np.unique(rows))
+    stored = pd.DataFrame({"u": users, "i": stored_items, "t": stored_times})
     incoming = pd.DataFrame({"u": rows, "i": items, "t": timestamps})
     both = pd.concat([stored, incoming], ignore_index=True)
     return ~both.duplicated().to_numpy()[len(stored):]

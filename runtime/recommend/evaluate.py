@@ -366,7 +366,7 @@ def compare_models(
     validation part of ``split.train``), content single-vector, content multi-interest (the
     interest component alone), content literal (each user's history rendered as one text and
     encoded by ``encoder``; left out when ``encoder`` is None, as with precomputed vectors) and
-    tastemap with ``weights`` (default: :class:`BlendWeights`); tastemap reuses EASE's weights.
+    tastemap with ``weights`` (default: :class:`BlendWeights`), with its own low-rank EASE weights.
     ``item_vectors`` is ``[n_items, dim]`` in catalog order.
 
     ``finetuned`` is ``(encoder, item_vectors)`` of an encoder fine-tuned on ``split.train``
@@ -377,8 +377,7 @@ def compare_models(
 
     catalog = as_catalog(catalog)
     features = genre_features(catalog)
-    ease = EASE(l2=l2)
-    collaborative = [("MostPop", MostPop()), ("ItemKNN", ItemKNN()), (ease_name(l2), ease)]
+    collaborative = [("MostPop", MostPop()), ("ItemKNN", ItemKNN()), (ease_name(l2), EASE(l2=l2))]
     if sasrec:
         from tastemap.runtime.recommend.sasrec import SASRec
 
@@ -388,7 +387,7 @@ def compare_models(
     if finetuned is not None:
         encoders.append((FINETUNED, *finetuned, finetuned_weights or weights))
     for suffix, text_encoder, vectors, blend in encoders:
-        results += _content_models(split, catalog, vectors, text_encoder, features, blend, l2, seed, ease, suffix)
+        results += _content_models(split, catalog, vectors, text_encoder, features, blend, l2, seed, suffix)
     return results
 
 
@@ -400,7 +399,7 @@ def multi_interest_content(seed: int = 0):
     return TastemapRecommender(seed=seed, weights=BlendWeights(long_term=0, short_term=0, interests=1, category=0))
 
 
-def _content_models(split, catalog, item_vectors, encoder, features, weights, l2, seed, ease, suffix) -> list[Evaluation]:
+def _content_models(split, catalog, item_vectors, encoder, features, weights, l2, seed, suffix) -> list[Evaluation]:
     """The content baselines and tastemap on one encoder's ``item_vectors``."""
     from tastemap.runtime.recommend.baselines import ContentLiteral, ContentSingleVector
     from tastemap.runtime.recommend.recommender import TastemapRecommender
@@ -417,7 +416,7 @@ def _content_models(split, catalog, item_vectors, encoder, features, weights, l2
         logger.info("no encoder (precomputed item vectors): %s is not evaluated", LITERAL_NAME)
     literal = {"encoder": encoder} if weights is not None and weights.literal > 0 else {}
     models.append(("tastemap", TastemapRecommender(weights=weights, l2=l2, seed=seed),
-                   {**items, "ease_weights": ease.weights_, **literal}))
+                   {**items, **literal}))
     return [evaluate_model(model, split, name=name + suffix, fit_params=fit_params, item_features=features)
             for name, model, fit_params in models]
 

@@ -4,7 +4,7 @@ Rule (:func:`explain_item`), for a user, a recommended item and the component (l
 contributed most to its score:
 
 1. **Contributions.** Every member of every interest of the user gets a contribution to the item:
-   its EASE weight towards the item for the collaborative layers (times its recency weight for the
+   its collaborative weight towards the item for the collaborative layers (times its recency weight for the
    short-term layer), its cosine to the item otherwise (interest and category layers).
 2. **Interest.** Interests whose positive contribution is at least half of the largest one are
    candidates (summed for EASE, the best member for cosines). Among them, the one whose leading
@@ -75,40 +75,60 @@ def explain_item(recommender, user: int, item: int, state, component: str, layer
                  segment: str | None) -> Explanation:
     """The :class:`Explanation` of ``item`` for user row ``user`` of ``state`` (see the module
     docstring); ``component`` names the layer that contributed most."""
+    return explain_items(recommender, user, np.array([item]), state, [component], [layer], segment)[0]
+
+
+def explain_items(recommender, user: int, items: np.ndarray, state, components: list[str], layers: list[str],
+                  segment: str | None) -> list[Explanation]:
+    """:func:`explain_item` for several ``items`` of one user at once (``components`` and
+    ``layers`` aligned with them): the user's members and their contributions to every item are
+    computed in one product per kind."""
     profiler = recommender.profiler_
     tree, item_topics = profiler.topic_tree_, profiler.item_topics_
     interests = state.interests
     lo, hi = interests.indptr[user], interests.indptr[user + 1]
-    own = item_topics[item]
+    items = np.asarray(items, np.int64)
     fine = len(tree.levels) - 1
     if hi == lo:
-        return Explanation(-1, tree.fine.names[int(own[fine])], layer, segment=segment,
-                           topic_level=fine, topic_id=int(own[fine]))
+        return [Explanation(-1, tree.fine.names[int(item_topics[item, fine])], layer, segment=segment,
+                            topic_level=fine, topic_id=int(item_topics[item, fine])) for item, layer in zip(items, layers)]
     members = interests.members[interests.member_indptr[lo]: interests.member_indptr[hi]]
     owner = np.repeat(np.arange(hi - lo), interests.size[lo:hi])
-    if component in ("long_term", "short_term") and recommender.ease_ is not None:
-        weight = np.ones(members.size, np.float32)
-        if component == "short_term":
-            weight = np.asarray(state.recency[user, members].todense()).ravel()
-        contribution = weight * recommender.ease_[members, item]
-        strength = np.bincount(owner, weights=np.maximum(contribution, 0.0), minlength=hi - lo)
-    else:
-        vectors = profiler.item_vectors_
-        contribution = vectors[members] @ vectors[item]
-        strength = np.full(hi - lo, -np.inf)
-        np.maximum.at(strength, owner, contribution)
-    if not np.any(strength > 0):  # nothing pulls towards the item: the closest members, every one counting
-        vectors = profiler.item_vectors_
-        contribution = vectors[members] @ vectors[item]
-        contribution = contribution - contribution.min() + 1e-6
-        strength = np.zeros(hi - lo)
-        np.maximum.at(strength, owner, contribution)
+    vectors = profiler.item_vectors_
+    cosines = vectors[members] @ vectors[items].T  # [n_members, n_items]
+    collaborative = None
+    if recommender.collaborative_ is not None and any(c in ("long_term", "short_term") for c in components):
+        model = recommender.collaborative_
+        collaborative = np.where(members[:, None] == items[None, :], 0.0, model.left[members] @ model.right[items].T)
+        recency = _row_values(state.recency, user, members)
+    out = []
+    for column, (item, component, layer) in enumerate(zip(items, components, layers)):
+        if component in ("long_term", "short_term") and collaborative is not None:
+            contribution = collaborative[:, column] * (recency if component == "short_term" else 1.0)
+            strength = np.bincount(owner, weights=np.maximum(contribution, 0.0), minlength=hi - lo)
+        else:
+            contribution = cosines[:, column]
+            strength = np.full(hi - lo, -np.inf)
+            np.maximum.at(strength, owner, contribution)
+        if not np.any(strength > 0):  # nothing pulls towards the item: the closest members, every one counting
+            contribution = cosines[:, column] - cosines[:, column].min() + 1e-6
+            strength = np.zeros(hi - lo)
+            np.maximum.at(strength, owner, contribution)
+        out.append(_explanation(recommender, int(item), owner, members, contribution, strength, layer, segment))
+    return out
+
+
+def _explanation(recommender, item: int, owner, members, contribution, strength, layer: str,
+                 segment: str | None) -> Explanation:
+    profiler = recommender.profiler_
+    tree, item_topics = profiler.topic_tree_, profiler.item_topics_
+    own = item_topics[item]
     best, level, seeds = _choose(owner, members, contribution, strength, item_topics, own)
     chosen = members[owner == best]
     label_of_interest = interest_label(chosen, item_topics, tree)
     agrees = level >= 0
     if not agrees:
-        level = fine
+        level = len(tree.levels) - 1
     topic = int(own[level])
     shared_level, shared, _ = shared_topic(chosen, item_topics)
     name = label_of_interest if (shared_level == level and shared == topic) else tree.levels[level].names[topic]
@@ -125,6 +145,14 @@ def explain_item(recommender, user: int, item: int, state, component: str, layer
         topic_id=topic,
         agrees=agrees,
     )
+
+
+def _row_values(matrix, row: int, columns: np.ndarray) -> np.ndarray:
+    """``matrix[row, columns]`` of a CSR matrix with sorted indices, as float64 (0 where absent)."""
+    lo, hi = matrix.indptr[row], matrix.indptr[row + 1]
+    indices, data = matrix.indices[lo:hi], matrix.data[lo:hi]
+    at = np.minimum(np.searchsorted(indices, columns), max(indices.size - 1, 0))
+    return np.where(indices[at] == columns, data[at], 0.0) if indices.size else np.zeros(len(columns))
 
 
 def _choose(owner, members, contribution, strength, item_topics, own) -> tuple[int, int, np.ndarray]:

@@ -1,14 +1,15 @@
-"""The tastemap recommender: interest clusters, time and category layers, blended with EASE.
+"""The tastemap recommender: interest clusters, time and category layers, blended with sparse EASE.
 
-For each user, :class:`TastemapRecommender` scores every catalogue item with four components,
-standardised per user (zero mean, unit variance over the catalogue) and summed with
-:class:`BlendWeights`:
+For each user, :class:`TastemapRecommender` blends these components, each standardised per user
+(zero mean, unit variance over the catalogue) and summed with :class:`BlendWeights`:
 
-- ``long_term``: EASE item-item weights applied to the whole history (collaborative signal);
-- ``short_term``: the time layer, EASE applied to the history weighted by recency
+- ``long_term``: EASE item-item weights in low-rank form (see
+  :mod:`~tastemap.runtime.recommend.collaborative`) applied to the whole history (collaborative signal);
+- ``short_term``: the time layer, the same weights applied to the history weighted by recency
   ``0.5 ** (r / recency_half_life)`` where ``r`` counts the user's later items (0 = latest);
 - ``interests``: candidates per interest, the ``n_candidates`` nearest items to the interest's
-  medoid and to its most recent member, taken in turn (faiss flat inner-product search), with
+  medoid and to its most recent member, taken in turn (the item index: exact, or IVF for a large
+  catalogue, see :mod:`~tastemap.runtime.recommend.candidates`), with
   slots allocated by the interest's importance
   (an unseen candidate at rank ``r`` of interest ``c`` gets priority ``share_c / (r + 1)``, so
   interests fill the list in proportion to their share); the share is the members' recency weight;
@@ -18,6 +19,11 @@ standardised per user (zero mean, unit variance over the catalogue) and summed w
   computed only when ``fit`` is given an ``encoder``. Which content signal feeds the blend,
   ``interests`` or ``literal``, is a blend weight: :func:`~tastemap.runtime.recommend.evaluate.tune_blend`
   chooses it on the validation split.
+
+Serving is two-stage (:mod:`~tastemap.runtime.recommend.candidates`): a request scores only its
+candidates (collaborative neighbours of the history, each interest's nearest items, the segment's
+favourites) with the catalogue-wide standardisation computed from sums, so a candidate's score is
+the exhaustive one and a request costs the same at 10k and at 1M items.
 
 Every recommendation carries an :class:`~tastemap.runtime.recommend.explain.Explanation`: the
 user interest it comes from, the layer (component) that contributed most, the seed items of that
@@ -40,14 +46,17 @@ from sklearn.base import BaseEstimator, clone
 from tastemap.errors import InputError
 from tastemap.runtime.interests.base import as_catalog, check_fitted
 from tastemap.runtime.io.interactions import Interactions
-from tastemap.runtime.recommend.baselines import ease_weights as baseline_ease_weights
-from tastemap.runtime.recommend.explain import Explanation, explain_item, item_topic_explanation
+from tastemap.runtime.recommend import candidates as stage
+from tastemap.runtime.recommend import serving
+from tastemap.runtime.recommend.collaborative import LowRankEASE, low_rank_ease
+from tastemap.runtime.recommend.explain import Explanation, explain_item, explain_items, item_topic_explanation
 from tastemap.runtime.interests.profiles import InterestProfiler, UserInterests, UserProfiles
 from tastemap.runtime.interests.segments import UserSegmenter
 
 logger = logging.getLogger(__name__)
 
 COMPONENTS = ("long_term", "short_term", "interests", "category", "literal")
+
 LAYER_NAMES = {"long_term": "long-term", "short_term": "short-term", "interests": "interest", "category": "category",
                "literal": "history text"}
 
@@ -108,6 +117,10 @@ class TastemapRecommender(BaseEstimator):
         Weights of the standardised components; None: ``BlendWeights()`` (the tuned defaults).
     l2 : float, default=500.0
         EASE regularisation (> 0).
+    rank : int, default=512
+        Eigenvectors of the Gram matrix that the EASE weights keep
+        (:func:`~tastemap.runtime.recommend.collaborative.low_rank_ease`; exact EASE up to
+        ``rank`` items with events). Memory and request cost grow with it.
     recency_half_life : float, default=5.0
         Half-life of the short-term recency weight, in items (> 0).
     n_candidates : int, default=300
@@ -127,10 +140,16 @@ class TastemapRecommender(BaseEstimator):
         Fitted on the training events (topics, layers, interests, unit item vectors).
     segmenter_ : UserSegmenter or None
         Fitted on the training profiles (None with fewer than 3 users).
-    ease_ : ndarray of shape (n_items, n_items), float32, or None
-        EASE item-item weights (None when no collaborative component has a weight).
-    index_ : faiss.IndexFlatIP
-        Inner-product index over the ``n_items`` unit item vectors.
+    collaborative_ : :class:`~tastemap.runtime.recommend.collaborative.LowRankEASE` or None
+        The EASE weights as two ``[n_items, rank]`` factors (None when no collaborative
+        component has a weight).
+    collaborative_index_ : faiss.Index or None
+        Inner-product index over ``collaborative_.right``: the collaborative candidates.
+    index_ : faiss.Index
+        Inner-product index over the ``n_items`` unit item vectors (exact or IVF, see
+        :func:`~tastemap.runtime.recommend.candidates.build_item_index`).
+    item_neighbours_ : ndarray of shape (n_items, n_candidates), int32
+        Each item's nearest items in ``index_`` (-1 pads): the interests' candidates.
     item_ids_ : ndarray of shape (n_items,)
         Catalog item ids, catalog order.
     titles_ : ndarray of shape (n_items,)
@@ -148,6 +167,7 @@ class TastemapRecommender(BaseEstimator):
         *,
         weights: BlendWeights | None = None,
         l2: float = 500.0,
+        rank: int = 512,
         recency_half_life: float = 5.0,
         n_candidates: int = 300,
         profiler: InterestProfiler | None = None,
@@ -156,6 +176,7 @@ class TastemapRecommender(BaseEstimator):
     ):
         self.weights = weights
         self.l2 = l2
+        self.rank = rank
         self.recency_half_life = recency_half_life
         self.n_candidates = n_candidates
         self.profiler = profiler
@@ -168,6 +189,8 @@ class TastemapRecommender(BaseEstimator):
             raise InputError(f"weights should be None or a BlendWeights, got {type(self.weights).__name__}")
         if not self.l2 > 0:
             raise InputError(f"l2={self.l2} should be > 0")
+        if not (isinstance(self.rank, (int, np.integer)) and self.rank >= 1):
+            raise InputError(f"rank={self.rank!r} should be an integer >= 1")
         if not self.recency_half_life > 0:
             raise InputError(f"recency_half_life={self.recency_half_life} should be > 0 (items)")
         if not (isinstance(self.n_candidates, int) and self.n_candidates >= 1):
@@ -178,7 +201,7 @@ class TastemapRecommender(BaseEstimator):
             raise InputError(f"segmenter should be None or a UserSegmenter, got {type(self.segmenter).__name__}")
 
     def fit(self, train: Interactions, catalog: pd.DataFrame, item_vectors, *,
-            ease_weights: np.ndarray | None = None, encoder=None) -> "TastemapRecommender":
+            collaborative: LowRankEASE | None = None, encoder=None) -> "TastemapRecommender":
         """Profile the users of ``train``, segment them, build the index and the EASE weights.
 
         Parameters
@@ -191,9 +214,9 @@ class TastemapRecommender(BaseEstimator):
             :func:`~tastemap.runtime.io.events.read_catalog`, or a plain frame).
         item_vectors : ndarray of shape (n_items, dim), or an encoder
             Item vectors in catalog order, or an object with ``encode(texts) -> (n_texts, dim)``.
-        ease_weights : ndarray of shape (n_items, n_items), optional
-            EASE weights already computed on the same ``train`` with the same ``l2``
-            (``EASE.weights_``), to avoid a second inversion.
+        collaborative : :class:`~tastemap.runtime.recommend.collaborative.LowRankEASE`, optional
+            EASE weights already fitted on the same ``train`` (such as the Spark job's), to
+            avoid fitting them here.
         encoder : object with ``encode(texts)``, optional
             Encodes each user's history text for the ``literal`` component (the encoder of
             ``item_vectors``); needed when ``weights.literal > 0``.
@@ -202,26 +225,25 @@ class TastemapRecommender(BaseEstimator):
         -------
         self : TastemapRecommender
         """
-        import faiss
-
         self._validate_params()
         catalog = as_catalog(catalog)
-        _check_training_data(train, catalog, ease_weights)
+        _check_training_data(train, catalog, collaborative)
         self.weights_ = self.weights if self.weights is not None else BlendWeights()
         profiler = clone(self.profiler) if self.profiler is not None else InterestProfiler(seed=self.seed)
         self.profiler_ = profiler.fit(train, catalog, item_vectors)
         vectors = self.profiler_.item_vectors_
-        self.index_ = faiss.IndexFlatIP(vectors.shape[1])
-        self.index_.add(vectors)
+        self.index_ = stage.build_item_index(vectors, seed=self.seed)
+        self.item_neighbours_ = stage.nearest_items(self.index_, vectors, self.n_candidates)
         self.titles_ = catalog["title"].astype(str).to_numpy()
         self.item_ids_ = train.item_ids
         self.user_index_ = pd.Index(train.user_ids)
         history = train.matrix()
-        needs_ease = self.weights_.long_term > 0 or self.weights_.short_term > 0
-        if ease_weights is not None:
-            self.ease_ = np.asarray(ease_weights, dtype=np.float32)
-        else:
-            self.ease_ = baseline_ease_weights(history, l2=self.l2) if needs_ease else None
+        self.collaborative_ = collaborative
+        if collaborative is None and (self.weights_.long_term > 0 or self.weights_.short_term > 0):
+            self.collaborative_ = low_rank_ease(history, l2=self.l2, rank=self.rank, seed=self.seed)
+        self.collaborative_index_ = None
+        if self.collaborative_ is not None:
+            self.collaborative_index_ = stage.build_item_index(self.collaborative_.right, seed=self.seed)
         profiles = self.profiler_.profiles_
         self.segmenter_, self.segment_popularity_ = None, None
         if train.n_users >= 3:
@@ -265,9 +287,12 @@ class TastemapRecommender(BaseEstimator):
     # scoring -----------------------------------------------------------------------------------
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        """Blended scores ``[len(users), n_items]`` float32 for training user indices ``users``."""
+        """Blended scores ``[len(users), n_items]`` float32 for training user indices ``users``,
+        as served: each candidate's (equal to its exhaustive score), a floor for every other item
+        (:func:`~tastemap.runtime.recommend.serving.candidate_scores`). :meth:`components` gives
+        every item's."""
         self._check_fitted()
-        return self._blend(self._components(np.asarray(users), self.state_, self._weighted()))
+        return serving.candidate_scores(self, np.asarray(users), self.state_)
 
     def _weighted(self) -> list[str]:
         return [name for name, weight in self.weights_.as_dict().items() if weight > 0]
@@ -282,15 +307,15 @@ class TastemapRecommender(BaseEstimator):
     def _components(self, users: np.ndarray, state: _UserState, names: Sequence[str]) -> dict[str, np.ndarray]:
         out = {}
         for name in names:
-            if name in ("long_term", "short_term") and self.ease_ is None:
+            if name in ("long_term", "short_term") and self.collaborative_ is None:
                 continue
             if name == "category" and (state.categories is None or not self.profiler_.category_levels_):
                 continue
             if name == "literal" and state.literal is None:
                 continue
             raw = {
-                "long_term": lambda: state.history[users] @ self.ease_,
-                "short_term": lambda: state.recency[users] @ self.ease_,
+                "long_term": lambda: self.collaborative_.scores(state.history[users]),
+                "short_term": lambda: self.collaborative_.scores(state.recency[users]),
                 "interests": lambda: self._interest_priorities(users, state),
                 "category": lambda: state.categories[users] @ self.profiler_.category_levels_[-1].items.T,
                 "literal": lambda: state.literal[users] @ self.profiler_.item_vectors_.T,
@@ -308,33 +333,38 @@ class TastemapRecommender(BaseEstimator):
             raise InputError(f"no component with a positive weight could be computed; weights={weights}")
         return total
 
-    def _interest_priorities(self, users: np.ndarray, state: _UserState) -> np.ndarray:
-        """D'Hondt slot priorities ``[len(users), n_items]``: ``share / (rank + 1)`` of each unseen
-        candidate in its interest's list, the best over interests."""
+    def _interest_priorities(self, users: np.ndarray, state: _UserState) -> sparse.csr_matrix:
+        """D'Hondt slot priorities, CSR ``[len(users), n_items]``: ``share / (rank + 1)`` of each
+        unseen candidate in its interest's list, the best over interests."""
         interests = state.interests
-        out = np.zeros((len(users), self.index_.ntotal), np.float32)
+        shape = (len(users), self.index_.ntotal)
         starts, ends = interests.indptr[users], interests.indptr[users + 1]
         rows = np.repeat(np.arange(len(users)), ends - starts)
         if rows.size == 0:
-            return out
+            return sparse.csr_matrix(shape, dtype=np.float32)
         counts = ends - starts
         picked = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(rows.size)
-        candidates = self._candidates(interests.medoid[picked], self._latest_members(users[rows], picked, state))
-        seen = state.history[users][rows[:, None], candidates].toarray() > 0
+        n_items = shape[1]
+        recency = sparse.csr_matrix(state.recency[users])  # the users' rows, sorted: looked up by key below
+        recency.sort_indices()
+        candidates = self._candidates(interests.medoid[picked], self._latest_members(rows, picked, recency, interests))
+        seen = stage.gather(recency, (rows[:, None] * n_items + np.maximum(candidates, 0)).ravel()
+                            ).reshape(candidates.shape) > 0
         rank = np.cumsum(~seen, axis=1) - 1
         priority = np.where(seen, 0.0, interests.share[picked][:, None] / (np.maximum(rank, 0) + 1.0)).astype(np.float32)
-        np.maximum.at(out, (np.repeat(rows, candidates.shape[1]), candidates.ravel()), priority.ravel())
-        return out
+        found = candidates >= 0  # an approximate index may return fewer than asked
+        return stage.max_per_key(np.repeat(rows, candidates.shape[1])[found.ravel()], candidates[found],
+                                 priority[found], shape)
 
     @staticmethod
-    def _latest_members(users: np.ndarray, picked: np.ndarray, state: _UserState) -> np.ndarray:
-        """The member with the largest recency weight of each interest ``picked`` (of user
-        ``users``, aligned); ties go to the more central member."""
-        interests = state.interests
+    def _latest_members(rows: np.ndarray, picked: np.ndarray, recency: sparse.csr_matrix,
+                        interests: UserInterests) -> np.ndarray:
+        """The member with the largest recency weight of each interest ``picked`` (of the user
+        whose row of ``recency`` is ``rows``, aligned); ties go to the more central member."""
         sizes = interests.size[picked]
         offsets = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
         members = interests.members[np.repeat(interests.member_indptr[picked], sizes) + offsets]
-        recency = np.asarray(state.recency[np.repeat(users, sizes), members]).ravel()
+        recency = stage.gather(recency, np.repeat(rows, sizes) * recency.shape[1] + members)
         group = np.repeat(np.arange(picked.size), sizes)
         order = np.lexsort((np.arange(members.size), -recency, group))
         return members[order[np.cumsum(sizes) - sizes]]
@@ -342,11 +372,11 @@ class TastemapRecommender(BaseEstimator):
     def _candidates(self, medoids: np.ndarray, latest: np.ndarray | None = None) -> np.ndarray:
         """The ``n_candidates`` nearest items of each interest ``[n, n_candidates]``: those of its
         medoid and, when given, of its most recent member, taken in turn (duplicates dropped)."""
-        k = min(self.n_candidates, self.index_.ntotal)
-        _, neighbours = self.index_.search(self.profiler_.item_vectors_[medoids], k)
+        k = self.item_neighbours_.shape[1]
+        neighbours = self.item_neighbours_[medoids].astype(np.int64)
         if latest is None or np.array_equal(latest, medoids):
             return neighbours
-        _, recent = self.index_.search(self.profiler_.item_vectors_[latest], k)
+        recent = self.item_neighbours_[latest].astype(np.int64)
         merged = np.stack([neighbours, recent], axis=2).reshape(len(medoids), 2 * k)
         out = neighbours.copy()
         for row in np.flatnonzero(latest != medoids):
@@ -400,33 +430,34 @@ class TastemapRecommender(BaseEstimator):
             raise InputError(f"user {user_id!r} is not in the training events ({self.user_index_.size} users)")
         if item < 0:
             raise InputError(f"item {item_id!r} is not in the catalog ({self.item_ids_.size} items)")
-        weights = self.weights_.as_dict()
-        components = self._components(np.array([user]), self.state_, self._weighted())
-        component = max(components, key=lambda name: weights[name] * components[name][0, item])
-        return self._explain(user, item, self.state_, component, None)
+        scored = serving.score_candidates(self, np.array([user]), self.state_, segments=self._segments_of([user]),
+                                          force=np.array([item]))
+        position = np.flatnonzero(scored.items == item)[:1]
+        return self._explain(user, item, self.state_, scored.layers(position)[0], None)
+
+    def _segments_of(self, rows) -> np.ndarray | None:
+        """The fitted segments of training user rows (None without segments)."""
+        return None if self.segmenter_ is None else np.asarray(self.segmenter_.labels_)[np.asarray(rows)]
 
     def _recommend_rows(self, rows: np.ndarray, state: _UserState, k: int, *, segment: str | None = None,
-                        extra: np.ndarray | None = None) -> list[list[Recommendation]]:
+                        boost: tuple[float, np.ndarray] | None = None) -> list[list[Recommendation]]:
         if not (isinstance(k, int) and k >= 1):
             raise InputError(f"k={k!r} should be an integer >= 1")
-        components = self._components(rows, state, self._weighted())
-        scores = self._blend(components) if extra is None else self._blend(components) + extra
-        seen = state.history[rows]
-        scores[np.repeat(np.arange(len(rows)), np.diff(seen.indptr)), seen.indices] = -np.inf
-        k = min(k, int(np.isfinite(scores).sum(axis=1).min()))
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        weights = self.weights_.as_dict()
+        segments = self._segments_of(rows) if state is self.state_ else None
+        scored = serving.score_candidates(self, rows, state, segments=segments, boost=boost)
+        top = scored.top(k)
+        layers = scored.layers(top)
+        bounds = np.searchsorted(scored.rows[top], np.arange(len(rows) + 1))
         results = []
         for local, user in enumerate(rows):
-            layer_scores = {n: weights[n] * c[local, top[local]] for n, c in components.items() if weights[n] > 0}
-            results.append([
-                Recommendation(rank=r + 1, item_id=_plain(self.item_ids_[item]), title=self.titles_[item],
-                               score=float(scores[local, item]),
-                               explanation=self._explain(user, item, state,
-                                                         max(layer_scores, key=lambda n: layer_scores[n][r]),
-                                                         segment))
-                for r, item in enumerate(top[local])
-            ])
+            mine = top[bounds[local] : bounds[local + 1]]
+            chosen = layers[bounds[local] : bounds[local + 1]]
+            items = scored.items[mine]
+            explanations = explain_items(self, int(user), items, state, chosen, [LAYER_NAMES[c] for c in chosen],
+                                         segment)
+            results.append([Recommendation(rank=r + 1, item_id=_plain(self.item_ids_[item]), title=self.titles_[item],
+                                           score=float(scored.scores[position]), explanation=explanation)
+                            for r, (item, position, explanation) in enumerate(zip(items, mine, explanations))])
         return results
 
     def _explain(self, user: int, item: int, state: _UserState, component: str, segment: str | None) -> Explanation:
@@ -443,8 +474,9 @@ class TastemapRecommender(BaseEstimator):
 
         Items: the user is profiled like any other (interests, layers), placed in the nearest
         segment, and scored with the same blend plus ``segment_weight`` times the segment's
-        standardised popularity. Text: items are scored by similarity to the text, restricted
-        to the ``n_topics`` nearest topics, plus the segment popularity of the nearest segment.
+        standardised popularity. Text: the items nearest to the text in the item index, restricted
+        to the ``n_topics`` nearest topics, scored by their standardised similarity to the text
+        plus the segment popularity of the nearest segment.
         """
         self._check_fitted()
         if (item_ids is None) == (text is None):
@@ -471,43 +503,32 @@ class TastemapRecommender(BaseEstimator):
                             user_ids=np.array(["new user"], dtype=object), item_ids=self.item_ids_)
         profiles = self.profiler_.transform(cold)
         state = self._state(cold.matrix(), recency_matrix(cold, self.recency_half_life), profiles)
-        segment, extra = self._segment_boost(profiles, segment_weight)
-        return self._recommend_rows(np.array([0]), state, k, segment=segment, extra=extra)[0]
+        segment, label = self._nearest_segment(profiles)
+        boost = None if segment is None or segment_weight <= 0 else (segment_weight, np.array([segment]))
+        return self._recommend_rows(np.array([0]), state, k, segment=label, boost=boost)[0]
 
     def _cold_from_vector(self, vector: np.ndarray, k: int, n_topics: int, segment_weight: float) -> list[Recommendation]:
         if not (isinstance(k, int) and k >= 1):
             raise InputError(f"k={k!r} should be an integer >= 1")
-        tree = self.profiler_.topic_tree_
-        fine = tree.fine
-        similarity = fine.centroids @ vector
-        nearest = np.argsort(-similarity, kind="stable")[: max(1, min(n_topics, fine.n_topics))]
-        topic_weights = np.zeros(fine.n_topics, np.float32)
-        topic_weights[nearest] = np.maximum(similarity[nearest], 1e-6)
-        topic_weights /= topic_weights.sum()
-        profiles = _topic_only_profile(self.profiler_.profiles_, tree, topic_weights)
-        segment, extra = self._segment_boost(profiles, segment_weight)
-        scores = standardise((self.profiler_.item_vectors_ @ vector)[None, :])
-        if extra is not None:
-            scores = scores + extra
-        scores[0, ~np.isin(fine.labels, nearest)] = -np.inf
-        top = np.argsort(-scores[0], kind="stable")[: min(k, int(np.isfinite(scores).sum()))]
+        items, scores, label = serving.score_text(self, vector, n_topics, segment_weight)
+        top = stage.top_per_row(np.zeros(items.size, np.int64), items, scores, k)
         return [
-            Recommendation(rank=r + 1, item_id=_plain(self.item_ids_[item]), title=self.titles_[item],
-                           score=float(scores[0, item]),
-                           explanation=item_topic_explanation(self, item, "cold-start", segment))
-            for r, item in enumerate(top)
+            Recommendation(rank=r + 1, item_id=_plain(self.item_ids_[items[p]]), title=self.titles_[items[p]],
+                           score=float(scores[p]),
+                           explanation=item_topic_explanation(self, int(items[p]), "cold-start", label))
+            for r, p in enumerate(top)
         ]
 
-    def _segment_boost(self, profiles: UserProfiles, weight: float) -> tuple[str | None, np.ndarray | None]:
-        if self.segmenter_ is None or weight <= 0:
+    def _nearest_segment(self, profiles: UserProfiles) -> tuple[int | None, str | None]:
+        """The fitted segment nearest to a one-user profile, and its label (None without segments)."""
+        if self.segmenter_ is None:
             return None, None
         segment = int(self.segmenter_.predict(profiles)[0])
-        label = str(self.segmenter_.segments_.loc[segment, "label"])
-        return label, weight * standardise(self.segment_popularity_[segment][None, :])
+        return segment, str(self.segmenter_.segments_.loc[segment, "label"])
 
 
-def _check_training_data(train: Interactions, catalog: pd.DataFrame, ease_weights) -> None:
-    """``train`` aligned with ``catalog`` (same items, catalog order); ``ease_weights`` square over them."""
+def _check_training_data(train: Interactions, catalog: pd.DataFrame, collaborative) -> None:
+    """``train`` aligned with ``catalog`` (same items, catalog order); ``collaborative`` over them."""
     if not isinstance(train, Interactions):
         raise InputError(f"train should be Interactions (align_events(events, catalog)); got {type(train).__name__}")
     catalog_ids = catalog["item_id"].to_numpy()
@@ -516,8 +537,8 @@ def _check_training_data(train: Interactions, catalog: pd.DataFrame, ease_weight
             f"training items (n_items={train.n_items}) are not the catalog's {catalog_ids.size} items "
             "in catalog order; build the Interactions with align_events(events, catalog)"
         )
-    if ease_weights is not None and np.shape(ease_weights) != (train.n_items, train.n_items):
-        raise InputError(f"ease_weights has shape {np.shape(ease_weights)}; expected {(train.n_items, train.n_items)}")
+    if collaborative is not None and collaborative.n_items != train.n_items:
+        raise InputError(f"collaborative weights cover {collaborative.n_items} items; expected {train.n_items}")
 
 
 def recency_matrix(data: Interactions, half_life: float) -> sparse.csr_matrix:
@@ -544,30 +565,6 @@ def standardise(scores: np.ndarray) -> np.ndarray:
     centred = scores - scores.mean(axis=1, keepdims=True)
     spread = centred.std(axis=1, keepdims=True)
     return np.divide(centred, spread, out=np.zeros_like(centred), where=spread > 0)
-
-
-def _topic_only_profile(reference: UserProfiles, tree, topic_weights: np.ndarray) -> UserProfiles:
-    """A one-user profile with the given fine-topic weights (no categories), for segment lookup."""
-    levels = []
-    for level in tree.levels:
-        if level is tree.fine:
-            weights = topic_weights
-        else:
-            weights = np.bincount(_ancestor(tree, level), weights=topic_weights, minlength=level.n_topics)
-        levels.append(sparse.csr_matrix(weights[None, :].astype(np.float32)))
-    categories = [sparse.csr_matrix((1, len(names)), dtype=np.float32) for names in reference.category_names]
-    return UserProfiles(user_ids=np.array(["new user"], dtype=object), n_events=np.zeros(1, np.int64),
-                        last_seen=np.zeros(1, np.int64), topics=levels, topic_names=reference.topic_names,
-                        short_term=levels[-1], categories=categories, category_names=reference.category_names)
-
-
-def _ancestor(tree, level) -> np.ndarray:
-    """For every fine topic, its ancestor topic at ``level``."""
-    depth = tree.levels.index(level)
-    mapping = np.arange(tree.fine.n_topics)
-    for lower in range(len(tree.levels) - 1, depth, -1):
-        mapping = tree.levels[lower].parents[mapping]
-    return mapping
 
 
 def _plain(value):

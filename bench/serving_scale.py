@@ -1,0 +1,147 @@
+"""Scale benchmark of the whole path: fit, save, load, serve and update a synthetic catalogue.
+
+    python -m tastemap.bench.serving_scale --items 10000,200000 --out serving_scale.json
+
+Each size runs in its own process, so that its peak memory is its own. Users are 1.5 times the
+items and each has 50 events on average (200k items: 300k users, 15M events); item vectors are
+precomputed (384-d, 100 planted topics). Stages (time and peak resident memory): ``generate``
+(not part of the budget), ``fit`` (``TastemapModel.fit``: topics, profiles, interests, segments,
+low-rank EASE, item indexes), ``save`` and ``load``. Then, on the loaded model: one
+``recommend(user, k=10)`` with explanations (p50, p99 over ``--requests`` users), a
+``recommend_batch`` of ``--batch`` users (users/s), one ``update`` of one event of a known user
+(p50 over ``--updates``), the folder size, and the recall@10 of the item index against exact
+search (1.0 when the index is exact). Threads: the process's (2 on the reference machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tastemap.bench.scale import StageMeter
+
+
+def run_size(n_items: int, users_per_item: float, events_per_user: int, dim: int, requests: int, batch: int,
+             updates: int, seed: int) -> dict:
+    """Fit, save, load, serve and update one synthetic catalogue; returns the figures."""
+    import pandas as pd
+
+    from tastemap.runtime.io.events import align_events
+    from tastemap.runtime.io.synthetic import make_synthetic
+    from tastemap.runtime.pipeline.model import TastemapModel
+
+    n_users = int(n_items * users_per_item)
+    meter = StageMeter()
+    with meter.stage("generate"):
+        data = make_synthetic(n_users=n_users, n_items=n_items, n_events=n_users * events_per_user,
+                              n_topics=100, dim=dim, seed=seed)
+        interactions, _ = align_events(data.events, data.catalog)
+    folder = Path(tempfile.mkdtemp(prefix="tastemap-scale-"))
+    try:
+        with meter.stage("fit"):
+            model = TastemapModel.fit(interactions, data.catalog, data.item_vectors, seed=seed)
+        with meter.stage("save"):
+            model.save(folder / "model")
+        del model
+        with meter.stage("load"):
+            model = TastemapModel.load(folder / "model", verify=False)
+        folder_mib = sum(p.stat().st_size for p in (folder / "model").rglob("*") if p.is_file()) / 2**20
+        rng = np.random.default_rng(seed)
+        users = rng.choice(model.user_ids, requests + batch + updates, replace=False)
+        model.recommend(users[0], k=10)  # the first request builds the serving caches
+        latency = []
+        for user in users[:requests]:
+            start = time.perf_counter()
+            model.recommend(user, k=10)
+            latency.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        model.recommend_batch(users[requests : requests + batch], k=10)
+        batch_seconds = time.perf_counter() - start
+        update_seconds = []
+        items = rng.choice(model.item_ids, updates)
+        for user, item, offset in zip(users[requests + batch :], items, range(updates)):
+            frame = pd.DataFrame({"user_id": [user], "item_id": [item], "timestamp": [1_800_000_000 + offset],
+                                  "weight": [1.0]})
+            start = time.perf_counter()
+            model.update(frame)
+            update_seconds.append(time.perf_counter() - start)
+        recall = _index_recall(model.recommender, rng)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    meter.close()
+    collaborative = model.recommender.collaborative_
+    return {
+        "n_items": n_items, "n_users": n_users, "n_events": int(interactions.n_events), "dim": dim,
+        "stages": meter.results,
+        "fit_seconds": meter.results["fit"]["seconds"],
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "folder_mib": round(folder_mib, 1),
+        "recommend_ms": {"p50": round(float(np.percentile(latency, 50)) * 1e3, 2),
+                         "p99": round(float(np.percentile(latency, 99)) * 1e3, 2)},
+        "batch_users_per_s": round(batch / batch_seconds, 1),
+        "update_ms_p50": round(float(np.percentile(update_seconds, 50)) * 1e3, 2),
+        "index_recall_at_10": recall,
+        "collaborative": None if collaborative is None else {"rank": collaborative.rank, "exact": collaborative.exact},
+    }
+
+
+def _index_recall(recommender, rng: np.random.Generator, n_queries: int = 200) -> dict:
+    """Recall@10 of the item index and of the collaborative index against exact search."""
+    from tastemap.runtime.recommend import candidates as stage
+
+    out = {}
+    indexes = {"items": (recommender.index_, recommender.profiler_.item_vectors_)}
+    if recommender.collaborative_ is not None:
+        indexes["collaborative"] = (recommender.collaborative_index_, recommender.collaborative_.right)
+    for name, (index, vectors) in indexes.items():
+        queries = np.asarray(vectors[rng.choice(len(vectors), n_queries, replace=False)], np.float32)
+        exact = stage.build_item_index(vectors, exact_limit=len(vectors))
+        truth = stage.nearest_items(exact, queries, 10)
+        found = stage.nearest_items(index, queries, 10)
+        out[name] = {"kind": stage.index_kind(index),
+                     "recall": round(float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)])), 4)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", default="10000,200000", help="Comma-separated catalogue sizes.")
+    parser.add_argument("--users-per-item", type=float, default=1.5)
+    parser.add_argument("--events-per-user", type=int, default=50)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--updates", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="JSON file for the figures.")
+    parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    sizes = [int(n) for n in args.items.split(",")]
+    options = [args.users_per_item, args.events_per_user, args.dim, args.requests, args.batch, args.updates, args.seed]
+    if args.single:
+        print(json.dumps(run_size(sizes[0], *options)))
+        return
+    runs = []
+    for n_items in sizes:
+        command = [sys.executable, "-m", "tastemap.bench.serving_scale", "--single", "--items", str(n_items),
+                   "--users-per-item", str(args.users_per_item), "--events-per-user", str(args.events_per_user),
+                   "--dim", str(args.dim), "--requests", str(args.requests), "--batch", str(args.batch),
+                   "--updates", str(args.updates), "--seed", str(args.seed)]
+        done = subprocess.run(command, check=True, capture_output=True, text=True)
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(runs[-1]), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps({"runs": runs}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""The first stage of serving: candidate items, and component scores standardised without
+scoring the whole catalogue.
+
+A request scores only its candidates: the items its collaborative weights reach from the
+user's history (long- and short-term), each interest's nearest items through the item index,
+and the segment's favourites. The blend's components are standardised per user over the whole
+catalogue (zero mean, unit variance), as exhaustive scoring does; the mean and the variance
+come from sums that need no full row:
+
+- a sparse component (collaborative, interests) is 0 outside its support, so its row sum and
+  sum of squares over the support are the catalogue's;
+- a bilinear component ``s_i = u · f_i`` (category weights, a history-text vector) has
+  ``Σ s_i = u · Σ f_i`` and ``Σ s_i² = uᵀ (FᵀF) u``, both from quantities fitted once.
+
+So a candidate's blended score equals the exhaustive one, and an item outside the candidates
+scores the user's constant ``offset`` (every sparse component at 0) plus its bilinear parts.
+
+The item index is exact (faiss flat inner product) up to :data:`EXACT_LIMIT` items and an
+inverted-file index above it (``nlist = 4·√n`` lists, :data:`N_PROBE` of them searched); its
+recall against the exact index is measured by ``python -m tastemap.bench.serving_scale``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+EXACT_LIMIT = 50_000
+"""Largest catalogue searched exhaustively (a flat index); above it an IVF index."""
+N_PROBE = 32
+"""Inverted lists searched per query by the IVF index."""
+N_FAVOURITES = 100
+"""Most popular items of the user's segment added to every user's candidates."""
+TINY = 1e-12
+
+
+def build_item_index(vectors: np.ndarray, *, exact_limit: int = EXACT_LIMIT, seed: int = 0):
+    """An inner-product faiss index over unit ``vectors`` ``[n_items, dim]``: flat (exact) up to
+    ``exact_limit`` items, IVF above (trained on a seeded sample)."""
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    if n <= exact_limit:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        n_lists = int(4 * np.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, n_lists, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(seed).choice(n, min(n, 64 * n_lists), replace=False)
+        index.train(vectors[np.sort(sample)])
+        index.nprobe = N_PROBE
+    index.add(vectors)
+    return index
+
+
+SINGLE_THREAD_QUERIES = 256
+"""Searches with fewer queries run on one thread: OpenMP workers cost more than they save on a
+few queries, and on a busy machine their spin-waits cost tens of milliseconds (measured 20 ms
+against 0.8 ms for one query over 10k items, 2 cores under load)."""
+
+
+def search(index, queries: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` best item rows of each of ``queries`` ``[m, dim]`` in ``index`` ``[m, k]``
+    (-1 pads), on one thread below :data:`SINGLE_THREAD_QUERIES` queries."""
+    import faiss
+
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if queries.shape[0] >= SINGLE_THREAD_QUERIES:
+        return index.search(queries, k)[1]
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        return index.search(queries, k)[1]
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+def nearest_items(index, vectors: np.ndarray, k: int, *, batch: int = 4096) -> np.ndarray:
+    """The ``k`` nearest items of each of ``vectors`` ``[m, dim]`` in ``index``, ``[m, k]`` int32
+    (nearest first; -1 pads where an approximate index finds fewer): each interest's candidates,
+    looked up at serving time instead of searched."""
+    k = min(k, index.ntotal)
+    out = np.empty((vectors.shape[0], k), np.int32)
+    for start in range(0, vectors.shape[0], batch):
+        out[start : start + batch] = search(index, vectors[start : start + batch], k)
+    return out
+
+
+def index_kind(index) -> str:
+    """``"exact"`` (flat) or ``"ivf"``: what :func:`build_item_index` chose."""
+    import faiss
+
+    return "exact" if isinstance(index, faiss.IndexFlat) else "ivf"
+
+
+def index_bytes(index) -> np.ndarray | None:
+    """An IVF index serialised (uint8, faiss's own format; stored as ``.npy``); None for a flat
+    index, which is rebuilt from the vectors at load."""
+    import faiss
+
+    return None if index_kind(index) == "exact" else faiss.serialize_index(index)
+
+
+def read_index(data: np.ndarray):
+    import faiss
+
+    index = faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
+    faiss.extract_index_ivf(index).nprobe = N_PROBE
+    return index
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Per-row ``mean`` and ``scale`` (1/std, 0 for a constant row) of a component over the
+    catalogue, float64 ``[n_rows]``."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def from_sums(cls, total: np.ndarray, squares: np.ndarray, n_items: int) -> "Stats":
+        mean = np.asarray(total, np.float64).ravel() / n_items
+        variance = np.maximum(np.asarray(squares, np.float64).ravel() / n_items - mean**2, 0.0)
+        std = np.sqrt(variance)
+        return cls(mean=mean, scale=np.divide(1.0, std, out=np.zeros_like(std), where=std > TINY * (1 + np.abs(mean))))
+
+
+def sparse_stats(raw: sparse.csr_matrix) -> Stats:
+    """:class:`Stats` of the rows of a sparse component ``[n_rows, n_items]`` (0 off its support)."""
+    squared = raw.copy()
+    squared.data = squared.data.astype(np.float64) ** 2
+    return Stats.from_sums(raw.sum(axis=1), squared.sum(axis=1), raw.shape[1])
+
+
+@dataclass(frozen=True)
+class Bilinear:
+    """What the :class:`Stats` of ``s = U · Fᵀ`` need: ``total`` ``Σ_i f_i`` ``[d]`` and
+    ``gram`` ``FᵀF`` ``[d, d]`` (dense or sparse) of the item features ``F`` ``[n_items, d]``."""
+
+    total: np.ndarray
+    gram: object
+    n_items: int
+
+    @classmethod
+    def of(cls, features, *, block: int = 65_536) -> "Bilinear":
+        if sparse.issparse(features):
+            features = sparse.csr_matrix(features, dtype=np.float64)
+            return cls(total=np.asarray(features.sum(axis=0)).ravel(), gram=(features.T @ features).tocsr(),
+                       n_items=features.shape[0])
+        features = np.asarray(features)
+        gram, total = np.zeros((features.shape[1],) * 2), np.zeros(features.shape[1])
+        for start in range(0, features.shape[0], block):  # float64 sums without a float64 copy of the whole
+            part = np.asarray(features[start : start + block], np.float64)
+            gram += part.T @ part
+            total += part.sum(axis=0)
+        return cls(total=total, gram=gram, n_items=features.shape[0])
+
+    def sums(self, users) -> tuple[np.ndarray, np.ndarray]:
+        """Row sums and sums of squares ``[n_rows]`` of ``users @ Fᵀ`` (``users`` ``[n_rows, d]``)."""
+        if sparse.issparse(users):
+            users = sparse.csr_matrix(users, dtype=np.float64)
+            return users @ self.total, np.asarray((users @ self.gram).multiply(users).sum(axis=1)).ravel()
+        users = np.asarray(users, np.float64)
+        return users @ self.total, np.einsum("ij,ij->i", users @ self.gram, users)
+
+    def stats(self, users) -> Stats:
+        """:class:`Stats` of the rows ``users @ Fᵀ``."""
+        return Stats.from_sums(*self.sums(users), self.n_items)
+
+
+def row_values(users, features, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """``users[rows[j]] · features[items[j]]`` for every pair ``j`` (dense or sparse inputs)."""
+    if sparse.issparse(users):
+        return np.asarray(sparse.csr_matrix(users)[rows].multiply(sparse.csr_matrix(features)[items]).sum(axis=1)).ravel()
+    return np.einsum("ij,ij->i", np.asarray(users)[rows], np.asarray(features)[items])
+
+
+def sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """The distinct ``keys``, ascending (by sorting: faster here than ``np.unique``'s hashing)."""
+    keys = np.sort(keys)
+    return keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if keys.size else keys
+
+
+def keys_of(matrix: sparse.csr_matrix) -> np.ndarray:
+    """``row * n_columns + column`` of every stored entry (sorted when the indices are)."""
+    rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    return rows * matrix.shape[1] + matrix.indices
+
+
+def gather(matrix: sparse.csr_matrix, keys: np.ndarray) -> np.ndarray:
+    """The entries of ``matrix`` (sorted indices) at sorted ``keys`` (see :func:`keys_of`), 0
+    where it stores none."""
+    own = keys_of(matrix)
+    at = np.minimum(np.searchsorted(own, keys), max(own.size - 1, 0))
+    found = own[at] == keys if own.size else np.zeros(keys.size, bool)
+    return np.where(found, matrix.data[at] if own.size else 0.0, 0.0)
+
+
+def top_per_row(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of each row's ``k`` best entries, best first (ties: the lower item), rows in
+    order: the selection exhaustive scoring makes with a stable sort."""
+    order = np.lexsort((items, -scores, rows))
+    ordered = rows[order]
+    rank = np.arange(order.size) - np.searchsorted(ordered, ordered)
+    return order[rank < k]
+
+
+def max_per_key(rows: np.ndarray, items: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> sparse.csr_matrix:
+    """CSR ``[n_rows, n_items]`` holding, for each (row, item) pair given, the largest value."""
+    keys = rows.astype(np.int64) * shape[1] + items
+    order = np.lexsort((-values, keys))
+    keys, values = keys[order], values[order]
+    first = np.ones(keys.size, bool)
+    first[1:] = keys[1:] != keys[:-1]
+    keys, values = keys[first], values[first]
+    out = sparse.csr_matrix((values.astype(np.float32), (keys // shape[1], keys % shape[1])), shape=shape)
+    out.sort_indices()
+    return out

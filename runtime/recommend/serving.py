@@ -1,0 +1,257 @@
+"""Two-stage scoring of a fitted :class:`~tastemap.runtime.recommend.recommender.TastemapRecommender`:
+candidates, then the blend on the candidates only (the rule is in
+:mod:`~tastemap.runtime.recommend.candidates`).
+
+The components come in three kinds. The collaborative ones (``long_term``, ``short_term``) are
+low-rank EASE, ``s = (x · left) · rightᵀ`` less the zero diagonal on the user's own items: their
+candidates are the best items of their weighted sum in the index over ``right``. ``interests`` is
+sparse (each interest's nearest items). ``category`` and ``literal`` are bilinear in fitted item
+features. :func:`score_candidates` returns every candidate of a batch of users as parallel arrays
+(row, item, blended score, weighted standardised value per component).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+from tastemap.runtime.interests.profiles import UserProfiles
+from tastemap.runtime.recommend import candidates as stage
+
+SEGMENT = "segment"
+"""The pseudo-component of a cold start's segment boost (not a layer of the explanation)."""
+OUTSIDE = -1e30
+"""The score :func:`candidate_scores` gives an item that is not a candidate."""
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The candidates of ``n_rows`` users: ``rows``, ``items`` int64 ``[m]`` (sorted by row, then
+    item), ``scores`` float64 ``[m]`` and ``values`` name -> float64 ``[m]`` (weighted standardised
+    component values; ``scores`` is their sum)."""
+
+    rows: np.ndarray
+    items: np.ndarray
+    scores: np.ndarray
+    values: dict
+
+    def top(self, k: int) -> np.ndarray:
+        """Positions of each row's ``k`` best candidates, best first, rows in order."""
+        return stage.top_per_row(self.rows, self.items, self.scores, k)
+
+    def layers(self, positions: np.ndarray) -> list[str]:
+        """The component that contributes most at each candidate position."""
+        names = [name for name in self.values if name != SEGMENT]
+        table = np.stack([self.values[name][positions] for name in names], axis=1)
+        return [names[i] for i in np.argmax(table, axis=1)]
+
+
+def score_candidates(recommender, users: np.ndarray, state, *, segments: np.ndarray | None = None,
+                     boost: tuple[float, np.ndarray] | None = None, force: np.ndarray | None = None,
+                     keep_seen: bool = False) -> Scored:
+    """Score the candidates of state rows ``users`` (see the module docstring).
+
+    ``segments`` int ``[n]``: each user's segment for its favourites (None: the most popular
+    items overall). ``boost`` ``(weight, segments)``: add ``weight`` times the standardised
+    popularity of each row's segment (a cold start). ``force`` int ``[n]``: one item per row that
+    is a candidate whatever (an explanation). Seen items are dropped unless ``keep_seen``.
+    """
+    users = np.asarray(users, np.int64)
+    n_items, n_rows = recommender.item_ids_.size, users.size
+    weights = recommender.weights_.as_dict()
+    components = _components(recommender, users, state)
+    key_sets = [_collaborative_candidates(recommender, components, weights)]
+    key_sets += [stage.keys_of(part["raw"]) for part in components.values() if part["kind"] == "sparse"]
+    favourites = favourite_items(recommender, segments if boost is None else boost[1], n_rows)
+    key_sets.append((np.arange(n_rows, dtype=np.int64)[:, None] * n_items + favourites).ravel())
+    keys = stage.sorted_unique(np.concatenate(key_sets))
+    if not keep_seen:
+        keys = keys[~np.isin(keys, stage.keys_of(state.history[users]), assume_unique=True)]
+    if force is not None:
+        keys = np.union1d(keys, np.arange(n_rows, dtype=np.int64) * n_items + np.asarray(force, np.int64))
+    rows, items = keys // n_items, keys % n_items
+    raw = _raw_values(recommender, components, keys, rows, items)
+    values = {name: weights[name] * (raw[name] - part["stats"].mean[rows]) * part["stats"].scale[rows]
+              for name, part in components.items()}
+    if boost is not None:
+        popularity, stats = segment_popularity(recommender)
+        segment = boost[1][rows]
+        values[SEGMENT] = boost[0] * (popularity[segment, items] - stats.mean[segment]) * stats.scale[segment]
+    scores = np.sum(list(values.values()), axis=0) if values else np.zeros(keys.size)
+    return Scored(rows=rows, items=items, scores=scores, values=values)
+
+
+def candidate_scores(recommender, users: np.ndarray, state) -> np.ndarray:
+    """The two-stage scores as rows ``[n, n_items]`` float32 for evaluation: each candidate's
+    blended score, :data:`OUTSIDE` for every other item."""
+    scored = score_candidates(recommender, users, state, segments=recommender._segments_of(users)
+                              if state is recommender.state_ else None, keep_seen=True)
+    out = np.full((len(users), recommender.item_ids_.size), OUTSIDE, np.float32)
+    out[scored.rows, scored.items] = scored.scores
+    return out
+
+
+def _components(recommender, users: np.ndarray, state) -> dict:
+    """The weighted components of ``users``, each a dict with its ``kind`` (``lowrank``,
+    ``sparse`` or ``bilinear``), what its values need and its catalogue-wide ``stats``."""
+    out = {}
+    for name in recommender._weighted():
+        if name in ("long_term", "short_term") and recommender.collaborative_ is not None:
+            model = recommender.collaborative_
+            history = sparse.csr_matrix(state.history[users] if name == "long_term" else state.recency[users])
+            history.sort_indices()
+            factors = model.user_factors(history)
+            total, squares = cached(recommender, "collaborative", model.right, stage.Bilinear.of).sums(factors)
+            # the zero diagonal: the user's own items score (u · right_j − x_j · diagonal_j), not u · right_j
+            rows = np.repeat(np.arange(users.size), np.diff(history.indptr))
+            plain = np.einsum("ij,ij->i", factors[rows], model.right[history.indices])
+            own = plain - history.data * model.diagonal[history.indices]
+            total = total - np.bincount(rows, history.data * model.diagonal[history.indices], minlength=users.size)
+            squares = squares + np.bincount(rows, own**2 - plain**2, minlength=users.size)
+            out[name] = {"kind": "lowrank", "factors": factors, "history": history,
+                         "stats": stage.Stats.from_sums(total, squares, model.n_items)}
+        elif name == "interests":
+            raw = recommender._interest_priorities(users, state)
+            out[name] = {"kind": "sparse", "raw": raw, "stats": stage.sparse_stats(raw)}
+        elif name == "category" and state.categories is not None and recommender.profiler_.category_levels_:
+            items = recommender.profiler_.category_levels_[-1].items
+            user_side = state.categories[users]
+            out[name] = {"kind": "bilinear", "users": user_side, "items": items,
+                         "stats": cached(recommender, "category", items, stage.Bilinear.of).stats(user_side)}
+        elif name == "literal" and state.literal is not None:
+            vectors = recommender.profiler_.item_vectors_
+            user_side = state.literal[users]
+            out[name] = {"kind": "bilinear", "users": user_side, "items": vectors,
+                         "stats": cached(recommender, "literal", vectors, stage.Bilinear.of).stats(user_side)}
+    return out
+
+
+def _raw_values(recommender, components: dict, keys: np.ndarray, rows: np.ndarray, items: np.ndarray) -> dict:
+    """Every component's raw values at the candidate pairs (``keys`` = ``rows * n_items + items``,
+    sorted). The low-rank ones share one gather of ``right`` and one product per user."""
+    out = {}
+    lowrank = [name for name, part in components.items() if part["kind"] == "lowrank"]
+    if lowrank:
+        model = recommender.collaborative_
+        # float32 products (the factors are float32): a float64 product would first copy ``right``;
+        # one user's rows of ``right`` at a time, never the whole batch's candidates at once
+        factors = np.stack([components[name]["factors"] for name in lowrank], axis=2).astype(np.float32)
+        products = np.empty((items.size, len(lowrank)))
+        bounds = np.searchsorted(rows, np.arange(factors.shape[0] + 1))
+        for row in np.flatnonzero(np.diff(bounds)):
+            products[bounds[row] : bounds[row + 1]] = model.right[items[bounds[row] : bounds[row + 1]]] @ factors[row]
+        for column, name in enumerate(lowrank):
+            out[name] = products[:, column] - stage.gather(components[name]["history"], keys) * model.diagonal[items]
+    for name, part in components.items():
+        if part["kind"] == "sparse":
+            out[name] = stage.gather(part["raw"], keys)
+        elif part["kind"] == "bilinear":
+            out[name] = stage.row_values(part["users"], part["items"], rows, items)
+    return out
+
+
+def _collaborative_candidates(recommender, components: dict, weights: dict) -> np.ndarray:
+    """Keys of the ``n_candidates`` best items of the weighted, standardised sum of the
+    collaborative components (one inner-product search per user over ``right``)."""
+    parts = [(name, part) for name, part in components.items() if part["kind"] == "lowrank"]
+    if not parts:
+        return np.zeros(0, np.int64)
+    query = sum(weights[name] * part["stats"].scale[:, None] * part["factors"] for name, part in parts)
+    index = recommender.collaborative_index_
+    k = min(recommender.n_candidates, index.ntotal)
+    found = stage.search(index, query, k)
+    rows = np.repeat(np.arange(found.shape[0], dtype=np.int64), found.shape[1])
+    found = found.ravel()
+    return rows[found >= 0] * recommender.item_ids_.size + found[found >= 0]
+
+
+def score_text(recommender, vector: np.ndarray, n_topics: int, segment_weight: float):
+    """A text cold start's candidates and scores: the items nearest to the unit ``vector`` in the
+    item index (and the nearest segment's favourites), kept when in one of the ``n_topics`` fine
+    topics nearest to it, scored by their similarity to it standardised over the catalogue plus
+    ``segment_weight`` times the segment's standardised popularity. Returns ``(items [m],
+    scores [m], segment label or None)``."""
+    tree = recommender.profiler_.topic_tree_
+    fine = tree.fine
+    similarity = fine.centroids @ vector
+    nearest = np.argsort(-similarity, kind="stable")[: max(1, min(n_topics, fine.n_topics))]
+    topic_weights = np.zeros(fine.n_topics, np.float32)
+    topic_weights[nearest] = np.maximum(similarity[nearest], 1e-6)
+    topic_weights /= topic_weights.sum()
+    profile = _topic_only_profile(recommender.profiler_.profiles_, tree, topic_weights)
+    segment, label = recommender._nearest_segment(profile)
+    vectors = recommender.profiler_.item_vectors_
+    found = stage.search(recommender.index_, vector[None, :], min(recommender.index_.ntotal, 4 * recommender.n_candidates))
+    items = found[0][found[0] >= 0]
+    if segment is not None:
+        items = np.union1d(items, favourite_items(recommender, np.array([segment]), 1)[0])
+    items = np.unique(items[np.isin(fine.labels[items], nearest)])
+    stats = cached(recommender, "text", vectors, stage.Bilinear.of).stats(vector[None, :])
+    scores = (vectors[items] @ vector - stats.mean[0]) * stats.scale[0]
+    if segment is not None and segment_weight > 0:
+        popularity, segment_stats = segment_popularity(recommender)
+        scores = scores + segment_weight * (popularity[segment, items] - segment_stats.mean[segment]) \
+            * segment_stats.scale[segment]
+    return items, scores, label
+
+
+def favourite_items(recommender, segments: np.ndarray | None, n_rows: int) -> np.ndarray:
+    """The :data:`~tastemap.runtime.recommend.candidates.N_FAVOURITES` most popular items of each
+    row's segment ``[n_rows, m]`` (without segments: of all training users)."""
+    if segments is not None and recommender.segment_popularity_ is not None:
+        popularity, _ = segment_popularity(recommender)
+        return cached(recommender, "favourites", popularity, _top_items)[np.asarray(segments)]
+    history = recommender.state_.history
+    overall = cached(recommender, "overall", history, lambda h: _top_items(np.asarray(h.sum(axis=0))))
+    return np.broadcast_to(overall[0], (n_rows, overall.shape[1]))
+
+
+def segment_popularity(recommender) -> tuple[np.ndarray, stage.Stats]:
+    """The per-segment item popularity ``[n_segments, n_items]`` and its per-segment :class:`Stats`."""
+    popularity = np.asarray(recommender.segment_popularity_)
+    stats = cached(recommender, "segment stats", popularity, lambda p: stage.Stats.from_sums(
+        p.sum(axis=1, dtype=np.float64), np.square(p, dtype=np.float64).sum(axis=1), p.shape[1]))
+    return popularity, stats
+
+
+def _topic_only_profile(reference: UserProfiles, tree, topic_weights: np.ndarray) -> UserProfiles:
+    """A one-user profile with the given fine-topic weights (no categories), for segment lookup."""
+    levels = []
+    for level in tree.levels:
+        if level is tree.fine:
+            weights = topic_weights
+        else:
+            weights = np.bincount(_ancestor(tree, level), weights=topic_weights, minlength=level.n_topics)
+        levels.append(sparse.csr_matrix(weights[None, :].astype(np.float32)))
+    categories = [sparse.csr_matrix((1, len(names)), dtype=np.float32) for names in reference.category_names]
+    return UserProfiles(user_ids=np.array(["new user"], dtype=object), n_events=np.zeros(1, np.int64),
+                        last_seen=np.zeros(1, np.int64), topics=levels, topic_names=reference.topic_names,
+                        short_term=levels[-1], categories=categories, category_names=reference.category_names)
+
+
+def _ancestor(tree, level) -> np.ndarray:
+    """For every fine topic, its ancestor topic at ``level``."""
+    depth = tree.levels.index(level)
+    mapping = np.arange(tree.fine.n_topics)
+    for lower in range(len(tree.levels) - 1, depth, -1):
+        mapping = tree.levels[lower].parents[mapping]
+    return mapping
+
+
+def _top_items(popularity: np.ndarray) -> np.ndarray:
+    popularity = np.atleast_2d(np.asarray(popularity, np.float64))
+    m = min(stage.N_FAVOURITES, popularity.shape[1])
+    part = np.argpartition(-popularity, m - 1, axis=1)[:, :m]
+    return np.sort(part, axis=1)
+
+
+def cached(recommender, name: str, source, compute):
+    """``compute(source)``, kept on the recommender while ``source`` is the same object (fitted
+    state replaced by an update is a new object, so its derived values are recomputed)."""
+    cache = recommender.__dict__.setdefault("_serving_cache", {})
+    hit = cache.get(name)
+    if hit is None or hit[0] is not source:
+        hit = cache[name] = (source, compute(source))
+    return hit[1]

@@ -1,0 +1,152 @@
+"""Catalogue-scale serving: low-rank EASE, the candidate stage and its standardisation from sums."""
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+from planted import make_planted, make_recommender
+from tastemap.errors import InputError
+from tastemap.runtime.io.events import align_events
+from tastemap.runtime.recommend import candidates as stage
+from tastemap.runtime.recommend.baselines import ease_weights
+from tastemap.runtime.recommend.collaborative import low_rank_ease, randomized_eigh
+from tastemap.runtime.recommend.recommender import BlendWeights, standardise
+
+
+@pytest.fixture(scope="module")
+def planted():
+    events, catalog, vectors, truth = make_planted(60)
+    data, _ = align_events(events, catalog)
+    return data, catalog, vectors, truth
+
+
+def test_low_rank_ease_keeping_every_eigenvector_is_dense_ease(planted):
+    data = planted[0]
+    history = data.matrix()
+    model = low_rank_ease(history, l2=10.0, rank=200)
+    assert model.exact and model.rank == 120 and model.n_items == 120
+    dense = ease_weights(history, l2=10.0)
+    np.testing.assert_allclose(model.left @ model.right.T - np.diag(model.diagonal), dense, atol=2e-6)
+    np.testing.assert_allclose(model.scores(history[:7]), history[:7] @ dense, atol=2e-5)
+    np.testing.assert_allclose(model.weights(np.array([3, 5, 9]), 5), dense[[3, 5, 9], 5], atol=2e-6)
+
+
+def test_items_without_events_get_no_weight(planted):
+    data = planted[0]
+    history = data.matrix().tolil()
+    history[:, 7] = 0
+    model = low_rank_ease(history.tocsr(), l2=10.0, rank=200)
+    assert model.rank == 119 and not model.left[7].any() and not model.right[7].any() and model.diagonal[7] == 0
+
+
+def test_randomized_eigh_finds_the_leading_eigenpairs():
+    rng = np.random.default_rng(1)
+    basis, _ = np.linalg.qr(rng.standard_normal((300, 300)))
+    values = np.concatenate([np.linspace(100, 50, 20), rng.uniform(0, 1, 280)])
+    gram = (basis * values) @ basis.T
+    found, vectors = randomized_eigh(lambda q: gram @ q, 300, 20, seed=0)
+    np.testing.assert_allclose(found, values[:20], rtol=1e-6)
+    np.testing.assert_allclose(np.abs(np.sum(vectors * basis[:, :20], axis=0)), 1.0, atol=1e-6)
+
+
+def test_low_rank_ease_checks_its_parameters(planted):
+    with pytest.raises(InputError, match="rank=0 should be an integer >= 1"):
+        low_rank_ease(planted[0].matrix(), rank=0)
+    with pytest.raises(InputError, match="l2=-1 should be > 0"):
+        low_rank_ease(planted[0].matrix(), l2=-1)
+
+
+@pytest.mark.parametrize("rank", [200, 40])
+def test_candidates_score_as_exhaustive_scoring_and_cover_its_top(planted, rank):
+    """Every candidate's two-stage score equals its exhaustive score, and the served top 10 is
+    the exhaustive top 10, for exact and low-rank collaborative weights."""
+    from tastemap.runtime.recommend import serving
+
+    data, catalog, vectors, _ = planted
+    weights = BlendWeights(long_term=0.3, short_term=0.7, interests=0.1, category=0.05)
+    model = make_recommender(weights=weights, rank=rank, n_candidates=30).fit(data, catalog, vectors)
+    users = np.arange(data.n_users)
+    exhaustive = model._blend(model._components(users, model.state_, model._weighted()))
+    scored = serving.score_candidates(model, users, model.state_, segments=model._segments_of(users))
+    np.testing.assert_allclose(scored.scores, exhaustive[scored.rows, scored.items], atol=1e-4)
+    seen = model.state_.history
+    exhaustive[np.repeat(users, np.diff(seen.indptr)), seen.indices] = -np.inf
+    expected = np.argsort(-exhaustive, axis=1, kind="stable")[:, :10]
+    served = np.array([[model.item_ids_.tolist().index(r.item_id) for r in recs]
+                       for recs in model._recommend_rows(users, model.state_, 10)])
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(served, expected)])
+    assert overlap >= 0.95
+
+
+def test_stats_from_sums_equal_dense_standardisation():
+    rng = np.random.default_rng(0)
+    raw = sparse.random(5, 50, density=0.2, random_state=0, format="csr", dtype=np.float64)
+    dense = np.asarray(raw.todense())
+    stats = stage.sparse_stats(raw)
+    np.testing.assert_allclose((dense - stats.mean[:, None]) * stats.scale[:, None], standardise(dense), atol=1e-5)
+    users, features = rng.standard_normal((4, 6)), rng.standard_normal((50, 6))
+    stats = stage.Bilinear.of(features).stats(users)
+    dense = users @ features.T
+    np.testing.assert_allclose((dense - stats.mean[:, None]) * stats.scale[:, None], standardise(dense), atol=1e-5)
+    constant = stage.sparse_stats(sparse.csr_matrix(np.ones((1, 4))))
+    assert constant.scale[0] == 0.0  # a constant row standardises to 0, as dense scoring does
+
+
+def test_ivf_index_above_the_exact_limit_finds_the_nearest_items():
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((20, 16))
+    vectors = centres[rng.integers(0, 20, 4000)] + 0.3 * rng.standard_normal((4000, 16))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    exact = stage.build_item_index(vectors)
+    approximate = stage.build_item_index(vectors, exact_limit=1000)
+    assert (stage.index_kind(exact), stage.index_kind(approximate)) == ("exact", "ivf")
+    truth = stage.nearest_items(exact, vectors[:200], 10)
+    found = stage.nearest_items(approximate, vectors[:200], 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)])
+    assert recall >= 0.9
+    restored = stage.read_index(stage.index_bytes(approximate))
+    np.testing.assert_array_equal(stage.nearest_items(restored, vectors[:50], 10), found[:50])
+
+
+def test_top_per_row_breaks_ties_by_the_lower_item():
+    rows = np.array([0, 0, 0, 1, 1])
+    items = np.array([5, 2, 9, 4, 1])
+    scores = np.array([1.0, 1.0, 3.0, 0.5, 0.5])
+    chosen = stage.top_per_row(rows, items, scores, 2)
+    assert items[chosen].tolist() == [9, 2, 1, 4]
+
+
+def test_update_of_known_users_replaces_their_rows_as_a_rebuild_would(planted):
+    """The in-place path (known users only, no row of anyone else copied) equals a rebuild."""
+    import pandas as pd
+
+    from tastemap.runtime.pipeline.model import TastemapModel
+    from tastemap.runtime.recommend.recommender import recency_matrix
+
+    data, catalog, vectors, truth = planted
+    model = TastemapModel.fit(data, catalog, vectors, recommender=make_recommender())
+    events = pd.DataFrame({"user_id": data.user_ids[data.users], "item_id": data.item_ids[data.items],
+                           "timestamp": data.timestamps, "weight": data.weights})
+    for step, (user, item) in enumerate([(5, 40), (11, 3), (5, 90), (59, 7)]):
+        frame = pd.DataFrame({"user_id": [user], "item_id": [item], "timestamp": [1_700_000_000 + step],
+                              "weight": [np.float32(1.0)]})
+        summary = model.update(frame)
+        assert (summary.n_users_updated, summary.n_new_users, summary.n_events_added) == (1, 0, 1)
+        events = pd.concat([events, frame], ignore_index=True)
+    everything, _ = align_events(events, catalog)
+    rec = model.recommender
+    reference = rec.profiler_.transform(everything)
+    state = rec.scoring_state(everything.matrix(), recency_matrix(everything, rec.recency_half_life), reference)
+    order = pd.Index(everything.user_ids).get_indexer(model.user_ids)
+    profiles = model.profiles
+    for mine, theirs in [*zip(profiles.topics, reference.topics), (profiles.short_term, reference.short_term),
+                         *zip(profiles.categories, reference.categories), (rec.state_.history, state.history),
+                         (rec.state_.recency, state.recency)]:
+        assert (abs(mine - theirs[order]) > 0).nnz == 0
+    np.testing.assert_array_equal(profiles.vectors, reference.vectors[order])
+    np.testing.assert_array_equal(profiles.n_events, reference.n_events[order])
+    for row, ref_row in enumerate(order):
+        mine, theirs = profiles.interests.of_user(row), reference.interests.of_user(ref_row)
+        assert [(i.medoid, i.importance, i.topic, i.members.tolist()) for i in mine] == \
+               [(i.medoid, i.importance, i.topic, i.members.tolist()) for i in theirs]
+    assert model.events.n_events == len(events)
