@@ -99,7 +99,7 @@ def claim_output(path: str | Path, *, folder: bool = False, scratch: Iterable[st
     except BaseException:
         for target in [path, *map(Path, scratch)]:
             if target not in existed:
-                _remove(target)
+                remove_path(target)
         lock.release()
         _remove_folders(created)
         raise
@@ -148,7 +148,8 @@ def _remove_folders(folders: list[Path]) -> None:
             folder.rmdir()
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Remove a file or a folder tree, ignoring what is already gone or cannot be removed."""
     with contextlib.suppress(OSError):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)

@@ -48,6 +48,7 @@ import numpy as np
 from scipy import sparse
 
 from tastemap.errors import FittedModelError, InputError, TastemapError
+from tastemap.runtime.io.outputs import remove_path
 from tastemap.runtime.pipeline import model_lock
 
 logger = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ def remove_leftovers(home: Path) -> None:
     leftovers += [home.parent / name for name in _listdir(home.parent) if earlier.match(name)]
     for path in leftovers:
         logger.info("removing %s, left by an interrupted write", path)
-        _remove(path)
+        remove_path(path)
 
 
 def prune(home: Path, *, keep: set) -> None:
@@ -517,12 +518,6 @@ def _listdir(folder: Path) -> list[str]:
         return []
 
 
-def _remove(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
 
 
 def _json_default(value):
