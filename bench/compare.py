@@ -6,7 +6,10 @@ machine's load and are compared only when asked (``gate_absolute``). A figure re
 moves in its worse direction by more than ``max_regression`` (a fraction of the base value). A
 gated figure of the base that is missing from the new result is a failure too. A gated base
 figure that is not > 0 is an error (no relative change can be computed from it); such an
-absolute figure is not compared, with a warning.
+absolute figure is not compared, with a warning. When the two runs' int8 ISA classes differ
+(AVX2, AVX-512 VNNI, AMX...), the int8 speed figures measure different kernels against different
+ceilings: they are shown with the status ``other ISA`` and not gated (compare against a baseline
+of the same class: ``.ci/run`` picks ``bench/baseline-<isa>.json`` when there is one).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from tastemap.errors import InputError
 @dataclass(frozen=True)
 class Comparison:
     """One compared figure. ``change`` is ``new / base - 1`` (None when missing); ``status`` is
-    ``ok``, ``improved``, ``regressed`` or ``missing``."""
+    ``ok``, ``improved``, ``regressed``, ``missing`` or ``other ISA`` (not gated, see the module
+    docstring)."""
 
     name: str
     unit: str
@@ -44,6 +48,7 @@ def compare_results(base: dict, new: dict, *, max_regression: float = 0.10,
     if not 0 < max_regression < 1:
         raise InputError(f"max_regression={max_regression} should be a fraction between 0 and 1, e.g. 0.10")
     comparisons, unusable = [], []
+    other_isa = base["machine"].get("cpu_isa", "unknown") != new["machine"].get("cpu_isa", "unknown")
     for name, item in sorted(base["figures"].items()):
         if not (item["gated"] or gate_absolute):
             continue
@@ -60,6 +65,8 @@ def compare_results(base: dict, new: dict, *, max_regression: float = 0.10,
         change = other["value"] / item["value"] - 1
         worse = -change if item["better"] == "higher" else change
         status = "regressed" if worse > max_regression else ("improved" if worse < -max_regression else "ok")
+        if other_isa and _int8_speed(name):
+            status = "other ISA"
         comparisons.append(Comparison(name, item["unit"], item["value"], other["value"], change, status, item["gated"]))
     return comparisons, comparability_warnings(base, new) + unusable
 
@@ -79,3 +86,8 @@ def comparability_warnings(base: dict, new: dict) -> list[str]:
         if left != right:
             warnings.append(f"{what} differs: base {left!r}, new {right!r}")
     return warnings
+
+
+def _int8_speed(name: str) -> bool:
+    """Whether a figure is an int8 speed figure (its value depends on the CPU's int8 kernels)."""
+    return "int8" in name and "/quality/" not in name

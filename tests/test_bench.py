@@ -201,6 +201,18 @@ def test_compare_fails_on_a_missing_gated_figure_and_warns_on_other_setups():
         compare_results(base, new, max_regression=1.5)
 
 
+def test_int8_speed_figures_of_another_int8_isa_are_shown_but_not_gated():
+    base = make_doc()
+    new = copy.deepcopy(base)
+    new["machine"]["cpu_isa"] = "amx" if base["machine"].get("cpu_isa") != "amx" else "avx2"
+    new["figures"]["encoder/m/items/speedup/tastemap-int8_vs_st-torch-fp32"]["value"] = 1.0  # -80 %
+    new["figures"]["encoder/m/items/tastemap-int8/quality/mean_cosine"]["value"] = 0.5  # quality: still gated
+    by_name = {c.name: c for c in compare_results(base, new)[0]}
+    speed = by_name["encoder/m/items/speedup/tastemap-int8_vs_st-torch-fp32"]
+    assert speed.status == "other ISA" and not speed.failed
+    assert by_name["encoder/m/items/tastemap-int8/quality/mean_cosine"].status == "regressed"
+
+
 def test_markdown_report_renders_the_backend_table_from_the_result():
     text = render_markdown(make_doc(), source="result.json")
     assert text.startswith("## Performance\n")
