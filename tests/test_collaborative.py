@@ -150,3 +150,25 @@ def test_update_of_known_users_replaces_their_rows_as_a_rebuild_would(planted):
         assert [(i.medoid, i.importance, i.topic, i.members.tolist()) for i in mine] == \
                [(i.medoid, i.importance, i.topic, i.members.tolist()) for i in theirs]
     assert model.events.n_events == len(events)
+
+
+def test_fit_command_takes_the_rank(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from planted import write_planted_files
+    from tastemap.cli import app
+
+    files = write_planted_files(tmp_path, n_users=16)
+    data = [files[1], files[3], "--vectors", files[5], "--topics", "6", "--coarse-topics", "2", "--n-segments", "2"]
+    runner = CliRunner()
+    result = runner.invoke(app, ["fit", *data, "--rank", "8", "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    assert "EASE, low-rank (rank 8)" in result.output
+    version = tmp_path / "m" / "versions" / (tmp_path / "m" / "current").read_text().strip()
+    record = json.loads((version / "model.json").read_text())["fitted"]["collaborative"]
+    assert (record["method"], record["rank"]) == ("ease-low-rank", 8)
+    result = runner.invoke(app, ["fit", *data, "--rank", "0", "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 2 and "rank=0 should be an integer >= 1" in result.output
+    assert not (tmp_path / "bad").exists()

@@ -39,6 +39,7 @@ def fit_command(
     coarse_topics: int = typer.Option(10, help="Number of coarse topics (0: a single level)."),
     holdout: Holdout = typer.Option(Holdout.none, help="Keep held-out events out of the fit for `tastemap evaluate --model DIR`."),
     n_segments: Optional[int] = typer.Option(None, "--n-segments", help="Number of user segments [default: chosen over 4 to 20; give it for fewer than 5 users]."),
+    rank: int = typer.Option(512, help="Eigenvectors the EASE weights keep (exact EASE up to this many items with events); memory and request cost grow with it."),
     wait: float = typer.Option(DEFAULT_WAIT, help="Seconds to wait for another job writing --out before giving up."),
     engine: Engine = typer.Option(Engine.local, help="Where the collaborative weights are fitted: local (this process) or spark."),
     master: str = typer.Option("local[2]", help="Spark master with --engine spark (ignored under spark-submit)."),
@@ -69,7 +70,7 @@ def fit_command(
     # the estimator `tastemap recommend` fits when given no --model DIR, with the same options
     segmenter = UserSegmenter(n_segments=n_segments, seed=seed) if n_segments is not None else None
     template = TastemapRecommender(profiler=InterestProfiler(n_topics=topics, n_coarse_topics=coarse_topics or None,
-                                                             seed=seed), segmenter=segmenter, seed=seed)
+                                                             seed=seed), segmenter=segmenter, rank=rank, seed=seed)
     collaborative = None
     if engine is Engine.spark:
         from tastemap.runtime.spark.collaborative import spark_collaborative
@@ -86,6 +87,8 @@ def fit_command(
         ("users / items / events", f"{fitted.n_users:,} / {fitted.n_items:,} / {fitted.events.n_events:,}"),
         ("topics (coarse / fine)", " / ".join(str(level.n_topics) for level in recommender.profiler_.topic_tree_.levels)),
         ("segments", segmenter.n_segments_ if segmenter is not None else 0),
+        ("collaborative weights", "none" if recommender.collaborative_ is None else
+         f"EASE, {'exact' if recommender.collaborative_.exact else 'low-rank'} (rank {recommender.collaborative_.rank})"),
         ("collaborative weights fitted on", engine.value),
         ("held out", f"{fitted.meta['holdout']['n_events']:,} events ({holdout.value})" if fitted.meta["holdout"] else "none"),
         ("item vectors", f"{encoder['name']} (manifest {encoder['manifest_sha256'][:12]})" if encoder else str(vectors)),

@@ -365,13 +365,11 @@ def pad_columns(matrix: np.ndarray, n: int) -> np.ndarray:
     return np.hstack([matrix, np.zeros((matrix.shape[0], n - matrix.shape[1]), matrix.dtype)])
 
 
-def resize(matrix: sparse.csr_matrix, n_columns: int, n_rows: int | None = None) -> sparse.csr_matrix:
-    """A CSR matrix with more (empty) columns and, with ``n_rows``, more (empty) rows."""
-    n_rows = matrix.shape[0] if n_rows is None else n_rows
-    if matrix.shape == (n_rows, n_columns):
+def resize(matrix: sparse.csr_matrix, n_columns: int) -> sparse.csr_matrix:
+    """A CSR matrix with more (empty) columns."""
+    if matrix.shape[1] == n_columns:
         return matrix
-    indptr = np.concatenate([matrix.indptr, np.full(n_rows - matrix.shape[0], matrix.indptr[-1], matrix.indptr.dtype)])
-    return sparse.csr_matrix((matrix.data, matrix.indices, indptr), shape=(n_rows, n_columns))
+    return sparse.csr_matrix((matrix.data, matrix.indices, matrix.indptr), shape=(matrix.shape[0], n_columns))
 
 
 def scratch_folder() -> Path:
