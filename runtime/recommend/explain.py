@@ -101,6 +101,7 @@ def explain_items(recommender, user: int, items: np.ndarray, state, components: 
         model = recommender.collaborative_
         collaborative = np.where(members[:, None] == items[None, :], 0.0, model.left[members] @ model.right[items].T)
         recency = _row_values(state.recency, user, members)
+    labels: dict[int, tuple] = {}  # interest -> (its label, what its members share): once per user, not per item
     out = []
     for column, (item, component, layer) in enumerate(zip(items, components, layers)):
         if component in ("long_term", "short_term") and collaborative is not None:
@@ -114,23 +115,25 @@ def explain_items(recommender, user: int, items: np.ndarray, state, components: 
             contribution = cosines[:, column] - cosines[:, column].min() + 1e-6
             strength = np.zeros(hi - lo)
             np.maximum.at(strength, owner, contribution)
-        out.append(_explanation(recommender, int(item), owner, members, contribution, strength, layer, segment))
+        out.append(_explanation(recommender, int(item), owner, members, contribution, strength, layer, segment,
+                                labels))
     return out
 
 
 def _explanation(recommender, item: int, owner, members, contribution, strength, layer: str,
-                 segment: str | None) -> Explanation:
+                 segment: str | None, labels: dict) -> Explanation:
     profiler = recommender.profiler_
     tree, item_topics = profiler.topic_tree_, profiler.item_topics_
     own = item_topics[item]
     best, level, seeds = _choose(owner, members, contribution, strength, item_topics, own)
-    chosen = members[owner == best]
-    label_of_interest = interest_label(chosen, item_topics, tree)
+    if best not in labels:
+        chosen = members[owner == best]
+        labels[best] = (interest_label(chosen, item_topics, tree), shared_topic(chosen, item_topics))
+    label_of_interest, (shared_level, shared, _) = labels[best]
     agrees = level >= 0
     if not agrees:
         level = len(tree.levels) - 1
     topic = int(own[level])
-    shared_level, shared, _ = shared_topic(chosen, item_topics)
     name = label_of_interest if (shared_level == level and shared == topic) else tree.levels[level].names[topic]
     seeds = list(seeds)
     return Explanation(
