@@ -63,7 +63,9 @@ against 0.8 ms for one query over 10k items, 2 cores under load)."""
 
 def search(index, queries: np.ndarray, k: int) -> np.ndarray:
     """The ``k`` best item rows of each of ``queries`` ``[m, dim]`` in ``index`` ``[m, k]``
-    (-1 pads), on one thread below :data:`SINGLE_THREAD_QUERIES` queries."""
+    (-1 pads), on one thread below :data:`SINGLE_THREAD_QUERIES` queries (faiss's thread count is
+    process-wide: it is set for the call and restored, so threads of one process that search at
+    the same time may see each other's setting; the results do not depend on it)."""
     import faiss
 
     queries = np.ascontiguousarray(queries, dtype=np.float32)
