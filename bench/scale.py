@@ -93,6 +93,14 @@ def run_size(n_users: int, n_items: int, events_per_user: int, dim: int, seed: i
     }
 
 
+def run_in_process(module: str, *options) -> dict:
+    """Run ``python -m module --single *options`` in a process of its own (so that its peak memory
+    is its own) and return the JSON figures it prints last."""
+    command = [sys.executable, "-m", module, "--single", *map(str, options)]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", default="10000,30000,100000", help="Comma-separated user counts.")
@@ -109,11 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     runs = []
     for n_users in sizes:
-        command = [sys.executable, "-m", "tastemap.bench.scale", "--single", "--users", str(n_users),
-                   "--items", str(args.items), "--events-per-user", str(args.events_per_user),
-                   "--dim", str(args.dim), "--seed", str(args.seed)]
-        done = subprocess.run(command, check=True, capture_output=True, text=True)
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        runs.append(run_in_process("tastemap.bench.scale", "--users", n_users, "--items", args.items,
+                                   "--events-per-user", args.events_per_user, "--dim", args.dim, "--seed", args.seed))
         print(json.dumps(runs[-1]), flush=True)
     base = runs[0]
     growth = [{"n_users": r["n_users"], "users_ratio": r["n_users"] / base["n_users"],

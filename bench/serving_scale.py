@@ -19,15 +19,13 @@ import argparse
 import json
 import resource
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from tastemap.bench.scale import StageMeter
+from tastemap.bench.scale import StageMeter, run_in_process
 
 
 def run_size(n_items: int, users_per_item: float, events_per_user: int, dim: int, requests: int, batch: int,
@@ -132,12 +130,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     runs = []
     for n_items in sizes:
-        command = [sys.executable, "-m", "tastemap.bench.serving_scale", "--single", "--items", str(n_items),
-                   "--users-per-item", str(args.users_per_item), "--events-per-user", str(args.events_per_user),
-                   "--dim", str(args.dim), "--requests", str(args.requests), "--batch", str(args.batch),
-                   "--updates", str(args.updates), "--seed", str(args.seed)]
-        done = subprocess.run(command, check=True, capture_output=True, text=True)
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        runs.append(run_in_process("tastemap.bench.serving_scale", "--items", n_items,
+                                   "--users-per-item", args.users_per_item, "--events-per-user", args.events_per_user,
+                                   "--dim", args.dim, "--requests", args.requests, "--batch", args.batch,
+                                   "--updates", args.updates, "--seed", args.seed))
         print(json.dumps(runs[-1]), flush=True)
     if args.out:
         args.out.write_text(json.dumps({"runs": runs}, indent=1))

@@ -182,11 +182,14 @@ def _replace_users(recommender: TastemapRecommender, rows: np.ndarray, profiles:
         interests=replace_interests(old.interests, rows, profiles.interests),
     )
     current = recommender.state_
+    # the scoring interests are the profile's with recency shares: splice the shares, share the rest
+    (share,) = _splice(current.interests.indptr, current.interests.share, rows, state.interests.indptr,
+                       state.interests.share)
     recommender.state_ = dataclasses.replace(
         current,
         history=replace_rows(current.history, rows, state.history),
         recency=replace_rows(current.recency, rows, state.recency),
-        interests=replace_interests(current.interests, rows, state.interests),
+        interests=dataclasses.replace(profiler.profiles_.interests, share=share),
         categories=profiler.profiles_.categories[-1] if profiler.profiles_.categories else None,
     )
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tastemap.runtime.interests.profiles import interest_label, shared_topic
+from tastemap.runtime.recommend.candidates import gather
 
 CANDIDATE_SHARE = 0.5
 LEADING = 5
@@ -100,7 +101,7 @@ def explain_items(recommender, user: int, items: np.ndarray, state, components: 
     if recommender.collaborative_ is not None and any(c in ("long_term", "short_term") for c in components):
         model = recommender.collaborative_
         collaborative = np.where(members[:, None] == items[None, :], 0.0, model.left[members] @ model.right[items].T)
-        recency = _row_values(state.recency, user, members)
+        recency = gather(state.recency[user : user + 1], members)  # the members' recency weights
     labels: dict[int, tuple] = {}  # interest -> (its label, what its members share): once per user, not per item
     out = []
     for column, (item, component, layer) in enumerate(zip(items, components, layers)):
@@ -148,14 +149,6 @@ def _explanation(recommender, item: int, owner, members, contribution, strength,
         topic_id=topic,
         agrees=agrees,
     )
-
-
-def _row_values(matrix, row: int, columns: np.ndarray) -> np.ndarray:
-    """``matrix[row, columns]`` of a CSR matrix with sorted indices, as float64 (0 where absent)."""
-    lo, hi = matrix.indptr[row], matrix.indptr[row + 1]
-    indices, data = matrix.indices[lo:hi], matrix.data[lo:hi]
-    at = np.minimum(np.searchsorted(indices, columns), max(indices.size - 1, 0))
-    return np.where(indices[at] == columns, data[at], 0.0) if indices.size else np.zeros(len(columns))
 
 
 def _choose(owner, members, contribution, strength, item_topics, own) -> tuple[int, int, np.ndarray]:
