@@ -12,18 +12,16 @@ from planted import make_planted, make_recommender  # noqa: E402
 from tastemap.runtime.io.events import align_events  # noqa: E402
 from tastemap.runtime.pipeline.model import TastemapModel  # noqa: E402
 
+from local_spark import local_spark  # noqa: E402
+
 pytestmark = [pytest.mark.spark,
               pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")]
 
 
 @pytest.fixture(scope="module")
 def spark():
-    from tastemap.runtime.spark.session import spark_session
-
-    session = spark_session("local[2]", app_name="tastemap-stream-tests", config={
-        "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2"})
-    yield session
-    session.stop()
+    with local_spark("tastemap-stream-tests") as session:
+        yield session
 
 
 def new_files(truth, folder):

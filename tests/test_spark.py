@@ -17,6 +17,8 @@ from tastemap.runtime.io.events import MOVIELENS_COLUMNS, validate_events  # noq
 from tastemap.runtime.io.tables import read_table  # noqa: E402
 from tastemap.runtime.interests.profiles import InterestProfiler  # noqa: E402
 
+from local_spark import local_spark  # noqa: E402
+
 pytestmark = [pytest.mark.spark,
               pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")]
 
@@ -26,12 +28,8 @@ COLUMNS = MOVIELENS_COLUMNS
 
 @pytest.fixture(scope="module")
 def spark():
-    from tastemap.runtime.spark.session import spark_session
-
-    session = spark_session("local[2]", app_name="tastemap-tests", config={
-        "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4", "spark.default.parallelism": "2"})
-    yield session
-    session.stop()
+    with local_spark("tastemap-tests", shuffle_partitions=4) as session:
+        yield session
 
 
 @pytest.fixture(scope="module")

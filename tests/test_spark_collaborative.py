@@ -20,6 +20,8 @@ from tastemap.runtime.io.synthetic import make_synthetic  # noqa: E402
 from tastemap.runtime.pipeline.model import TastemapModel  # noqa: E402
 from tastemap.runtime.recommend.collaborative import low_rank_ease  # noqa: E402
 
+from local_spark import local_spark  # noqa: E402
+
 pytestmark = [pytest.mark.spark,
               pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")]
 
@@ -29,12 +31,8 @@ N_ACTIVE = 180
 
 @pytest.fixture(scope="module")
 def spark():
-    from tastemap.runtime.spark.session import spark_session
-
-    session = spark_session("local[2]", app_name="tastemap-collaborative-tests", config={
-        "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2"})
-    yield session
-    session.stop()
+    with local_spark("tastemap-collaborative-tests") as session:
+        yield session
 
 
 @pytest.fixture(scope="module")
