@@ -18,11 +18,16 @@ import numpy as np
 
 from tastemap.bench.measure import PeakMemory
 from tastemap.bench.schema import figure
+from tastemap.runtime.interests.clustering import CLUSTERING_BACKENDS
 
 logger = logging.getLogger(__name__)
 
 ALGORITHMS = ("kmeans", "gmm", "agglomerative")
-BACKENDS_FOR = {"kmeans": ("sklearn", "faiss", "cuml"), "gmm": ("sklearn",), "agglomerative": ("sklearn",)}
+BACKENDS_FOR = {algorithm: tuple(spec.name for spec in CLUSTERING_BACKENDS if algorithm in spec.native)
+                for algorithm in ALGORITHMS}
+"""The backends that run each algorithm themselves (the others would only time scikit-learn again)."""
+REFERENCE = CLUSTERING_BACKENDS[0].name
+"""The backend every speed-up is measured against (scikit-learn)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ def make_data(n: int, dim: int, k: int, seed: int = 0) -> np.ndarray:
 
 
 def make_backend(name: str):
-    """The clustering backend ``name`` (``sklearn``, ``faiss`` or ``cuml``) from the runtime."""
+    """The clustering backend ``name`` (an entry of the runtime's ``CLUSTERING_BACKENDS``)."""
     from tastemap.runtime.interests.clustering import resolve_backend
 
     return resolve_backend(name)
@@ -82,16 +87,14 @@ def run_case(backend, algorithm: str, x: np.ndarray, k: int, *, n_iter: int, see
 def run_cluster_suite(config: ClusterSuiteConfig, *, threads: int) -> tuple[dict, dict, list[str]]:
     """Every grid cell; returns ``(figures, context, notes)``."""
     from tastemap.errors import TastemapError
-    from tastemap.runtime.interests.clustering import cuml_importable, gpu_count
 
     _limit_faiss_threads(threads)
     figures: dict = {}
     context: dict = {"k": config.k, "dim": config.dim, "n_iter": config.n_iter, "n_init": 1, "cases": []}
     notes: list[str] = []
-    available = {"sklearn": True, "faiss": True, "cuml": cuml_importable() and gpu_count() > 0}
-    if not available["cuml"]:
-        reason = "not installed" if not cuml_importable() else "no GPU visible"
-        notes.append(f"cluster: cuml not available ({reason})")
+    reasons = {spec.name: spec.unavailable() for spec in CLUSTERING_BACKENDS}
+    available = {name: reason is None for name, reason in reasons.items()}
+    notes += [f"cluster: {name} not available ({reason})" for name, reason in reasons.items() if reason is not None]
     sizes = sorted({n for algorithm in ALGORITHMS for n in config.sizes.get(algorithm, ())})
     for n in sizes:
         x = make_data(n, config.dim, config.k, config.seed)
@@ -102,8 +105,8 @@ def run_cluster_suite(config: ClusterSuiteConfig, *, threads: int) -> tuple[dict
             for name in BACKENDS_FOR[algorithm]:
                 if not available[name]:
                     continue
-                if name == "sklearn" and algorithm == "kmeans" and n > config.max_cpu_samples:
-                    notes.append(f"cluster: sklearn kmeans skipped at n={n} (above max_cpu_samples="
+                if name == REFERENCE and algorithm == "kmeans" and n > config.max_cpu_samples:
+                    notes.append(f"cluster: {REFERENCE} kmeans skipped at n={n} (above max_cpu_samples="
                                  f"{config.max_cpu_samples})")
                     continue
                 try:
@@ -120,11 +123,11 @@ def run_cluster_suite(config: ClusterSuiteConfig, *, threads: int) -> tuple[dict
                 figures[f"{prefix}/peak_mib"] = figure(stats["peak_mib"], "MiB", better="lower")
                 context["cases"].append({"algorithm": algorithm, "backend": name, "n": n,
                                          **{key: value for key, value in stats.items() if key != "seconds"}})
-            if "sklearn" in seconds and len(seconds) > 1:
+            if REFERENCE in seconds and len(seconds) > 1:
                 for name, value in seconds.items():
-                    if name != "sklearn":
-                        figures[f"cluster/{algorithm}/n{n}/speedup/{name}_vs_sklearn"] = figure(
-                            seconds["sklearn"] / value, "x")
+                    if name != REFERENCE:
+                        figures[f"cluster/{algorithm}/n{n}/speedup/{name}_vs_{REFERENCE}"] = figure(
+                            seconds[REFERENCE] / value, "x")
         del x
     return figures, context, notes
 

@@ -39,7 +39,7 @@ class _Exhaustive:
 
 def run(ranks: list[int], seed: int = 0) -> dict:
     from tastemap.runtime.io.events import align_events, load_movielens, render_item_texts
-    from tastemap.runtime.pipeline.demo import make_encoder
+    from tastemap.runtime.encode.default_encoder import make_encoder
     from tastemap.runtime.recommend.collaborative import low_rank_ease
     from tastemap.runtime.recommend.evaluate import evaluate_model, split_events
     from tastemap.runtime.recommend.metrics import bootstrap_ci, bootstrap_ratio_ci

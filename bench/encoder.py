@@ -194,7 +194,9 @@ def measure_model(package_dir: Path, config: EncoderSuiteConfig, *, threads: int
     factor = min(1.0, REFERENCE_FLOPS_PER_TOKEN / shape.linear_flops_per_token)
     config = config.scaled(factor)
     name = package.name
-    source = Path(package.manifest["source"]["path"]) if package.manifest.get("source") else None
+    from tastemap.export import local_source
+
+    source = local_source(package.manifest)
     workloads = make_workloads(package.load_tokenizer(), tuple(config.workloads), config.workloads, seed=config.seed)
     with PeakMemory() as memory:
         functions, notes = make_functions(Path(package_dir), source, threads, cache_dir, config.backends)

@@ -6,6 +6,8 @@ README's figures come from a real run and can be regenerated with ``tastemap ben
 
 from __future__ import annotations
 
+from tastemap.runtime.interests.clustering import CLUSTERING_BACKENDS
+
 BACKEND_ORDER = ("st-torch-fp32", "st-onnx-fp32", "st-onnx-int8", "tastemap-fp32", "tastemap-int8", "tastemap-fp16")
 WORKLOAD_ORDER = ("queries", "items", "long")
 
@@ -80,8 +82,9 @@ def cluster_rows(doc: dict) -> list[list[str]]:
             cell = f"{item['value']:.2f} s" + (f" ({peak['value']:,.0f} MiB)" if peak else "")
             table.setdefault((parts[1], int(parts[3][1:])), {})[parts[2]] = cell
     notes = " ".join(note for note in doc["notes"] if note.startswith("cluster:"))
-    cuml = "not available" if "cuml not available" in notes else "-"
-    return [[algorithm, f"{n:,}", cells.get("sklearn", "-"), cells.get("faiss", "-"), cells.get("cuml", cuml)]
+    missing = {spec.name: "not available" if f"{spec.name} not available" in notes else "-"
+               for spec in CLUSTERING_BACKENDS}
+    return [[algorithm, f"{n:,}", *(cells.get(spec.name, missing[spec.name]) for spec in CLUSTERING_BACKENDS)]
             for (algorithm, n), cells in sorted(table.items())]
 
 
@@ -113,7 +116,8 @@ def print_summary(doc: dict) -> None:
         print_table("Gated in-run figures (tastemap bench compare)", ["suite", "model", "figure", "value", "unit"],
                     [[row[0], row[1][:16], *row[2:]] for row in rows])
     if "cluster" in doc["suites"]:
-        print_table(f"Clustering, {threads} threads", ["algorithm", "n", "sklearn", "faiss", "cuml"], cluster_rows(doc))
+        print_table(f"Clustering, {threads} threads", ["algorithm", "n", *(spec.name for spec in CLUSTERING_BACKENDS)],
+                    cluster_rows(doc))
     if "pipeline" in doc["suites"]:
         print_table("Pipeline stages", ["pipeline", "stage", "seconds", "peak MiB"], pipeline_rows(doc))
     if doc["notes"]:
@@ -178,7 +182,7 @@ def render_markdown(doc: dict, source: str = "RESULT.json") -> str:
         context = doc["suites"]["cluster"]["context"]
         lines += ["", f"Clustering {context['dim']}-d unit vectors into k={context['k']} ({context['n_iter']} "
                       f"iterations, 1 init), seconds (peak memory above the data):", ""]
-        lines += _markdown_table(["algorithm", "n", "scikit-learn", "faiss", "cuML"], cluster_rows(doc))
+        lines += _markdown_table(["algorithm", "n", *(spec.library for spec in CLUSTERING_BACKENDS)], cluster_rows(doc))
     if "pipeline" in doc["suites"]:
         lines += ["", "Pipeline stages (seconds, peak resident MiB):", ""]
         lines += _markdown_table(["pipeline", "stage", "seconds", "peak MiB"], pipeline_rows(doc))

@@ -13,6 +13,7 @@ runtime work without them, and a command that needs the stage on a lean install 
 from importlib import import_module
 
 from tastemap.errors import require
+from tastemap.export.source_index import local_source, remember_source
 from tastemap.package import ModelPackage, VariantInfo
 
 # The export stage's own dependencies, checked before any of its modules is imported.
@@ -23,7 +24,8 @@ _EXPORTS = {
     "parity": ("ParityFigures", "ParityGate"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted([*_MODULE_OF, "ModelPackage", "VariantInfo", "ensure_default_model"])
+__all__ = sorted([*_MODULE_OF, "ModelPackage", "VariantInfo", "ensure_default_model", "local_source",
+                  "remember_source"])
 
 
 def require_dependencies() -> None:
@@ -33,14 +35,12 @@ def require_dependencies() -> None:
         require(module, "export")
 
 
-def ensure_default_model(path=None, variants=None) -> ModelPackage:
-    """The default package (all-MiniLM-L6-v2) at ``path`` (default
+def ensure_default_model(path, variants=None) -> ModelPackage:
+    """The default package (all-MiniLM-L6-v2) at ``path`` (such as
     :func:`tastemap.paths.default_model_dir`), exported first if it is not there yet."""
     from pathlib import Path
 
-    from tastemap.paths import default_model_dir
-
-    path = Path(path or default_model_dir())
+    path = Path(path)
     if not (path / "manifest.json").is_file():
         require_dependencies()
         from tastemap.export.exporter import ExportConfig, export_model

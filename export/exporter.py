@@ -27,6 +27,7 @@ from tastemap.package import (
 )
 from tastemap.export.parity import ParityFigures, ParityGate
 from tastemap.export.source import SourceModel
+from tastemap.export.source_index import remember_source
 
 log = logging.getLogger(__name__)
 VARIANTS = tuple(VARIANT_FILES)
@@ -132,6 +133,7 @@ def export_model(config: ExportConfig) -> ExportResult:
             )
         manifest = _manifest(source, config, model, staging, results)
         (staging / MANIFEST).write_text(_dumps(manifest), encoding="utf-8")
+    remember_source(source.sha256, source.path)  # the manifest names the source by hash, not by this machine's path
     return ExportResult(package=ModelPackage.load(out), variants=tuple(results), cpu=cpu_info())
 
 
@@ -185,7 +187,9 @@ def _quantize_int8_gated(fp32_path, path, staging, source, texts, reference, gat
         log.warning("int8 gate failed (%s); keeping the %d most sensitive nodes in float", ", ".join(gate.failures(figures)), grown)
         excluded = ranked[:grown]
         report, figures = attempt(excluded)
-    details.update(mode="dynamic-per-token", scheme=DEFAULT_SCHEME, weight_limit=WEIGHT_LIMIT,
+    # operands: the integer kernel ONNX Runtime dispatches on every CPU (u8 activations x s8
+    # weights, zero point inside the product): what the bench's per-ISA figures are about.
+    details.update(mode="dynamic-per-token", scheme=DEFAULT_SCHEME, weight_limit=WEIGHT_LIMIT, operands="u8s8",
                    quantized_nodes=len(report.quantized_nodes), float_nodes=excluded)
     return figures
 
@@ -272,7 +276,7 @@ def _manifest(source, config, model, staging, results) -> dict:
         "schema_version": SCHEMA_VERSION,
         "name": source.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source": {"path": str(source.path), "sha256": source.sha256},
+        "source": {"name": source.name, "sha256": source.sha256},  # no path: it is the exporting machine's
         **_finetune_entry(source),
         "embedding_dim": dim,
         "max_seq_len": source.max_seq_len,

@@ -45,7 +45,7 @@ import pandas as pd
 
 from tastemap.errors import DeviceError, InputError, ModelPackageError, require
 from tastemap.export.finetune_config import FINETUNE_RECORD, LOSS_NAMES, FinetuneConfig
-from tastemap.runtime.recommend.cold_start import check_catalog_frame
+from tastemap.runtime.io.catalog import check_catalog_frame
 from tastemap.versions import installed_versions
 
 log = logging.getLogger(__name__)

@@ -116,7 +116,7 @@ def tuned_encoder(*, folder: str | Path | None = None, config=None, export: dict
     """A :data:`~tastemap.runtime.pipeline.evaluation.TunedEncoder`: for each training part it
     is given, the encoder of ``folder`` after the data-hash check (``--finetuned DIR``), or of a
     fine-tune on that part with ``config`` (``--finetune``; cached, see :func:`finetuned_package`)."""
-    from tastemap.runtime.pipeline.demo import make_encoder
+    from tastemap.runtime.encode.default_encoder import make_encoder
 
     if folder is not None:
         _recorded_hash(Path(folder))  # a wrong folder fails before any data is read

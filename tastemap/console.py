@@ -12,6 +12,8 @@ traceback is shown only with ``tastemap --debug``.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import errno
 import functools
 import logging
@@ -109,12 +111,33 @@ def print_error(message: str) -> None:
     stderr.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
 
 
+_COMMAND_SCOPE: contextvars.ContextVar[contextlib.ExitStack | None] = contextvars.ContextVar(
+    "tastemap_command_scope", default=None)
+
+
+@contextlib.contextmanager
+def command_scope() -> Iterator[contextlib.ExitStack]:
+    """The scope of one CLI command: what is entered on its stack (:func:`current_command_scope`)
+    is exited when the command ends, whether it succeeds or fails."""
+    with contextlib.ExitStack() as stack:
+        token = _COMMAND_SCOPE.set(stack)
+        try:
+            yield stack
+        finally:
+            _COMMAND_SCOPE.reset(token)
+
+
+def current_command_scope() -> contextlib.ExitStack | None:
+    """The stack of the running CLI command (see :func:`exits_on_error`), or None outside one."""
+    return _COMMAND_SCOPE.get()
+
+
 def exits_on_error(command):
     """Decorate a CLI command (see the module docstring).
 
     Before the command runs, every float option must be finite (``--long-decay inf`` is an
-    error naming the option). Outputs claimed with
-    :func:`tastemap.runtime.io.outputs.hold_output` are held until the command ends.
+    error naming the option). Context managers entered on the :func:`command_scope` (outputs
+    claimed with :func:`tastemap.runtime.io.outputs.hold_output`) are exited when it ends.
     """
     import typer
 
@@ -124,8 +147,6 @@ def exits_on_error(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from tastemap.runtime.io.outputs import command_scope
-
         try:
             _check_finite(kwargs, flags)
             with command_scope():
@@ -138,7 +159,7 @@ def exits_on_error(command):
         except OSError as exc:
             if exc.errno not in _ENVIRONMENT_ERRNOS or _settings["debug"]:
                 _unexpected(exc)
-            from tastemap.runtime.io.outputs import write_error
+            from tastemap.errors import write_error
 
             print_error(str(write_error(exc.filename or "a file", exc, what="access")))
             raise typer.Exit(code=2) from None

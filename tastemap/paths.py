@@ -11,7 +11,9 @@ same model wherever it runs.
 - ``home()/embeddings``: the embedding cache of ``tastemap demo``, ``recommend`` and ``evaluate``;
 - ``home()/bench``: the bench's exports of sentence-transformers' ONNX backends;
 - ``home()/finetuned``: encoders fine-tuned on one training part by ``evaluate``/``demo --finetune``,
-  with their packages, keyed by the part's data hash.
+  with their packages, keyed by the part's data hash;
+- ``home()/sources.json``: where this machine's exports found their source models, by weights
+  hash (:func:`tastemap.export.local_source`; a manifest records no path).
 
 A relative ``$TASTEMAP_HOME`` or ``$TASTEMAP_MODEL_DIR`` is taken from the folder the command
 starts in. :func:`resolve_model_dir` is the one place that decides what a missing default

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from tastemap.cli import app
 from tastemap.cpu import cpu_info
 from tastemap.errors import ModelPackageError, ParityError
-from tastemap.export import ExportConfig, ModelPackage, ParityGate, export_model
+from tastemap.export import ExportConfig, ModelPackage, ParityGate, export_model, local_source
 from tastemap.export.package import sha256_file
 from tastemap.export.parity import onnx_embeddings, validation_texts
 
@@ -155,7 +155,9 @@ def test_package_runs_with_onnxruntime_and_tokenizers_only(package_fixture, requ
         capture_output=True, text=True, check=True,
     )
     vectors = np.array(json.loads(result.stdout), dtype=np.float32)
-    source = ModelPackage.load(package_dir).manifest["source"]["path"]
+    manifest = ModelPackage.load(package_dir).manifest
+    assert set(manifest["source"]) == {"name", "sha256"}  # no path of the exporting machine
+    source = local_source(manifest)
     reference = sentence_transformer_reference(Path(source), TEXTS) if package_fixture == "minilm_package" else None
     if reference is None:
         from tastemap.export.parity import reference_embeddings

@@ -57,8 +57,8 @@ def test_profile_builds_the_encoder_with_a_cache_in_out(files, tmp_path, monkeyp
             created.update(model_dir=model_dir, device=device, cache_dir=cache_dir)
             self.stats = type("Stats", (), {"encoded": len(vectors), "cached": 0})()
 
-        def encode(self, texts):
-            return vectors
+        def encode(self, texts):  # the item texts, then label phrases and category names (rows reused)
+            return np.resize(vectors, (len(texts), vectors.shape[1]))
 
     monkeypatch.setattr("tastemap.runtime.encode.encoder.Encoder", FakeEncoder)
     out = tmp_path / "p"

@@ -72,49 +72,45 @@ def profile_command(
 
     from tastemap.console import print_table
     from tastemap.errors import InputError
-    from tastemap.runtime.io import events as data
-    from tastemap.runtime.io.outputs import hold_output
+    from tastemap.paths import resolve_model_dir
     from tastemap.runtime.interests.profile_io import write_profiles
     from tastemap.runtime.interests.profiles import InterestProfiler
+    from tastemap.runtime.io import events as data
+    from tastemap.runtime.io.outputs import hold_output
+    from tastemap.runtime.pipeline.inputs import load_inputs
 
     started = time.perf_counter()
     spark = engine is Engine.spark
     if template is not None:
         data.check_template(template)
     hold_output(out, folder=True, scratch=[] if cache else [out / ".cache"])
-    if movielens:
-        frame, items = data.load_movielens()
-        if spark:
-            events, columns = data.MOVIELENS_DIR / data.MOVIELENS_RATINGS, data.MOVIELENS_COLUMNS
-    elif events is None or catalog is None:
+    if not movielens and (events is None or catalog is None):
         raise InputError("give EVENTS and CATALOG files, or --movielens for the built-in sample")
-    else:
+    columns, catalog_columns = data.MOVIELENS_COLUMNS, data.CatalogColumns.from_option(catalog_columns)
+    if not movielens:
         weights = data.parse_mapping(event_weights, what="--event-weights", numeric=True) or None
         columns = data.EventColumns.from_option(event_columns, event_weights=weights)
-        frame = None if spark else data.read_events(events, columns)
-        items = data.read_catalog(catalog, data.CatalogColumns.from_option(catalog_columns))
-    extra = {}
-    if vectors is not None:
-        from tastemap.runtime.io.vectors import load_item_vectors
-
-        item_vectors = load_item_vectors(vectors, n_items=len(items))
-        extra["vectors"] = str(vectors)
-    else:
-        from tastemap.paths import resolve_model_dir
-        from tastemap.runtime.encode.encoder import Encoder
-
-        model = resolve_model_dir(model)
-        item_vectors = Encoder(model, device=device, cache_dir=cache or out / ".cache")
-        extra["model"] = str(model)
     profiler = InterestProfiler(
         n_topics=topics, n_coarse_topics=coarse_topics or None, distance_threshold=threshold,
         max_items_per_user=max_items, max_interests=max_interests, short_window_days=short_window,
         short_decay=short_decay, long_decay=long_decay, backend=backend.value, seed=seed,
         **({"text_template": template} if template else {}),
     )
+    cache = cache or out / ".cache"
     if spark:
+        from tastemap.runtime.encode.default_encoder import make_encoder
+        from tastemap.runtime.io.vectors import load_item_vectors
         from tastemap.runtime.spark.profile import profile_with_spark
 
+        if movielens:
+            events, items = data.MOVIELENS_DIR / data.MOVIELENS_RATINGS, data.load_movielens()[1]
+        else:
+            items = data.read_catalog(catalog, catalog_columns)
+        if vectors is not None:
+            item_vectors, extra = load_item_vectors(vectors, n_items=len(items)), {"vectors": str(vectors)}
+        else:
+            item_vectors = make_encoder(model, cache_dir=cache, device=device)
+            extra = {"model": str(resolve_model_dir(model))}
         summary = profile_with_spark(events, items, out, profiler=profiler, item_vectors=item_vectors, columns=columns,
                                      master=master, buckets=buckets, extra=extra)
         report = summary.report
@@ -128,12 +124,20 @@ def profile_command(
             ("output", str(out)),
         ])
         return
-    profiles = profiler.fit_transform(frame, items, item_vectors)
-    if vectors is None:
-        extra["encoder"] = {"variant": item_vectors.variant, "provider": item_vectors.provider,
-                            "encoded": item_vectors.stats.encoded, "cached": item_vectors.stats.cached}
+    inputs = load_inputs(None if movielens else events, None if movielens else catalog, model_dir=model,
+                         vectors_path=vectors, cache_dir=cache, event_columns=columns, catalog_columns=catalog_columns,
+                         template=template, device=device)
+    encoder = inputs.encoder
+    extra = {"vectors": str(vectors)}
+    if encoder is not None:  # what embedding the items cost, before the profiler reads them back from the cache
+        extra = {"model": str(resolve_model_dir(model)), "encoder": {
+            "variant": encoder.variant, "provider": encoder.provider, "encoded": encoder.stats.encoded,
+            "cached": encoder.stats.cached}}
+    # the encoder, not only its vectors: the topic labels are chosen with it
+    profiles = profiler.fit_transform(inputs.interactions, inputs.catalog,
+                                      encoder if encoder is not None else inputs.item_vectors)
     write_profiles(profiler, out, extra=extra)
-    report = profiler.data_report_
+    report = inputs.report
     counts = profiles.interests.counts()
     rows = [
         ("users", f"{report.n_users:,}"),
@@ -165,6 +169,7 @@ def segment_command(
     seed: int = typer.Option(0, help="Random seed."),
     engine: Engine = typer.Option(Engine.local, help="local: this process; spark: Spark MLlib."),
     master: str = typer.Option("local[*]", help="Spark master with --engine spark (ignored under spark-submit)."),
+    users: Optional[Path] = typer.Option(None, "--users", help="Users table (user_id plus attribute columns): each segment is also described by the attributes over-represented in it (groups of 10 users or more)."),
 ) -> None:
     """Cluster users into segments on their interest profiles.
 
@@ -187,7 +192,7 @@ def segment_command(
         from tastemap.runtime.pipeline.model import TastemapModel
 
         refuse_options(ctx, profiles, ["method", "k", "k_min", "k_max", "features", "backend", "seed", "engine",
-                                       "master"], what="PROFILES")
+                                       "master", "users"], what="PROFILES")
         fitted = TastemapModel.load(profiles).segmenter
         if fitted is None:
             from tastemap.errors import InputError
@@ -205,6 +210,10 @@ def segment_command(
 
     hold_output(out, folder=True)
     if engine is Engine.spark:
+        if users is not None:
+            from tastemap.errors import InputError
+
+            raise InputError("--users describes segments with --engine local only; drop --users or --engine spark")
         from tastemap.runtime.spark.segment import SparkSegmenter, segment_with_spark
 
         spark_segmenter = SparkSegmenter(method=method.value, n_segments=k, k_range=(k_min, k_max),
@@ -214,6 +223,11 @@ def segment_command(
         return
     segmenter = UserSegmenter(method=method.value, n_segments=k, k_range=(k_min, k_max), features=features.value,
                               backend=backend.value, seed=seed).fit(read_profiles(profiles))
+    if users is not None:
+        from tastemap.runtime.io.users import read_users
+        from tastemap.runtime.recommend.attributes import add_attribute_descriptions
+
+        add_attribute_descriptions(segmenter, read_users(users))
     write_segments(segmenter, out)
     _print_segments(segmenter, method.value, segmenter.backend_, started, out)
 
@@ -224,9 +238,13 @@ def _print_segments(fitted, method: str, backend: str, started: float, out: Path
 
     from tastemap.console import print_table
 
+    from tastemap.runtime.recommend.attributes import attributes_text
+
     table = fitted.segments_
-    print_table("Segments", ["segment", "users", "share", "label"],
-                [(row.segment, row.size, row.share, row.label) for row in table.itertuples()])
+    described = "top_attributes" in table  # segments described by user attributes too
+    print_table("Segments", ["segment", "users", "share", "label"] + (["over-represented attributes"] if described else []),
+                [(row.segment, row.size, row.share, row.label) + ((attributes_text(row.top_attributes),) if described else ())
+                 for row in table.itertuples()])
     scores = fitted.criterion_scores_
     if scores:
         print_table(f"k chosen by {fitted.criterion_}", ["k", "score", ""],

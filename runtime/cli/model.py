@@ -4,7 +4,6 @@ given in place of their inputs."""
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -12,16 +11,16 @@ import typer
 
 from tastemap.console import exits_on_error
 from tastemap.paths import MODEL_HELP
+from tastemap.runtime.cli.attributes import USERS_HELP
 from tastemap.runtime.pipeline.model_lock import DEFAULT_WAIT
+from tastemap.runtime.recommend import protocols
 from tastemap.runtime.spark.session import Engine
 
 app = typer.Typer()
 
 
-class Holdout(str, Enum):
-    none = "none"
-    leave_last_out = "leave-last-out"
-    temporal = "temporal"
+# --holdout: none, or a protocol whose split a fitted model can keep (from the protocol registry).
+Holdout = protocols.choices("Holdout", ["none", *protocols.protocol_names(fitted_holdout=True)])
 
 
 @app.command("fit")
@@ -44,6 +43,7 @@ def fit_command(
     engine: Engine = typer.Option(Engine.local, help="Where the collaborative weights are fitted: local (this process) or spark."),
     master: str = typer.Option("local[2]", help="Spark master with --engine spark (ignored under spark-submit)."),
     seed: int = typer.Option(0, help="Random seed."),
+    users: Optional[Path] = typer.Option(None, "--users", help=USERS_HELP),
 ) -> None:
     """Fit the interest model and the recommender once and write a model directory.
 
@@ -57,6 +57,7 @@ def fit_command(
     from tastemap.runtime.interests.profiles import InterestProfiler
     from tastemap.runtime.interests.segments import UserSegmenter
     from tastemap.runtime.io.events import CatalogColumns, EventColumns
+    from tastemap.runtime.io.users import read_users
     from tastemap.runtime.pipeline.inputs import load_inputs
     from tastemap.runtime.pipeline.model import TastemapModel
     from tastemap.runtime.pipeline.model_io import check_model_target
@@ -64,6 +65,7 @@ def fit_command(
 
     started = time.perf_counter()
     check_model_target(out)  # before the fit: a file or a folder of other files is never replaced
+    user_table = read_users(users) if users is not None else None  # a bad users table fails before the fit
     columns = EventColumns.from_option(event_columns)
     inputs = load_inputs(events, catalog, model_dir=model, vectors_path=vectors, sample=sample, seed=seed,
                          event_columns=columns, catalog_columns=CatalogColumns.from_option(catalog_columns))
@@ -78,7 +80,7 @@ def fit_command(
         collaborative = spark_collaborative(l2=template.l2, rank=template.rank, seed=template.seed, master=master)
     fitted = TastemapModel.fit(inputs.interactions, inputs.catalog, inputs.item_vectors, encoder=inputs.encoder,
                                recommender=template, holdout=None if holdout is Holdout.none else holdout.value,
-                               rating_scale=inputs.rating_scale, collaborative=collaborative)
+                               rating_scale=inputs.rating_scale, collaborative=collaborative, users=user_table)
     fitted.save(out, wait=wait)
     recommender = fitted.recommender
     segmenter = recommender.segmenter_
@@ -90,6 +92,8 @@ def fit_command(
         ("collaborative weights", "none" if recommender.collaborative_ is None else
          f"EASE, {'exact' if recommender.collaborative_.exact else 'low-rank'} (rank {recommender.collaborative_.rank})"),
         ("collaborative weights fitted on", engine.value),
+        ("user attributes", "none" if fitted.attributes is None else
+         f"{len(fitted.attributes.groups)} groups of >= {fitted.attributes.min_group} users ({', '.join(fitted.attributes.encoder_.columns_)})"),
         ("held out", f"{fitted.meta['holdout']['n_events']:,} events ({holdout.value})" if fitted.meta["holdout"] else "none"),
         ("item vectors", f"{encoder['name']} (manifest {encoder['manifest_sha256'][:12]})" if encoder else str(vectors)),
         ("time", f"{time.perf_counter() - started:.1f} s"),
@@ -168,7 +172,7 @@ def _fold_in(fitted, events: Path, catalog: Optional[Path], vectors: Optional[Pa
 
             item_vectors = load_item_vectors(vectors, n_items=len(items))
         elif model is not None:
-            from tastemap.runtime.pipeline.demo import make_encoder
+            from tastemap.runtime.encode.default_encoder import make_encoder
 
             fitted.set_encoder(make_encoder(model))
     elif vectors is not None:
@@ -206,7 +210,7 @@ def evaluate_fitted(model_dir: Path, *, seed: int, protocol: str | None = None):
     fitted = TastemapModel.load(model_dir)
     recorded = (fitted.meta.get("holdout") or {}).get("protocol")
     if protocol is not None and recorded is not None and protocol != recorded:
-        fix = (f"fit a model with --holdout {protocol}" if protocol in ("leave-last-out", "temporal")
+        fix = (f"fit a model with --holdout {protocol}" if protocol in protocols.protocol_names(fitted_holdout=True)
                else "evaluate the data files (--events, --catalog) instead of --model DIR")
         raise InputError(f"--protocol {protocol}: the model {model_dir} holds the held-out split of {recorded}, "
                          f"recorded at fit, and is evaluated on that split only; drop --protocol, or {fix}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -10,7 +9,7 @@ import typer
 
 from tastemap.console import exits_on_error
 from tastemap.paths import MODEL_HELP, MODEL_HELP_EXPORTING
-from tastemap.runtime.recommend.protocols import Protocol
+from tastemap.runtime.recommend import protocols
 from tastemap.runtime.spark.session import Engine
 
 app = typer.Typer()
@@ -29,11 +28,10 @@ def _columns(event_columns: str, catalog_columns: str) -> dict:
 FITTED_HELP = "A fitted model directory (`tastemap fit`), which answers without refitting; or: "
 
 
-ProtocolChoice = Enum("ProtocolChoice", {**{p.name: p.value for p in Protocol}, "both": "both"}, type=str)
-
-
-def _protocols(choice: ProtocolChoice) -> list[str]:
-    return [p.value for p in Protocol] if choice is ProtocolChoice.both else [choice.value]
+# The --protocol choices, from the protocol registry.
+ComparingProtocol = protocols.choices(
+    "ComparingProtocol", [*protocols.protocol_names(compares_models=True), protocols.ALL_COMPARING])
+EvaluateProtocol = protocols.choices("EvaluateProtocol", protocols.evaluate_choices())
 
 
 @app.command("recommend")
@@ -55,6 +53,8 @@ def recommend_command(
     seed: int = typer.Option(0, help="Random seed."),
     engine: Engine = typer.Option(Engine.local, help="With --model DIR --all: local (this process) or spark (users partitioned over Spark)."),
     master: str = typer.Option("local[2]", help="Spark master with --engine spark (ignored under spark-submit)."),
+    attributes: Optional[str] = typer.Option(None, "--attributes", help='A new user\'s attributes, e.g. "age=24,gender=M,occupation=student" (with --model DIR fitted with --users).'),
+    items: Optional[str] = typer.Option(None, "--items", help="With --attributes: item ids the new user liked, e.g. 12,40 (latest last)."),
 ) -> None:
     """Recommend items with explanations for one user, or for all users to Parquet.
 
@@ -63,13 +63,19 @@ def recommend_command(
     From a fitted model (no refit): tastemap recommend --model model/ --user 414
 
     Every user of a fitted model on Spark: tastemap recommend --model model/ --all --out recs.parquet --engine spark
+
+    A new user from their attributes: tastemap recommend --model model/ --attributes "age=24,gender=M,occupation=student"
     """
+    if attributes is not None or items is not None:
+        from tastemap.runtime.cli.attributes import recommend_from_attributes
+
+        return recommend_from_attributes(model, attributes or "", user=user, all_users=all_users, items=items, k=k)
     from tastemap.console import print_table
     from tastemap.errors import InputError
     from tastemap.runtime.cli.model import refuse_inputs, refuse_options
     from tastemap.runtime.pipeline.inputs import load_inputs
     from tastemap.runtime.pipeline.model_io import is_fitted_model
-    from tastemap.runtime.interests.profile_io import write_atomically
+    from tastemap.runtime.io.outputs import write_atomically
     from tastemap.runtime.recommend.recommender import TastemapRecommender
 
     if (user is None) == (not all_users):
@@ -132,10 +138,6 @@ def _as_user_id(text: str, user_ids):
     return text
 
 
-EvaluateProtocol = Enum("EvaluateProtocol", {**{c.name: c.value for c in ProtocolChoice},
-                                             "item_cold_start": "item-cold-start"}, type=str)
-
-
 @app.command("evaluate")
 @exits_on_error
 def evaluate_command(
@@ -143,8 +145,9 @@ def evaluate_command(
     events: Optional[Path] = typer.Option(None, help=EVENTS_HELP),
     catalog: Optional[Path] = typer.Option(None, help=CATALOG_HELP),
     protocol: EvaluateProtocol = typer.Option(
-        EvaluateProtocol.leave_last_out, help="Split protocol: per-user chronological splits (both: the two), or "
-        "item-cold-start (the newest 20% of items held out with all their events)."),
+        EvaluateProtocol.leave_last_out, help="Split protocol: " + ", ".join(
+            f"{p.name} ({p.evaluates})" for p in protocols.PROTOCOLS) + f", or {protocols.ALL_COMPARING} ("
+        + " and ".join(protocols.protocol_names(compares_models=True)) + ")."),
     tune: bool = typer.Option(False, "--tune", help="Choose the blend weights on the validation split first (and, with an encoder, the content signal: multi-interest or literal)."),
     finetune: bool = typer.Option(False, "--finetune", help="Also evaluate an encoder fine-tuned on each protocol's "
                                   "training part (cached by its data hash; needs tastemap[finetune])."),
@@ -160,6 +163,8 @@ def evaluate_command(
     event_columns: str = typer.Option("", help=EVENT_COLUMNS_HELP),
     catalog_columns: str = typer.Option("", help=CATALOG_COLUMNS_HELP),
     seed: int = typer.Option(0, help="Random seed (sampling, bootstrap, clustering, fine-tuning)."),
+    users: Optional[Path] = typer.Option(None, "--users", help="With --protocol user-cold-start: users table (user_id plus attribute columns)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="With --protocol user-cold-start: a MovieLens 100K folder (u.data, u.item, u.user) instead of EVENTS, CATALOG and --users."),
 ) -> None:
     """Compare tastemap with MostPop, ItemKNN, EASE, content and (--sasrec) SASRec baselines
     (full ranking, 95% CIs), or rank new items (--protocol item-cold-start).
@@ -169,11 +174,13 @@ def evaluate_command(
     Fine-tuned encoder, trained on each training part only: tastemap evaluate --finetune --protocol item-cold-start
 
     A fitted model on the split recorded at fit time (no refit): tastemap evaluate --model model/
+
+    New users from their attributes and first events: tastemap evaluate --protocol user-cold-start --data ml-100k/
     """
     import pandas as pd
 
     from tastemap.errors import InputError
-    from tastemap.runtime.interests.profile_io import write_atomically
+    from tastemap.runtime.io.outputs import write_atomically
     from tastemap.runtime.pipeline.inputs import load_inputs
     from tastemap.runtime.pipeline.model_io import is_fitted_model
 
@@ -182,7 +189,17 @@ def evaluate_command(
 
         hold_output(out / "evaluation.csv")
     tables = []
-    if is_fitted_model(model):
+    if protocol.value == "user-cold-start" or users is not None or data is not None:
+        from tastemap.runtime.cli.attributes import evaluate_user_cold_start
+
+        if protocol.value != "user-cold-start":
+            raise InputError("--users and --data go with --protocol user-cold-start")
+        tables.append(evaluate_user_cold_start(
+            events, catalog, users=users, data=data, model=model, vectors=vectors, seed=seed,
+            columns=_columns(event_columns, catalog_columns),
+            refused={"--tune": tune, "--finetune": finetune, "--finetuned": finetuned, "--sasrec": sasrec,
+                     "--sample": sample}))
+    elif is_fitted_model(model):
         from tastemap.runtime.cli.model import evaluate_fitted, option_given, refuse_inputs, refuse_options
 
         refuse_inputs(model, events=events, catalog=catalog, vectors=vectors, sample=sample, tune=tune,
@@ -194,35 +211,33 @@ def evaluate_command(
         tables.append(table.assign(protocol=name))
     else:
         from tastemap.runtime.pipeline import evaluation
-        from tastemap.runtime.recommend.evaluate import ease_name
+        from tastemap.runtime.recommend.comparison import ease_name
         from tastemap.stages import tuned_encoder_source
 
-        if finetuned is not None and protocol is EvaluateProtocol.both:
+        names = protocols.expand_choice(protocol.value)
+        if finetuned is not None and len(names) > 1:
             raise InputError(f"--finetuned {finetuned} was fine-tuned on the training part of one protocol; pass "
-                             "--protocol leave-last-out or temporal (--finetune trains one encoder per protocol)")
+                             f"--protocol {' or '.join(names)} (--finetune trains one encoder per protocol)")
         tuned = tuned_encoder_source(finetune=finetune, finetuned=finetuned, seed=seed)
         if tuned is not None and vectors is not None:
             raise InputError("--finetune/--finetuned encode the items themselves; drop --vectors")
         inputs = load_inputs(events, catalog, model_dir=model, vectors_path=vectors, sample=sample, seed=seed,
                              **_columns(event_columns, catalog_columns))
-        if protocol is EvaluateProtocol.item_cold_start:
-            if tune or sasrec:
-                raise InputError("--tune and --sasrec apply to the chronological protocols; item-cold-start ranks "
-                                 "new items by content only")
-            result = evaluation.evaluate_item_cold_start(inputs, tuned_encoder=tuned, seed=seed)
-            _print_cold_start(result)
-            tables.append(result.table().assign(protocol=protocol.value))
-        else:
-            for name in _protocols(ProtocolChoice(protocol.value)):
-                warm = evaluation.evaluate_warm(inputs, name, tune=tune, tuned_encoder=tuned, sasrec=sasrec, seed=seed)
-                for encoder_name, chosen in warm.weights.items():
-                    if chosen is not None:
-                        typer.echo(f"{name}, {encoder_name} encoder: blend chosen on validation {chosen.as_dict()} "
-                                   f"(content signal: {warm.content_signals[encoder_name]})")
-                _print_evaluation(name, warm.table, ease_name())
-                if len(warm.finetuned_vs_frozen):
-                    _print_finetuned(name, warm.finetuned_vs_frozen)
-                tables.append(warm.table.assign(protocol=name))
+        for name in names:
+            result = evaluation.evaluate_protocol(inputs, name, tune=tune, tuned_encoder=tuned, sasrec=sasrec,
+                                                  seed=seed)
+            if not protocols.get_protocol(name).compares_models:
+                _print_result(name, result)
+                tables.append(result.table().assign(protocol=name))
+                continue
+            for encoder_name, chosen in result.weights.items():
+                if chosen is not None:
+                    typer.echo(f"{name}, {encoder_name} encoder: blend chosen on validation {chosen.as_dict()} "
+                               f"(content signal: {result.content_signals[encoder_name]})")
+            _print_evaluation(name, result.table, ease_name())
+            if len(result.finetuned_vs_frozen):
+                _print_finetuned(name, result.finetuned_vs_frozen)
+            tables.append(result.table.assign(protocol=name))
     if out is not None:
         frame = pd.concat(tables, ignore_index=True)
         write_atomically(out, {"evaluation.csv": lambda path: frame.to_csv(path, index=False)})
@@ -235,6 +250,25 @@ def _print_finetuned(name: str, pairs) -> None:
     print_table(f"{name}: fine-tuned / frozen encoder, paired over the same users, mean [95% CI]",
                 ["model", "HR@10 ratio", "NDCG@10 ratio"],
                 [(r["model"], _ci(r, "HR@10", "{:.2f}"), _ci(r, "NDCG@10", "{:.2f}")) for _, r in pairs.iterrows()])
+
+
+def _print_result(name: str, result) -> None:
+    """The result of a protocol that does not compare the models: item cold start in its own
+    form, any other as its table (each metric with its 95% interval)."""
+    from pandas.api.types import is_numeric_dtype
+
+    from tastemap.console import print_table
+    from tastemap.runtime.recommend.cold_start import ColdStartResult
+
+    if isinstance(result, ColdStartResult):
+        _print_cold_start(result)
+        return
+    table = result.table()
+    metrics = [c for c in table.columns if f"{c}_low" in table.columns and f"{c}_high" in table.columns]
+    labels = [c for c in table.columns if c not in metrics and not c.endswith(("_low", "_high"))
+              and not is_numeric_dtype(table[c])]
+    print_table(f"{name}, mean [95% CI]", [*labels, *metrics],
+                [(*(r[c] for c in labels), *(_ci(r, m) for m in metrics)) for _, r in table.iterrows()])
 
 
 def _print_cold_start(result) -> None:
@@ -273,7 +307,7 @@ def demo_command(
     out: Path = typer.Option(Path("tastemap-demo"), "--out", "-o", help="Output folder."),
     sample: Optional[int] = typer.Option(None, help="Run on this many users drawn with --seed (faster)."),
     model: Optional[Path] = typer.Option(None, help=MODEL_HELP_EXPORTING),
-    protocol: ProtocolChoice = typer.Option(ProtocolChoice.leave_last_out, help="Evaluation protocol."),
+    protocol: ComparingProtocol = typer.Option(ComparingProtocol.leave_last_out, help="Evaluation protocol."),
     finetune: bool = typer.Option(False, "--finetune", help="Fine-tune the encoder on the protocol's training part "
                                   "(cached; minutes on a CPU; needs tastemap[finetune]), evaluate it next to the frozen "
                                   "one and build the interests with it."),
@@ -291,7 +325,7 @@ def demo_command(
     from tastemap.stages import tuned_encoder_source
 
     tuned = tuned_encoder_source(finetune=finetune, seed=seed)
-    summary = run_demo(out, sample=sample, model_dir=model, protocols=_protocols(protocol), tuned_encoder=tuned,
+    summary = run_demo(out, sample=sample, model_dir=model, protocols=protocols.expand_choice(protocol.value), tuned_encoder=tuned,
                        seed=seed)
     rows = [(name, value) for name, value in summary.items() if name not in ("metrics", "stage_seconds", "out_dir")]
     rows += list(summary["metrics"].items())

@@ -375,20 +375,7 @@ def check_texts(texts: Iterable[str]) -> list[str]:
     checked = list(texts)
     for position, text in enumerate(checked):
         if not isinstance(text, str):
+            from tastemap.runtime.io.tables import describe_value
+
             raise InputError(f"texts[{position}] is {describe_value(text)}; every text should be a str")
     return checked
-
-
-def describe_value(value: object) -> str:
-    """Short description of a bad text value for error messages: ``missing (None)``, ``int 42``."""
-    import pandas as pd
-
-    if value is None:
-        return "missing (None)"
-    try:
-        missing = bool(pd.isna(value))
-    except (TypeError, ValueError):
-        missing = False
-    if missing:
-        return f"missing ({value!r})"
-    return f"{type(value).__name__} {value!r}"

@@ -6,9 +6,14 @@ overrides only :meth:`~SklearnBackend.kmeans` with faiss; :class:`CumlBackend` o
 so those stay on scikit-learn, and their stats say so). Each operation returns
 ``(labels, centers), stats`` where ``stats["backend"]`` names the library that actually ran.
 
-:func:`resolve_backend` turns ``"auto" | "cuml" | "faiss" | "sklearn"`` into a backend: ``auto``
-picks cuML when it is importable and a GPU is present, else faiss, else scikit-learn, and logs the
-choice. Results are deterministic for a given seed on a given backend.
+:data:`CLUSTERING_BACKENDS` lists the backends, one :class:`BackendSpec` each (its option name,
+its library's name in reports, the operations it runs itself, what it needs); the ``--backend``
+options, the estimators' checks and the cluster bench read it. Adding a backend is one subclass
+overriding the operations it runs, one entry there, and one test of its operations.
+
+:func:`resolve_backend` turns ``"auto"`` or a backend's name into a backend: ``auto`` picks the
+last entry that can run here (cuML when it is importable and a GPU is present, else faiss, else
+scikit-learn) and logs the choice. Results are deterministic for a given seed on a given backend.
 """
 
 from __future__ import annotations
@@ -16,14 +21,14 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from tastemap.errors import DeviceError, InputError, require
 
 logger = logging.getLogger(__name__)
-
-BACKENDS = ("auto", "cuml", "faiss", "sklearn")
 
 
 def cuml_importable() -> bool:
@@ -52,24 +57,24 @@ def resolve_backend(name: str = "auto") -> "SklearnBackend":
     if name not in BACKENDS:
         raise InputError(f"backend={name!r} is not supported; use one of {list(BACKENDS)}")
     if name == "auto":
-        if cuml_importable() and gpu_count() > 0:
-            chosen = "cuml"
-        elif importlib.util.find_spec("faiss") is not None:
-            chosen = "faiss"
-        else:
-            chosen = "sklearn"
-        logger.info("clustering backend auto -> %s", chosen)
-        name = chosen
-    if name == "cuml":
-        require("cuml", "gpu")
-        if gpu_count() == 0:
-            raise DeviceError(
-                "backend='cuml' needs an NVIDIA GPU but none is visible; use backend='auto', 'faiss' or 'sklearn'"
-            )
-        return CumlBackend()
-    if name == "faiss":
-        return FaissBackend()
-    return SklearnBackend()
+        name = next(spec.name for spec in reversed(CLUSTERING_BACKENDS) if spec.unavailable() is None)
+        logger.info("clustering backend auto -> %s", name)
+    spec = backend_spec(name)
+    if spec.extra is not None:
+        require(spec.module, spec.extra)
+    if spec.needs_gpu and gpu_count() == 0:
+        others = ["'auto'", *(f"'{other.name}'" for other in CLUSTERING_BACKENDS if not other.needs_gpu)]
+        raise DeviceError(f"backend={name!r} needs an NVIDIA GPU but none is visible; use backend="
+                          f"{', '.join(others[:-1])} or {others[-1]}")
+    return spec.implementation()
+
+
+def backend_spec(name: str) -> "BackendSpec":
+    """The entry of :data:`CLUSTERING_BACKENDS` called ``name``."""
+    for spec in CLUSTERING_BACKENDS:
+        if spec.name == name:
+            return spec
+    raise InputError(f"backend={name!r} is not supported; use one of {[s.name for s in CLUSTERING_BACKENDS]}")
 
 
 class SklearnBackend:
@@ -152,8 +157,10 @@ class FaissBackend(SklearnBackend):
 
         x = _check_x(x, k)
         start = time.perf_counter()
+        # min_points_per_centroid only decides when faiss prints a warning of its own on stderr (once
+        # per call, below 39 points per centroid by default); it changes no result
         model = faiss.Kmeans(x.shape[1], k, niter=n_iter, nredo=n_init, seed=seed, spherical=spherical,
-                             verbose=False, max_points_per_centroid=512)
+                             verbose=False, max_points_per_centroid=512, min_points_per_centroid=1)
         model.train(x)
         distances, labels = model.index.search(x, 1)
         stats = self._stats("kmeans", start, self.name, inertia=float(distances.sum()))
@@ -177,6 +184,45 @@ class CumlBackend(FaissBackend):
         if spherical:
             centroids, labels = _spherical(x, centroids)
         return (labels, centroids), self._stats("kmeans", start, self.name, inertia=float(model.inertia_))
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One clustering backend: ``name`` (the ``backend=`` value), ``library`` (its name in
+    reports), ``implementation`` (the class), ``native`` (the operations it runs itself; the others
+    run on scikit-learn), ``importable`` (whether its library is installed), ``module`` and
+    ``extra`` (what :func:`~tastemap.errors.require` imports and the pip extra that installs it;
+    None: a dependency of the runtime) and ``needs_gpu``."""
+
+    name: str
+    library: str
+    implementation: type
+    native: tuple[str, ...]
+    importable: Callable[[], bool]
+    module: str | None = None
+    extra: str | None = None
+    needs_gpu: bool = False
+
+    def unavailable(self) -> str | None:
+        """Why this backend cannot run here (``"not installed"``, ``"no GPU visible"``), or None."""
+        if not self.importable():
+            return "not installed"
+        if self.needs_gpu and gpu_count() == 0:
+            return "no GPU visible"
+        return None
+
+
+CLUSTERING_BACKENDS: tuple[BackendSpec, ...] = (
+    BackendSpec("sklearn", "scikit-learn", SklearnBackend, ("kmeans", "gmm", "agglomerative"), lambda: True),
+    BackendSpec("faiss", "faiss", FaissBackend, ("kmeans",), lambda: importlib.util.find_spec("faiss") is not None),
+    BackendSpec("cuml", "cuML", CumlBackend, ("kmeans",), lambda: cuml_importable(), module="cuml", extra="gpu",
+                needs_gpu=True),
+)
+"""Every clustering backend: the reference (every operation, CPU) first; ``auto`` prefers the last
+one that can run."""
+
+BACKENDS = ("auto", *sorted(spec.name for spec in CLUSTERING_BACKENDS))
+"""The values of ``backend=`` and ``--backend``."""
 
 
 def group_means(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:

@@ -8,10 +8,7 @@ of them are complete. The schemas are documented in the README ("Interest profil
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -21,7 +18,7 @@ from scipy import sparse
 
 from tastemap.errors import InputError
 from tastemap.runtime.interests.layers import rank_rows
-from tastemap.runtime.io.outputs import write_error
+from tastemap.runtime.io.outputs import write_atomically
 from tastemap.runtime.interests.profiles import UserProfiles
 
 SCHEMA_VERSION = 1
@@ -146,50 +143,6 @@ def layer_matrix(column: pa.Array | pa.ChunkedArray, names: list, level: int | N
         keep &= entries.field("level").to_numpy(zero_copy_only=False) == level
     return sparse.csr_matrix((values[keep].astype(np.float32), (rows[keep], cols[keep])),
                              shape=(n_rows, max(len(names), 1)))
-
-
-def write_atomically(out_dir: str | Path, writers: dict[str, Callable[[Path], object]]) -> dict[str, Path]:
-    """Run ``writers[name](temporary_path)`` for each file, then rename all into ``out_dir``.
-
-    If any writer fails, every temporary file is removed and nothing in ``out_dir`` changes (a
-    folder it had to create is removed again). A target that is a folder, a folder that cannot be
-    written (read-only, full) is an :class:`InputError` naming the path and the reason.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"output folder {out_dir} is a file; give a folder")
-    for name in writers:
-        if (out_dir / name).is_dir():
-            raise InputError(f"cannot write {out_dir / name}: it is an existing folder; remove it or write elsewhere")
-    created = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists()]
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise write_error(out_dir, exc, what="create the output folder") from None
-    temporary, target = {}, out_dir
-    try:
-        for name, write in writers.items():
-            target = out_dir / name
-            handle, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out_dir)
-            os.close(handle)
-            temporary[name] = Path(tmp)
-            write(temporary[name])
-            os.chmod(temporary[name], 0o644)
-        for name, tmp in temporary.items():
-            target = out_dir / name
-            os.replace(tmp, target)
-    except OSError as exc:
-        raise write_error(target, exc) from exc
-    finally:
-        for tmp in temporary.values():
-            tmp.unlink(missing_ok=True)
-        if any(not (out_dir / name).exists() for name in writers):
-            for folder in created:  # deepest first; only those this call made, and only if still empty
-                try:
-                    folder.rmdir()
-                except OSError:
-                    break
-    return {name: out_dir / name for name in writers}
 
 
 def _ranked(matrices: list, names: list, key: str, n_rows: int) -> pa.ListArray:

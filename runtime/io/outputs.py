@@ -12,41 +12,67 @@ Windows): it is released when the process ends, even by ``kill -9``, so a crashe
 blocks the next one. :func:`hold_output` claims an output until the CLI command that calls it
 ends (see :func:`tastemap.console.exits_on_error`).
 
+:func:`write_atomically` writes a set of files into a folder under temporary names and renames
+them only when all are complete.
+
 Errors of the file system are :class:`~tastemap.errors.InputError` naming the path and the
-reason (:func:`write_error`).
+reason (:func:`~tastemap.errors.write_error`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import errno
 import os
 import shutil
+import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
-from tastemap.errors import InputError
-
-_COMMAND_SCOPE: contextvars.ContextVar[contextlib.ExitStack | None] = contextvars.ContextVar(
-    "tastemap_command_scope", default=None)
-
-_FIXES = {
-    errno.ENOSPC: "free some space or write elsewhere",
-    getattr(errno, "EDQUOT", errno.ENOSPC): "free some space or write elsewhere",
-    errno.EACCES: "choose a folder you can write to",
-    errno.EPERM: "choose a folder you can write to",
-    errno.EROFS: "the file system is read-only; choose another folder",
-    errno.EISDIR: "give a file name, not a folder",
-    errno.ENOTDIR: "a part of the path is a file, not a folder",
-}
+from tastemap.errors import InputError, write_error
 
 
-def write_error(path: str | Path, exc: OSError, *, what: str = "write") -> InputError:
-    """``cannot write PATH: <reason>; <fix>`` for an :class:`OSError` raised while writing ``path``."""
-    reason = exc.strerror or str(exc)
-    fix = _FIXES.get(exc.errno)
-    return InputError(f"cannot {what} {path}: {reason}" + (f"; {fix}" if fix else ""))
+def write_atomically(out_dir: str | Path, writers: dict[str, Callable[[Path], object]]) -> dict[str, Path]:
+    """Run ``writers[name](temporary_path)`` for each file, then rename all into ``out_dir``.
+
+    If any writer fails, every temporary file is removed and nothing in ``out_dir`` changes (a
+    folder it had to create is removed again). A target that is a folder, a folder that cannot be
+    written (read-only, full) is an :class:`InputError` naming the path and the reason.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"output folder {out_dir} is a file; give a folder")
+    for name in writers:
+        if (out_dir / name).is_dir():
+            raise InputError(f"cannot write {out_dir / name}: it is an existing folder; remove it or write elsewhere")
+    created = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists()]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(out_dir, exc, what="create the output folder") from None
+    temporary, target = {}, out_dir
+    try:
+        for name, write in writers.items():
+            target = out_dir / name
+            handle, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out_dir)
+            os.close(handle)
+            temporary[name] = Path(tmp)
+            write(temporary[name])
+            os.chmod(temporary[name], 0o644)
+        for name, tmp in temporary.items():
+            target = out_dir / name
+            os.replace(tmp, target)
+    except OSError as exc:
+        raise write_error(target, exc) from exc
+    finally:
+        for tmp in temporary.values():
+            tmp.unlink(missing_ok=True)
+        if any(not (out_dir / name).exists() for name in writers):
+            for folder in created:  # deepest first; only those this call made, and only if still empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+    return {name: out_dir / name for name in writers}
 
 
 def lock_path_for(path: str | Path) -> Path:
@@ -110,21 +136,12 @@ def hold_output(path: str | Path, **options) -> Path:
     """:func:`claim_output` until the current CLI command ends (its success or failure decides the
     clean-up). Outside a command decorated with :func:`tastemap.console.exits_on_error` this is an
     error of the program."""
-    scope = _COMMAND_SCOPE.get()
+    from tastemap.console import current_command_scope
+
+    scope = current_command_scope()
     if scope is None:
         raise RuntimeError("hold_output is for CLI commands (exits_on_error); use `with claim_output(...)`")
     return scope.enter_context(claim_output(path, **options))
-
-
-@contextlib.contextmanager
-def command_scope() -> Iterator[None]:
-    """The scope of one CLI command: outputs held with :func:`hold_output` are released at its end."""
-    with contextlib.ExitStack() as stack:
-        token = _COMMAND_SCOPE.set(stack)
-        try:
-            yield
-        finally:
-            _COMMAND_SCOPE.reset(token)
 
 
 def _make_parents(folder: Path) -> list[Path]:

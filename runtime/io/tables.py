@@ -416,11 +416,22 @@ def iter_texts(path: str | Path, text_col: str, chunk_rows: int) -> Iterator[lis
         yield chunk[text_col].tolist()
 
 
+def describe_value(value: object) -> str:
+    """Short description of a bad text value for error messages: ``missing (None)``, ``int 42``."""
+    if value is None:
+        return "missing (None)"
+    try:
+        missing = bool(pd.isna(value))
+    except (TypeError, ValueError):
+        missing = False
+    if missing:
+        return f"missing ({value!r})"
+    return f"{type(value).__name__} {value!r}"
+
+
 def check_text_column(values: pd.Series, path: Path, column: str, first_row: int) -> None:
     """Raise :class:`InputError` for the first value in ``values`` that is not a str; ``first_row``
     is the 0-based data row of ``values[0]``."""
-    from tastemap.runtime.encode.encoder import describe_value
-
     is_text = np.fromiter((isinstance(value, str) for value in values), dtype=bool, count=len(values))
     if not is_text.all():
         position = int(np.argmin(is_text))

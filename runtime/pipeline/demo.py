@@ -15,29 +15,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from tastemap.runtime.encode.default_encoder import default_cache_dir, make_encoder  # noqa: F401 (re-exported)
 from tastemap.runtime.pipeline.inputs import Inputs, load_inputs
 
 logger = logging.getLogger(__name__)
 
 COLD_START_TEXT = "space adventure with robots and aliens"
-
-
-def default_cache_dir() -> Path:
-    """Where item embeddings are cached between runs: ``embeddings`` in the tastemap folder
-    (:func:`tastemap.paths.cache_dir`; ``~/.cache/tastemap/embeddings`` on Linux)."""
-    from tastemap.paths import cache_dir
-
-    return cache_dir("embeddings")
-
-
-def make_encoder(model_dir: Path | None, *, cache_dir: Path | None = None, export_missing: bool = False):
-    """An :class:`~tastemap.runtime.encode.encoder.Encoder` on ``model_dir``, or on the default package,
-    which is exported first when ``export_missing`` (see :func:`tastemap.paths.resolve_model_dir`)."""
-    from tastemap.paths import resolve_model_dir
-    from tastemap.runtime.encode.encoder import Encoder
-
-    model_dir = resolve_model_dir(model_dir, export_missing=export_missing)
-    return Encoder(model_dir, cache_dir=cache_dir or default_cache_dir())
 
 
 def run_demo(
@@ -57,15 +40,18 @@ def run_demo(
     ``profiles.parquet``, ``profiles.jsonl``, ``topics.json``, ``segments.parquet``,
     ``user_segments.parquet``, ``recommendations.parquet``, ``evaluation.csv``, ``summary.json``
     and ``report.html``. ``sample`` keeps that many users (seeded); item embeddings are cached in
-    ``cache_dir`` (default :func:`default_cache_dir`, shared with ``tastemap recommend``).
+    ``cache_dir`` (default
+    :func:`~tastemap.runtime.encode.default_encoder.default_cache_dir`, shared with ``tastemap recommend``).
 
     With ``tuned_encoder`` (a :data:`~tastemap.runtime.pipeline.evaluation.TunedEncoder`), each
     protocol is also evaluated with an encoder fine-tuned on its training part, and the interests,
     topics and recommendations use the encoder fine-tuned on the first protocol's training part.
     Returns the summary."""
     from tastemap.runtime.pipeline.evaluation import evaluate_warm
-    from tastemap.runtime.recommend.evaluate import ease_name, split_events
-    from tastemap.runtime.interests.profile_io import write_atomically, write_profiles
+    from tastemap.runtime.recommend.comparison import ease_name
+    from tastemap.runtime.recommend.splits import split_events
+    from tastemap.runtime.interests.profile_io import write_profiles
+    from tastemap.runtime.io.outputs import write_atomically
     from tastemap.runtime.recommend.recommender import TastemapRecommender
     from tastemap.runtime.recommend.report import ExampleUser, report_from_recommender, write_report
     from tastemap.runtime.interests.segments import write_segments
@@ -129,7 +115,7 @@ def run_demo(
 
 def _summary(inputs: Inputs, recommender, evaluations: dict, reference: str | None, seconds: dict,
              started: float) -> dict:
-    from tastemap.runtime.recommend.evaluate import FINETUNED
+    from tastemap.runtime.recommend.comparison import FINETUNED
 
     interactions = inputs.interactions
     profiler = recommender.profiler_

@@ -1,7 +1,10 @@
 """What ``tastemap evaluate`` and ``tastemap demo`` evaluate, protocol by protocol.
 
+:func:`evaluate_protocol` runs the evaluation that a protocol of the registry
+(:mod:`~tastemap.runtime.recommend.protocols`) names:
+
 - :func:`evaluate_warm`: a chronological split (leave-last-out or temporal) and every model of
-  :func:`~tastemap.runtime.recommend.evaluate.compare_models`, optionally with SASRec and with an
+  :func:`~tastemap.runtime.recommend.comparison.compare_models`, optionally with SASRec and with an
   encoder fine-tuned on the split's training part next to the frozen one;
 - :func:`evaluate_item_cold_start`: the newest items held out
   (:mod:`~tastemap.runtime.recommend.cold_start`), ranked by the frozen and the fine-tuned encoder.
@@ -29,7 +32,31 @@ logger = logging.getLogger(__name__)
 # (training events, training catalog, name of that part) -> (encoder trained on them, its data sha256)
 TunedEncoder = Callable[[pd.DataFrame, pd.DataFrame, str], tuple[object, str]]
 
-ITEM_COLD_START = "item-cold-start"
+
+def evaluate_protocol(
+    inputs: Inputs,
+    protocol: str,
+    *,
+    tune: bool = False,
+    tuned_encoder: TunedEncoder | None = None,
+    sasrec: bool = False,
+    seed: int = 0,
+):
+    """Run the evaluation of the registered protocol named ``protocol`` on ``inputs``;
+    ``tune`` and ``sasrec`` apply to the protocols that compare models only. Returns what the
+    protocol's evaluation returns (:class:`WarmEvaluation` for the chronological protocols)."""
+    from tastemap.errors import InputError
+    from tastemap.runtime.recommend.protocols import get_protocol, protocol_names
+
+    entry = get_protocol(protocol)
+    options = {}
+    if entry.compares_models:
+        options = {"tune": tune, "sasrec": sasrec}
+    elif tune or sasrec:
+        comparing = ", ".join(protocol_names(compares_models=True))
+        raise InputError(f"--tune and --sasrec apply to the chronological protocols ({comparing}); {entry.name}: "
+                         f"{entry.evaluates}")
+    return entry.evaluation_function()(inputs, entry.name, tuned_encoder=tuned_encoder, seed=seed, **options)
 
 
 @dataclass
@@ -58,15 +85,15 @@ def evaluate_warm(
     evaluate every model; with ``tuned_encoder``, the content models and tastemap run a second
     time on the vectors of an encoder fine-tuned on the training part only."""
     from tastemap.runtime.io.events import render_item_texts
-    from tastemap.runtime.recommend.evaluate import (
+    from tastemap.runtime.recommend.comparison import (
         compare_models,
         content_signal,
         ease_name,
-        evaluation_table,
         finetuned_pairs,
-        split_events,
         tune_blend,
     )
+    from tastemap.runtime.recommend.model_evaluation import evaluation_table
+    from tastemap.runtime.recommend.splits import split_events
     from tastemap.runtime.recommend.recommender import TastemapRecommender
 
     split = split_events(inputs.interactions, protocol)
@@ -107,6 +134,7 @@ def check_trained_on_split(split, catalog: pd.DataFrame, data_sha256: str, proto
 
 def evaluate_item_cold_start(
     inputs: Inputs,
+    protocol: str = "item-cold-start",
     *,
     tuned_encoder: TunedEncoder | None = None,
     holdout_fraction: float = 0.2,
@@ -116,7 +144,8 @@ def evaluate_item_cold_start(
     with ``tuned_encoder``, an encoder fine-tuned on the training part, each scoring by the mean
     and by the best single item of the user's history; a random ranking for scale. Returns the
     :class:`~tastemap.runtime.recommend.cold_start.ColdStartResult` (reference: the frozen
-    encoder with the history's mean)."""
+    encoder with the history's mean). ``protocol``: its name in the registry (every evaluation
+    takes one; see :func:`evaluate_protocol`)."""
     from tastemap.runtime.io.events import render_item_texts
     from tastemap.runtime.recommend.cold_start import AGGREGATES, ContentModel, evaluate_cold_start, split_new_items
 

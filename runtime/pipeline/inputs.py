@@ -67,13 +67,17 @@ def load_inputs(
     export_missing: bool = False,
     event_columns: EventColumns | None = None,
     catalog_columns: CatalogColumns | None = None,
+    template: str | None = None,
+    device: str = "auto",
 ) -> Inputs:
     """Read events and catalog (default: the built-in MovieLens sample), optionally sample users,
     and embed the item texts with the model package at ``model_dir`` (default
     :func:`tastemap.paths.default_model_dir`; exported first when ``export_missing``), or load ``vectors_path``
     (``.npy`` ``[n_items, dim]`` in catalog order). ``event_columns`` and ``catalog_columns`` name
-    the columns of the files (default: the standard names)."""
+    the columns of the files (default: the standard names); ``template`` renders the item texts
+    (default: :data:`~tastemap.runtime.io.events.DEFAULT_TEMPLATE`); ``device`` is the encoder's."""
     from tastemap.runtime.io.events import (
+        DEFAULT_TEMPLATE,
         CatalogColumns,
         EventColumns,
         align_events,
@@ -102,9 +106,9 @@ def load_inputs(
 
         vectors = load_item_vectors(vectors_path, n_items=len(catalog))
     else:
-        from tastemap.runtime.pipeline.demo import make_encoder
+        from tastemap.runtime.encode.default_encoder import make_encoder
 
-        encoder = make_encoder(model_dir, cache_dir=cache_dir, export_missing=export_missing)
-        vectors = encoder.encode(render_item_texts(catalog))
+        encoder = make_encoder(model_dir, cache_dir=cache_dir, export_missing=export_missing, device=device)
+        vectors = encoder.encode(render_item_texts(catalog, DEFAULT_TEMPLATE if template is None else template))
     return Inputs(interactions=interactions, catalog=catalog, item_vectors=np.asarray(vectors, np.float32),
                   report=report, encoder=encoder, rating_scale=rating_scale)

@@ -1,6 +1,6 @@
 """Baseline recommenders: MostPop, ItemKNN (cosine), EASE (closed form) and content models.
 
-Every recommender follows one small protocol used by :mod:`tastemap.runtime.recommend.evaluate`:
+Every recommender follows one small protocol used by :mod:`tastemap.runtime.recommend.model_evaluation`:
 ``fit(train: Interactions, **data) -> self`` and ``score(users: int[n]) -> float32 [n, n_items]``,
 where a higher score is a better item; the evaluation masks the items a user has already seen.
 They are scikit-learn estimators: ``__init__`` takes parameters only, data (``train`` and, for

@@ -28,6 +28,7 @@ import pandas as pd
 from scipy import sparse
 
 from tastemap.errors import InputError
+from tastemap.runtime.io.catalog import check_catalog_frame
 from tastemap.runtime.recommend.metrics import Interval, bootstrap_ci, bootstrap_ratio_ci, mark_hits, ndcg_at_k, recall_at_k
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ COLLABORATIVE_NOTE = (
     "collaborative models (MostPop, ItemKNN, EASE and the collaborative part of tastemap) cannot "
     "score items without interactions; they are not evaluated on item cold start"
 )
-_CATALOG_COLUMNS = ("item_id", "title", "categories", "tags", "description")
 
 
 @dataclass(frozen=True)
@@ -364,15 +364,3 @@ def _catalog_rows(event_items: np.ndarray, catalog_ids: np.ndarray) -> np.ndarra
     if np.issubdtype(event_items.dtype, np.integer) != np.issubdtype(catalog_ids.dtype, np.integer):
         event_items, catalog_ids = event_items.astype(str), catalog_ids.astype(str)
     return pd.Index(catalog_ids).get_indexer(event_items)
-
-
-def check_catalog_frame(catalog: pd.DataFrame) -> None:
-    """Refuse a catalog frame that is empty or lacks the validated columns (see ``read_catalog``)."""
-    missing = [c for c in _CATALOG_COLUMNS if c not in catalog.columns]
-    if missing:
-        raise InputError(
-            f"catalog frame lacks column(s) {missing}; it has {[str(c) for c in catalog.columns]}; "
-            "read it with read_catalog or validate_catalog"
-        )
-    if catalog.empty:
-        raise InputError("catalog is empty: it has no rows")

@@ -94,7 +94,7 @@ class SASRec(BaseEstimator):
         self.validation_ = []
         epochs = self.epochs
         if epochs is None:
-            from tastemap.runtime.recommend.evaluate import split_events
+            from tastemap.runtime.recommend.splits import split_events
 
             validation = split_events(train, "leave-last-out")
             self.model_ = self._train(validation.train, self.max_epochs, validation)
@@ -254,7 +254,7 @@ def _score(net, sequences: np.ndarray, device: str) -> np.ndarray:
 
 
 def _validate(net, sequences: np.ndarray, validation, device: str) -> float:
-    from tastemap.runtime.recommend.evaluate import evaluate_model
+    from tastemap.runtime.recommend.model_evaluation import evaluate_model
 
     scorer = types.SimpleNamespace(score=lambda users: _score(net, sequences[users], device))
     result = evaluate_model(scorer, validation, name="SASRec", fit=False, hit_ks=(10,), ndcg_ks=(10,))

@@ -33,7 +33,8 @@ import pyarrow as pa
 from tastemap.errors import InputError
 from tastemap.runtime.io.events import EVENT_COLUMNS_FIX, EventColumns, align_events, validate_events
 from tastemap.runtime.io.tables import check_columns
-from tastemap.runtime.interests.profile_io import SCHEMA_VERSION, profiles_table, write_atomically
+from tastemap.runtime.interests.profile_io import SCHEMA_VERSION, profiles_table
+from tastemap.runtime.io.outputs import write_atomically
 from tastemap.runtime.interests.profiles import InterestProfiler
 from tastemap.runtime.spark.session import spark_errors, spark_ready, write_parquet
 

@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 from scipy import sparse
 
 from tastemap.errors import InputError
-from tastemap.runtime.interests.profile_io import layer_matrix, profiles_metadata, write_atomically
+from tastemap.runtime.interests.profile_io import layer_matrix, profiles_metadata
+from tastemap.runtime.io.outputs import write_atomically
 from tastemap.runtime.interests.profiles import UserProfiles
 from tastemap.runtime.interests.segments import FEATURES, SEGMENTS_SCHEMA, candidate_ks, describe_segments, profile_features
 from tastemap.runtime.spark.session import spark_errors, write_parquet
