@@ -80,7 +80,8 @@ def test_encode_profile_segment_recommend_without_the_export_stage(tiny_package,
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["users"] == 20 and summary["segments"] >= 2
     recs = pd.read_parquet(tmp_path / "demo" / "recommendations.parquet")
-    assert recs["user_id"].nunique() == 20 and recs["explanation"].str.startswith("because you like: ").all()
+    assert recs["user_id"].nunique() == 20
+    assert recs["explanation"].str.match(r"because you (like .+, as in |liked )").all()
     assert (tmp_path / "demo" / "report.html").is_file()
     assert (tmp_path / "home" / "embeddings").is_dir()  # the demo's embedding cache is in the tastemap home
 

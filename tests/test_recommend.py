@@ -10,7 +10,9 @@ from tastemap.cli import app
 from tastemap.errors import InputError
 from tastemap.runtime.io.events import align_events
 from tastemap.runtime.io.interactions import Interactions
-from tastemap.runtime.interests.profiles import InterestProfiler, interest_label
+from tastemap.runtime.interests.profiles import InterestProfiler
+from tastemap.runtime.recommend.explain import interest_name
+from tastemap.runtime.recommend.ground import item_terms, join_words
 from tastemap.runtime.interests.segments import UserSegmenter
 from tastemap.runtime.recommend.collaborative import low_rank_ease
 from tastemap.runtime.recommend.recommender import BlendWeights, TastemapRecommender, recency_matrix
@@ -43,6 +45,7 @@ def test_recommendations_are_unseen_and_follow_planted_interests(fitted):
 def test_explanations_refer_to_the_users_real_interests(fitted):
     recommender, data, _, _, _ = fitted
     tree, topics = recommender.profiler_.topic_tree_, recommender.profiler_.item_topics_
+    terms = item_terms(recommender.profiler_)
     item_index = pd.Index(recommender.item_ids_)
     agreeing = total = 0
     for user in range(data.n_users):
@@ -54,16 +57,17 @@ def test_explanations_refer_to_the_users_real_interests(fitted):
             assert e.layer in {"long-term", "short-term", "interest", "category"}
             members = set(data.item_ids[interests[e.interest].members].tolist())
             assert e.seed_item_ids and set(e.seed_item_ids) <= members <= history
-            assert e.interest_label == interest_label(interests[e.interest].members, topics, tree)
-            assert e.topic == tree.levels[e.topic_level].names[e.topic_id] or e.topic == e.interest_label
+            assert e.interest_label == interest_name(interests[e.interest].members, recommender.profiler_)
             item = item_index.get_indexer([rec.item_id])[0]
             seeds = item_index.get_indexer(list(e.seed_item_ids))
-            assert topics[item, e.topic_level] == e.topic_id  # the label holds the recommended item
-            if e.agrees:
-                assert np.any(topics[seeds, e.topic_level] == e.topic_id)  # ... and a seed
-                assert e.describe().startswith(f"because you like: {e.topic} (from ")
+            assert topics[item, e.topic_level] == e.topic_id  # the item's topic
+            if e.agrees:  # the categories the item and the first seed share, or the topic holding both
+                shared = terms.shared(item, seeds[0])
+                assert e.topic == join_words(shared.words) if shared else (
+                    e.topic == tree.fine.names[e.topic_id] and topics[seeds[0], -1] == e.topic_id)
+                assert e.describe().startswith(f"because you like {e.topic}, as in ")
             else:
-                assert f"; this one is {e.topic}" in e.describe()
+                assert e.describe().startswith("because you liked ")
             agreeing += e.agrees
             total += 1
     assert agreeing / total >= 0.9
@@ -77,20 +81,20 @@ def test_explanation_label_holds_item_and_seeds_on_a_hand_built_history():
     rng = np.random.default_rng(0)
     vectors = np.concatenate([axes[0] + 0.1 * rng.normal(size=(10, dim)), axes[1] + 0.1 * rng.normal(size=(10, dim))])
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
-    catalog = pd.DataFrame({"item_id": np.arange(20), "title": [f"space {i}" for i in range(10)] + [f"western {i}" for i in range(10)]})
+    catalog = pd.DataFrame({"item_id": np.arange(20), "title": [f"space {i}" for i in range(10)] + [f"western {i}" for i in range(10)],
+                            "categories": [[("Sci-Fi",)]] * 10 + [[("Western",)]] * 10})
     rows = [(0, i, 100 + i) for i in (0, 1, 2, 10)] + [(u, i, 100 + i) for u in range(1, 6) for i in range(0, 6)]
     rows += [(u, i, 100 + i) for u in range(6, 9) for i in range(10, 16)]
     events = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).assign(weight=1.0)
     data, _ = align_events(events, catalog)
     model = TastemapRecommender(profiler=InterestProfiler(n_topics=2, n_coarse_topics=None, seed=0),
                                 segmenter=UserSegmenter(n_segments=2, seed=0), l2=1.0).fit(data, catalog, vectors)
-    space_label = model.profiler_.topic_tree_.fine.names[int(model.profiler_.item_topics_[0, -1])]
     recs = [r for r in model.recommend(0, k=6) if r.item_id < 10]
     assert recs
     for rec in recs:
         e = rec.explanation
-        assert e.agrees and e.topic == space_label and e.interest_label == space_label
-        assert set(e.seed_item_ids) <= {0, 1, 2}
+        assert e.agrees and e.topic == "sci-fi" and e.interest_label == "sci-fi"
+        assert set(e.seed_item_ids) <= {0, 1, 2} and e.describe().startswith("because you like sci-fi, as in space ")
 
 
 def test_batch_mode_has_one_row_per_user_and_rank(fitted):
@@ -173,7 +177,7 @@ def test_cli_recommend_one_user_and_batch(tmp_path):
               "--vectors", str(tmp_path / "vectors.npy")]
     result = CliRunner().invoke(app, ["recommend", "--user", "3", "--k", "4", *common])
     assert result.exit_code == 0, result.output
-    assert "because you like:" in result.output
+    assert "because you like" in result.output
     out = tmp_path / "recs.parquet"
     result = CliRunner().invoke(app, ["recommend", "--all", "--out", str(out), "--k", "3", *common])
     assert result.exit_code == 0, result.output

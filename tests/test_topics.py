@@ -26,9 +26,12 @@ def test_planted_topics_are_recovered_with_their_words(planted):
     assert stats["backend"] == "sklearn" and stats["n_topics"] == [2, 6]
     fine = tree.fine
     assert normalized_mutual_info_score(data.item_topics, fine.labels) == pytest.approx(1.0)
+    texts = [t.lower() for t in render_item_texts(data.catalog)]
     for topic in range(6):
-        planted_topic = np.bincount(data.item_topics[fine.labels == topic]).argmax()
-        assert set(fine.keywords[topic][:3]) == set(data.topic_words[planted_topic])
+        members = np.flatnonzero(fine.labels == topic)
+        planted_topic = np.bincount(data.item_topics[members]).argmax()
+        true_words = {w for w in data.topic_words[planted_topic] if np.mean([w in texts[i] for i in members]) >= 0.5}
+        assert len(true_words) >= 2 and set(fine.keywords[topic][:3]) == true_words  # only words most members hold
 
 
 def test_tree_is_consistent_and_ordered(planted):
@@ -124,7 +127,9 @@ def test_labels_are_phrases_without_noise_and_unique_per_level():
                                  stop_words=["tags"], categories=categories)
     fine, coarse = tree.fine, tree.levels[0]
     assert stats["phrase_vectors"] == "item means"
-    words = {w for names in fine.names + coarse.names for phrase in names.split(", ") for w in phrase.split()}
+    assert coarse.names[0].startswith("like La vie de ")  # three genres, none held by half: named by medoids
+    phrase_labels = [name for name in fine.names + coarse.names if not name.startswith("like ")]
+    words = {w for names in phrase_labels for phrase in names.split(", ") for w in phrase.split()}
     assert not words & {"la", "vie", "de", "netflix", "queue", "fi", "sci", "noir"}
     assert not any(any(c.isdigit() for c in w) for w in words)
     for topic in range(4):

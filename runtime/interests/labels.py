@@ -22,7 +22,11 @@ catalogue has none) and the catalogue's, smoothed with three pseudo-items. A phr
 noise and dropped (a tag put on films of every kind, ``in netflix queue``; words like ``man`` or
 ``story``); above that its score is multiplied by ``min(1, KL / 0.6)``.
 
-**Choice.** Among a topic's best ``n_candidates`` (20) candidates, the label takes three phrases
+**Truth.** A label term must be true of most of the topic: only phrases held by at least
+``min_share`` (50%) of the topic's items are candidates, and the label's phrases are shown by
+decreasing share, so its first term is the one most members carry.
+
+**Choice.** Among a topic's best ``n_candidates`` (20) candidates, the label takes up to three phrases
 by maximal marginal relevance. Relevance is the candidate's score times how much closer its
 vector is to this topic's centroid than to the level's other centroids (a z-score over the
 level's topics, negative values as 0); each step subtracts ``diversity`` (0.5) times the largest
@@ -31,7 +35,9 @@ vectors come from the encoder when one is given, else from the mean vector of th
 the phrase. Where the catalogue has categories, a topic in which at least ``category_share`` (80%)
 of the items carry one category node leads with that category's name (one topic per level and
 name: the one with the largest share). No two topics of a level get the same set of phrases, and a
-coarse topic's set differs from each of its children's.
+coarse topic's set differs from each of its children's: a topic whose true phrases are all taken
+adds another true phrase, and a topic with no true phrase left is named by its medoid items
+(``like Barfly, Blaze``) rather than by words that are false of it.
 """
 
 from __future__ import annotations
@@ -51,6 +57,10 @@ WORD = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*|\S*\d\S*")
 ELISION = re.compile(r"^(?:l|d|j|m|n|s|t|c|qu|dell|nell|all|sull|dall)['’](?=[^\W\d_]{2})")
 ROMAN = re.compile(r"^[ivxlcdm]+$")
 MAX_WORDS = 3
+UNNAMEABLE = re.compile(r"[\d()\[\]{}]")
+TRAILING_BRACKETS = re.compile(r"(?:\s*\([^()]*\))+$")
+TRAILING_ARTICLE = re.compile(r"^(.+), (The|A|An|La|Le|Les|L'|Il|El|Los|Las|Die|Der|Das|Den|Det)$")
+TRAILING_YEAR = re.compile(r"\s*\(\s*\d{4}(?:\s*[-–]\s*\d{0,4})?\s*\)\s*$")
 
 
 @dataclass(frozen=True)
@@ -164,6 +174,8 @@ class LabelConfig:
     diversity: float = 0.5
     category_share: float = 0.8
     min_coverage: float = 0.03
+    min_share: float = 0.5
+    n_medoid_titles: int = 2
 
 
 def label_level(
@@ -175,6 +187,7 @@ def label_level(
     n_keywords: int = 8,
     categories: "CategoryNodes | None" = None,
     forbidden: Sequence[Sequence[frozenset]] | None = None,
+    medoid_titles: Sequence[Sequence[str]] | None = None,
     config: LabelConfig = LabelConfig(),
 ) -> list[list[str]]:
     """Keywords per topic of one level, the label's phrases first.
@@ -182,13 +195,16 @@ def label_level(
     ``labels`` ``[n_items]`` topic ids, ``centroids`` ``[k, dim]`` unit, ``phrase_vectors``
     ``[n_phrases, dim]`` unit. ``categories`` (:class:`CategoryNodes`) lets a topic lead with a
     category name. ``forbidden[c]`` lists phrase sets topic ``c`` may not take (its children's
-    labels).
+    labels). ``medoid_titles[c]`` (display titles of topic ``c``'s medoids, best first) name a
+    topic that no free set of true phrases describes.
     """
     from tastemap.runtime.interests.layers import onehot
 
     k = centroids.shape[0]
+    titles = medoid_titles if medoid_titles is not None else [[] for _ in range(k)]
     if phrases.n_phrases == 0:
-        return [[] for _ in range(k)]
+        taken: set[frozenset] = set()
+        return [[_medoid_name(c, titles[c], taken, config.n_medoid_titles)] for c in range(k)]
     scores = class_tfidf_scores(phrases.items, labels, k)
     spread = categories.shares if categories is not None and categories.shares is not None else onehot(labels, k)
     scores = sparse.csr_matrix(scores @ sparse.diags(concentration(phrases.items, spread)))
@@ -198,6 +214,9 @@ def label_level(
     covered = sparse.csr_matrix(holders.multiply(holders >= minimum[:, None]))
     scores = sparse.csr_matrix(scores.multiply(covered > 0))
     scores.eliminate_zeros()
+    share = sparse.csr_matrix(sparse.diags(1.0 / np.maximum(sizes, 1)) @ holders)  # [k, n_phrases]
+    true = sparse.csr_matrix(scores.multiply(share >= config.min_share))  # candidates most members hold
+    true.eliminate_zeros()
     names = [str(n) for n in phrases.names]
     leads = _category_leads(categories, labels, k, config.category_share) if categories is not None else {}
     similarity = phrase_vectors @ centroids.T  # [n_phrases, k]
@@ -207,10 +226,8 @@ def label_level(
     used: set[frozenset] = set()
     result: list[list[str]] = [[] for _ in range(k)]
     for topic in np.lexsort((np.arange(k), -sizes)):
-        row = scores.getrow(int(topic))
-        ranked = row.indices[np.lexsort((row.indices, -row.data))]
-        ranked = ranked[row.data[np.lexsort((row.indices, -row.data))] > 0]
-        pool = [int(i) for i in ranked[: config.n_candidates]]
+        ranked = _ranked(scores.getrow(int(topic)))
+        pool = [int(i) for i in _ranked(true.getrow(int(topic)))[: config.n_candidates]]
         taken_names: list[str] = []
         taken_vectors: list[np.ndarray] = []
         if topic in leads:
@@ -221,14 +238,65 @@ def label_level(
         best_score = max((scores[topic, i] for i in pool), default=1.0) or 1.0
         relevance = {i: float(scores[topic, i] / best_score * max(distinct[i, topic], 0.0)) for i in pool}
         chosen = _mmr(pool, names, phrase_vectors, relevance, taken_names, taken_vectors, blocked, config)
-        extra = [names[i] for i in ranked if names[i] not in chosen]
-        while frozenset(chosen) in blocked:  # fewer phrases than asked and the same as another topic's
-            chosen.append(extra.pop(0) if extra else f"({len(chosen)})")
+        coverage = {names[i]: share[topic, i] for i in pool}
+        chosen = sorted(chosen, key=lambda name: -coverage.get(name, 1.0))  # a category lead holds >= 80%
+        extra = [names[i] for i in pool if names[i] not in chosen and not _shares_word(names[i], chosen)]
+        while chosen and frozenset(chosen) in blocked and extra:  # the same as another topic's: one more true phrase
+            chosen.append(extra.pop(0))
+        if chosen and frozenset(chosen) in blocked:  # true but taken: told apart by its medoid
+            chosen = chosen[: config.n_phrases - 1] + [_medoid_name(int(topic), titles[int(topic)], blocked, 1)]
+        if not chosen or frozenset(chosen) in blocked:  # nothing true to say: name the medoids
+            chosen = [_medoid_name(int(topic), titles[int(topic)], blocked, config.n_medoid_titles)]
         used.add(frozenset(chosen))
         rest = [names[i] for i in ranked[: n_keywords * 2] if names[i] not in chosen]
         # ``TopicLevel.names`` joins the first three keywords: a shorter label takes no others
         result[int(topic)] = (chosen + rest)[: max(n_keywords, len(chosen))] if len(chosen) >= config.n_phrases else chosen
     return result
+
+
+def medoid_label(titles: Sequence[str], n_titles: int = 2) -> str:
+    """``like A, B``: a topic named by its first ``n_titles`` medoid titles (a trailing year in
+    brackets cut off, see :func:`display_title`)."""
+    return "like " + ", ".join(display_title(t) for t in list(titles)[:n_titles])
+
+
+def _medoid_name(topic: int, titles: Sequence[str], blocked: set, n_titles: int) -> str:
+    """The medoid label of ``topic`` not in ``blocked``: more (distinct) titles until it is free;
+    ``topic <id>`` without titles, or when identical titles leave no free name."""
+    distinct = list(dict.fromkeys(display_title(t) for t in titles if str(t).strip()))
+    for n in range(min(n_titles, len(distinct)), len(distinct) + 1):
+        name = medoid_label(distinct, n)
+        if n and frozenset([name]) not in blocked:
+            blocked.add(frozenset([name]))
+            return name
+    return f"topic {topic}"
+
+
+def display_title(title: str) -> str:
+    """A title as a person says it: without its trailing year and alternative titles in brackets,
+    a trailing article in front (``The Night`` for ``Night, The (Notte, La) (1961)``)."""
+    short = TRAILING_YEAR.sub("", str(title)).strip()
+    short = TRAILING_BRACKETS.sub("", short).strip() or short
+    moved = TRAILING_ARTICLE.match(short)
+    short = f"{moved.group(2)} {moved.group(1)}" if moved else short
+    return short or str(title)
+
+
+def is_nameable(term: str) -> bool:
+    """Whether a term (a category's name) may name a topic or a reason: no digit, no bracket
+    (``(no genres listed)``, ``shelf 0`` are not)."""
+    return not UNNAMEABLE.search(str(term))
+
+
+def is_medoid_label(name: str) -> bool:
+    """Whether a label names its topic's medoids (:func:`medoid_label`) rather than phrases."""
+    return name.startswith("like ")
+
+
+def _ranked(row: sparse.csr_matrix) -> np.ndarray:
+    """Column indices of a one-row score matrix's positive entries, best first (ties: lower index)."""
+    order = np.lexsort((row.indices, -row.data))
+    return row.indices[order][row.data[order] > 0]
 
 
 def phrase_vectors_from_items(phrases: Phrases, item_vectors: np.ndarray) -> np.ndarray:
@@ -299,7 +367,7 @@ def _category_leads(categories: CategoryNodes, labels: np.ndarray, k: int, share
     order = np.lexsort((nodes, topics, -fraction[topics, nodes], -depth[nodes]))
     leads: dict[int, int] = {}
     for topic, node in zip(topics[order], nodes[order]):
-        if int(topic) not in leads and int(node) not in leads.values():
+        if int(topic) not in leads and int(node) not in leads.values() and is_nameable(categories.label(int(node))):
             leads[int(topic)] = int(node)
     return leads
 

@@ -289,7 +289,7 @@ class InterestProfiler(BaseEstimator):
             n_coarse_topics=self.n_coarse_topics or None, backend=self.backend, seed=self.seed,
             stop_words=template_words(self.text_template),
             encoder=item_vectors if hasattr(item_vectors, "encode") else None,
-            categories=catalog["categories"].tolist())
+            categories=catalog["categories"].tolist(), titles=self.item_titles_)
         self.backend_ = topic_stats["backend"]
         self.item_topics_ = np.stack([level.labels for level in self.topic_tree_.levels], axis=1)
         self.category_levels_ = category_levels(catalog["categories"].tolist())

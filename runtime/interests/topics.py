@@ -1,7 +1,14 @@
 """Global topics: k-means over item vectors, merged bottom-up into a coarse-over-fine topic tree.
 
-Fine topics are spherical k-means clusters of the unit item vectors; coarse topics are Ward
-merges of the fine centroids, so every fine topic has exactly one coarse parent. Each topic gets
+Fine topics are spherical k-means clusters of what an item is: its unit text vector joined with
+its catalog categories (:func:`topic_space`, the category membership weighted by
+``category_weight``), so that topics follow the categories and the text rather than incidental
+tokens; coarse topics are Ward merges of the fine centroids in that space, so every fine topic
+has exactly one coarse parent. Stored centroids are means of the text vectors, which is what
+:meth:`TopicTree.assign` places new items and texts by. Measured on MovieLens (``python -m
+tastemap.bench.explicit --options``, 50 fine topics): the item text alone (``Title (1995). Genres.
+Tags: ...``) clusters films with genre-set NMI 0.46 and release-year NMI 0.37; joined with the
+genres at weight 1, 0.79 and 0.13, at an unchanged HR@10. Each topic gets
 keywords, its size and its medoid items. Keywords are phrases (:mod:`~tastemap.runtime.interests.labels`):
 candidates from the items' texts scored by class-based TF-IDF (``tf(t, c) * log(1 + A / f(t))``,
 ``A`` the mean number of phrases per topic, ``f(t)`` the frequency of ``t`` over all topics) and
@@ -31,6 +38,7 @@ from tastemap.runtime.interests.labels import (
     Phrases,
     class_tfidf_scores,
     extract_phrases,
+    is_nameable,
     label_level,
     phrase_vectors_from_items,
     stop_word_set,
@@ -129,6 +137,8 @@ def fit_topic_tree(
     stop_words: Sequence[str] = (),
     encoder=None,
     categories: Sequence | None = None,
+    titles: Sequence[str] | None = None,
+    category_weight: float = 1.0,
 ) -> tuple[TopicTree, dict]:
     """Cluster unit item vectors ``[n_items, dim]`` into fine topics and merge them into coarse ones.
 
@@ -136,9 +146,11 @@ def fit_topic_tree(
     ``stop_words``, e.g. the words of the text template, are left out). ``encoder`` (an object with
     ``encode(texts) -> [n, dim]``, the one that encoded the items) embeds the candidate phrases;
     without it a phrase's vector is the mean vector of the items holding it. ``categories``
-    ``[n_items]`` (each item's category paths, tuples) lets a topic whose items share one category
-    lead its label with the category's name. ``n_coarse_topics=None`` (or 0) builds a single
-    level. Returns ``(tree, stats)``; stats hold the backend used and timings.
+    ``[n_items]`` (each item's category paths, tuples) joins the clustered space with weight
+    ``category_weight`` (0: text vectors alone) and lets a topic whose items share one category
+    lead its label with the category's name. ``titles`` ``[n_items]`` name a topic that no true
+    phrase describes by its medoids (``like Barfly, Blaze``). ``n_coarse_topics=None`` (or 0)
+    builds a single level. Returns ``(tree, stats)``; stats hold the backend used and timings.
     """
     vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != len(texts):
@@ -147,14 +159,18 @@ def fit_topic_tree(
         raise InputError(f"n_items={vectors.shape[0]} should be >= n_topics={n_topics} (and n_topics >= 2)")
     if n_coarse_topics and not 1 <= n_coarse_topics < n_topics:
         raise InputError(f"n_coarse_topics={n_coarse_topics} should be between 1 and n_topics - 1 = {n_topics - 1}")
+    if not 0 <= category_weight < np.inf:
+        raise InputError(f"category_weight={category_weight} should be >= 0 and finite")
     engine = resolve_backend(backend) if isinstance(backend, str) else backend
     start = time.perf_counter()
-    (fine, _), kmeans_stats = engine.kmeans(vectors, n_topics, seed=seed, spherical=True)
+    nodes = _category_nodes(categories, vectors, encoder) if categories is not None else None
+    space = topic_space(vectors, nodes.items if nodes is not None else None, category_weight)
+    (fine, _), kmeans_stats = engine.kmeans(space, n_topics, seed=seed, spherical=True)
     fine = _compact(fine)
     n_fine = int(fine.max()) + 1
     if n_fine < n_topics:
         logger.info("%d of %d topics came out empty and were removed", n_topics - n_fine, n_topics)
-    centroids = _unit(group_means(vectors, fine, n_fine))
+    centroids = _unit(group_means(space, fine, n_fine))
     if n_coarse_topics:
         coarse_of_fine = _merge(centroids, np.bincount(fine, minlength=n_fine), n_coarse_topics)
         fine_order = np.lexsort((-np.bincount(fine, minlength=n_fine), coarse_of_fine))
@@ -171,9 +187,11 @@ def fit_topic_tree(
     label_start = time.perf_counter()
     phrases = extract_phrases(texts, stop_word_set(stop_words))
     if phrases.n_phrases == 0:
-        logger.info("item texts have no phrases to label topics with; topics get numeric labels")
+        logger.info("item texts have no phrases to label topics with; topics are named by their medoids")
     phrase_vectors = _phrase_vectors(phrases, vectors, encoder)
-    nodes = _category_nodes(categories, vectors, encoder) if categories is not None else None
+    phrases, phrase_vectors = _with_categories(phrases, phrase_vectors, nodes)
+    titles = [str(t) for t in titles] if titles is not None else [_first_sentence(t) for t in texts]
+    central = [medoids(space, labels, parents.size, n_medoids) for labels, parents in assignments]
     keywords: list = [None] * len(assignments)
     for depth in range(len(assignments) - 1, -1, -1):  # fine first: a coarse label avoids its children's
         labels, parents = assignments[depth]
@@ -183,10 +201,12 @@ def fit_topic_tree(
             child_parents = assignments[depth + 1][1]
             forbidden = [[frozenset(keywords[depth + 1][c][:3]) for c in np.flatnonzero(child_parents == t)]
                          for t in range(k)]
+        names_of_medoids = [[titles[i] for i in row if i >= 0] for row in central[depth]]
         keywords[depth] = label_level(phrases, labels, _unit(group_means(vectors, labels, k)), phrase_vectors,
-                                      n_keywords=n_keywords, categories=nodes, forbidden=forbidden)
+                                      n_keywords=n_keywords, categories=nodes, forbidden=forbidden,
+                                      medoid_titles=names_of_medoids)
     levels = []
-    for (labels, parents), words in zip(assignments, keywords):
+    for (labels, parents), words, central_items in zip(assignments, keywords, central):
         k = parents.size
         levels.append(TopicLevel(
             labels=labels.astype(np.int64),
@@ -194,13 +214,26 @@ def fit_topic_tree(
             centroids=_unit(group_means(vectors, labels, k)),
             sizes=np.bincount(labels, minlength=k).astype(np.int64),
             keywords=words,
-            medoids=medoids(vectors, labels, k, n_medoids),
+            medoids=central_items,
         ))
     stats = {"backend": kmeans_stats["backend"], "kmeans_seconds": kmeans_stats["seconds"],
              "label_seconds": round(time.perf_counter() - label_start, 3), "n_phrases": phrases.n_phrases,
              "phrase_vectors": "encoder" if encoder is not None else "item means",
              "seconds": round(time.perf_counter() - start, 3), "n_topics": [lv.n_topics for lv in levels]}
     return TopicTree(levels=levels), stats
+
+
+def topic_space(vectors: np.ndarray, category_items: sparse.spmatrix | None, weight: float) -> np.ndarray:
+    """What topics cluster: unit rows of ``[vectors, weight * unit(category membership)]``,
+    ``[n_items, dim + n_nodes]`` float32 (``vectors`` alone without categories or at weight 0).
+
+    An item's categories (every node of every depth it carries) weigh as much as its text at
+    ``weight=1``: two films of one genre set are as close through their genres as two
+    near-identical texts are through their words."""
+    if category_items is None or weight == 0 or category_items.shape[1] == 0:
+        return vectors
+    membership = np.asarray(sparse.csr_matrix(category_items).todense(), dtype=np.float32)
+    return _unit(np.hstack([vectors, weight * _unit((membership > 0).astype(np.float32))]))
 
 
 def class_tfidf(counts: tuple, labels: np.ndarray, n_classes: int, n_keywords: int = 8) -> list[list[str]]:
@@ -243,6 +276,21 @@ def _phrase_vectors(phrases: Phrases, item_vectors: np.ndarray, encoder) -> np.n
     return _unit(encoded)
 
 
+def _with_categories(phrases: Phrases, phrase_vectors: np.ndarray, nodes: CategoryNodes | None):
+    """The candidate phrases with the catalog's category nodes as candidates too, whatever their
+    frequency (a category held by a third of the catalogue, ``drama``, still names a topic where
+    most items hold it); a phrase spelling a category's name gives way to the category."""
+    if nodes is None or nodes.names.size == 0:
+        return phrases, phrase_vectors
+    names = np.array([nodes.label(i) for i in range(nodes.names.size)], dtype=object)
+    usable = np.flatnonzero([is_nameable(n) for n in names])  # not ``(no genres listed)``
+    categories = {str(n).replace("-", " ") for n in names[usable]}
+    keep = np.array([str(n).lower().replace("-", " ") not in categories for n in phrases.names], bool)
+    items = sparse.hstack([phrases.items[:, np.flatnonzero(keep)], nodes.items[:, usable]]).tocsr()
+    vectors = np.concatenate([phrase_vectors[keep], nodes.vectors[usable]]).astype(np.float32)
+    return Phrases(items=items, names=np.concatenate([phrases.names[keep], names[usable]])), vectors
+
+
 def _category_nodes(categories: Sequence, item_vectors: np.ndarray, encoder) -> CategoryNodes | None:
     """The category nodes of every depth, with vectors (encoded names, or item means)."""
     from tastemap.runtime.interests.layers import category_levels
@@ -260,6 +308,11 @@ def _category_nodes(categories: Sequence, item_vectors: np.ndarray, encoder) -> 
     reference = [level for level in levels if level.items.shape[1] >= MIN_REFERENCE_NODES]
     shares = reference[-1].items.tocsr() if reference else None
     return CategoryNodes(items=matrix, names=names, vectors=vectors, shares=shares)
+
+
+def _first_sentence(text: str) -> str:
+    """The title part of a rendered item text (up to its first ``. ``), for medoid labels."""
+    return str(text).split(". ", 1)[0]
 
 
 def _merge(centroids: np.ndarray, sizes: np.ndarray, n_coarse: int) -> np.ndarray:

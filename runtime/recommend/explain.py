@@ -1,4 +1,4 @@
-"""Explanations whose label describes both the seed items and the recommended item.
+"""Explanations that name what the recommended item and its seed items share.
 
 Rule (:func:`explain_item`), for a user, a recommended item and the component (layer) that
 contributed most to its score:
@@ -6,19 +6,25 @@ contributed most to its score:
 1. **Contributions.** Every member of every interest of the user gets a contribution to the item:
    its collaborative weight towards the item for the collaborative layers (times its recency weight for the
    short-term layer), its cosine to the item otherwise (interest and category layers).
-2. **Interest.** Interests whose positive contribution is at least half of the largest one are
-   candidates (summed for EASE, the best member for cosines). Among them, the one whose leading
-   contributors (its five strongest, each at least a tenth of its strongest) share the item's topic
-   at the finest level of the topic tree wins; ties go to the larger contribution.
-3. **Label and seeds.** The first seed is the strongest contributor that shares that topic with
-   the item; the second is the strongest contributor of all when that is another item, else the
-   next one sharing the topic. The label is that topic's name: it holds the item and the first
-   seed. It is the interest's own label (:func:`~tastemap.runtime.interests.profiles.interest_label`, what most
-   of its members share) when the item falls in it. When no contributor shares any topic with the
-   item, the label falls back to the item's own fine topic, the seeds are the two strongest
-   contributors, and the explanation says that the label is the item's topic, not the seeds'.
+2. **Leading contributors.** Interests whose positive contribution is at least half of the largest
+   one are candidates (summed for EASE, the best member for cosines); their leading contributors
+   are each one's five strongest members, each at least a tenth of its strongest.
+3. **Common ground.** Of the leading contributors, the first seed is the one whose common ground
+   with the item (:meth:`~tastemap.runtime.recommend.ground.ItemTerms.shared`) is most specific:
+   naming a category first, then a keyword phrase (a tag, a title's words), then rarer
+   categories; ties go to the larger contribution. The explanation names that ground, at most
+   one phrase and three terms, categories rarest first (the deepest node of a path: ``crime``
+   for ``Books > Fiction > Crime``): "because you like time travel, sci-fi and comedy, as in Back
+   to the Future Part III". The second seed is the next contributor of the same interest
+   holding the first term. Without a shared term, a seed in the item's topic at the finest level
+   names that topic's label, when the label is phrases (not medoid titles). When they share
+   nothing nameable, the explanation names the seeds only: "because you liked Back to the
+   Future Part III"; the seeds are then the strongest contributors.
 
-A mixed interest (no topic shared by most of its members) is named as such ("a mix of ...").
+Every seed contributes positively to the item's score, so removing the seeds from the history
+lowers it (the deletion test of ``tastemap.bench.interests``). An interest's own label
+(:func:`interest_name`) is the categories most of its members carry, else the topic they share,
+else its medoid's title; never a mix of labels.
 """
 
 from __future__ import annotations
@@ -27,12 +33,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tastemap.runtime.interests.profiles import interest_label, shared_topic
+from tastemap.runtime.interests.labels import display_title, is_medoid_label
+from tastemap.runtime.interests.profiles import shared_topic
+from tastemap.runtime.recommend.ground import ItemTerms, item_terms, join_words
 from tastemap.runtime.recommend.candidates import gather
 
 CANDIDATE_SHARE = 0.5
 LEADING = 5
 LEADING_SHARE = 0.1
+MAJORITY = 0.5  # an interest is named by the categories more than half of its members carry
 
 
 @dataclass(frozen=True)
@@ -40,9 +49,13 @@ class Explanation:
     """Why an item was recommended.
 
     ``interest`` is the rank of the user's interest (0 = most important; -1 when the user has
-    none, e.g. a text cold start); ``topic`` the label shown, the name of the topic at tree level
-    ``topic_level`` (0 = coarse) with id ``topic_id`` that holds the item and, when ``agrees``, at
-    least one seed; ``interest_label`` what the interest's members share; ``layer`` the component
+    none, e.g. a text cold start); ``topic`` the common ground named: the categories the item and
+    its first seed share, or the label of the topic at tree level ``topic_level`` (0 = coarse)
+    with id ``topic_id`` that holds both; ``agrees`` is False when they share nothing nameable
+    (``topic`` is then empty and the seeds alone explain the item; ``topic_level`` and
+    ``topic_id`` give the item's fine topic). Without seeds (no interests, a text cold start)
+    ``topic`` is the item's fine topic. ``interest_label`` is what the interest's members share
+    (:func:`interest_name`); ``layer`` the component
     that contributed most (``long-term``, ``short-term``, ``interest``, ``category`` or
     ``cold-start``); ``seed_item_ids``/``seed_titles`` the items that led to it and ``segment``
     the segment label used for a cold start.
@@ -58,15 +71,22 @@ class Explanation:
     topic_level: int = -1
     topic_id: int = -1
     agrees: bool = True
+    audience: str = ""
+    """For a cold start from user attributes: the groups the item is popular with."""
 
     def describe(self) -> str:
-        seeds = f" (from {', '.join(map(str, self.seed_titles))})" if self.seed_titles else ""
-        if not self.agrees and self.interest_label:
-            text = f"because you like: {self.interest_label}{seeds}; this one is {self.topic}"
+        if self.audience:
+            liked = f" (and you liked {', '.join(map(str, self.seed_titles))})" if self.seed_titles else ""
+            return f"popular with {self.audience}{liked}"
+        seeds = " and ".join(display_title(t) for t in self.seed_titles)
+        if self.seed_titles and self.agrees:
+            text = f"because you like {self.topic}, as in {seeds}"
+        elif self.seed_titles:
+            text = f"because you liked {seeds}"
+        elif is_medoid_label(self.topic):
+            text = f"because it is {self.topic}"
         else:
-            text = f"because you like: {self.topic}{seeds}"
-            if self.interest_label and self.interest_label != self.topic:
-                text += f", within your interest in {self.interest_label}"
+            text = f"because you like {self.topic}"
         if self.segment:
             text += f"; people like you: {self.segment}"
         return text
@@ -103,6 +123,7 @@ def explain_items(recommender, user: int, items: np.ndarray, state, components: 
         collaborative = np.where(members[:, None] == items[None, :], 0.0, model.left[members] @ model.right[items].T)
         recency = gather(state.recency[user : user + 1], members)  # the members' recency weights
     labels: dict[int, tuple] = {}  # interest -> (its label, what its members share): once per user, not per item
+    terms = item_terms(profiler)
     out = []
     for column, (item, component, layer) in enumerate(zip(items, components, layers)):
         if component in ("long_term", "short_term") and collaborative is not None:
@@ -116,67 +137,83 @@ def explain_items(recommender, user: int, items: np.ndarray, state, components: 
             contribution = cosines[:, column] - cosines[:, column].min() + 1e-6
             strength = np.zeros(hi - lo)
             np.maximum.at(strength, owner, contribution)
-        out.append(_explanation(recommender, int(item), owner, members, contribution, strength, layer, segment,
-                                labels))
+        out.append(_explanation(recommender, terms, int(item), owner, members, contribution, strength, layer,
+                                segment, labels))
     return out
 
 
-def _explanation(recommender, item: int, owner, members, contribution, strength, layer: str,
+def _explanation(recommender, terms: ItemTerms, item: int, owner, members, contribution, strength, layer: str,
                  segment: str | None, labels: dict) -> Explanation:
     profiler = recommender.profiler_
     tree, item_topics = profiler.topic_tree_, profiler.item_topics_
-    own = item_topics[item]
-    best, level, seeds = _choose(owner, members, contribution, strength, item_topics, own)
+    leading = _leading(owner, contribution, strength)
+    shared = [terms.shared(item, int(members[m])) for m in leading]
+    fine = len(tree.levels) - 1
+    level, topic, ground = fine, int(item_topics[item, fine]), ""
+    if any(shared):
+        first = max(range(leading.size), key=lambda j: (shared[j].specificity, contribution[leading[j]], -j))
+        ground = join_words(shared[first].words)
+        lead_word = shared[first].words[0]
+        others = [j for j in range(leading.size) if j != first and lead_word in shared[j].words]
+    else:
+        first, others = 0, list(range(1, leading.size))
+        in_topic = [j for j in range(leading.size)
+                    if item_topics[members[leading[j]], fine] == topic and not is_medoid_label(tree.fine.names[topic])]
+        if in_topic:
+            first, others = in_topic[0], in_topic[1:]
+            ground = tree.fine.names[topic]
+    best = int(owner[leading[first]])
+    others = [j for j in others if owner[leading[j]] == best]  # the seeds come from one interest
+    seeds = members[leading[[first, *others[:1]]]]
     if best not in labels:
-        chosen = members[owner == best]
-        labels[best] = (interest_label(chosen, item_topics, tree), shared_topic(chosen, item_topics))
-    label_of_interest, (shared_level, shared, _) = labels[best]
-    agrees = level >= 0
-    if not agrees:
-        level = len(tree.levels) - 1
-    topic = int(own[level])
-    name = label_of_interest if (shared_level == level and shared == topic) else tree.levels[level].names[topic]
-    seeds = list(seeds)
+        labels[best] = interest_name(members[owner == best], profiler, terms)
     return Explanation(
-        interest=int(best),
-        topic=name,
+        interest=best,
+        topic=ground,
         layer=layer,
         seed_item_ids=tuple(recommender.item_ids_[seeds].tolist()),
         seed_titles=tuple(recommender.titles_[seeds].tolist()),
         segment=segment,
-        interest_label=label_of_interest,
-        topic_level=int(level),
+        interest_label=labels[best],
+        topic_level=level,
         topic_id=topic,
-        agrees=agrees,
+        agrees=bool(ground),
     )
 
 
-def _choose(owner, members, contribution, strength, item_topics, own) -> tuple[int, int, np.ndarray]:
-    """``(interest, agreement level or -1, seed items)`` by the rule of the module docstring."""
+def _leading(owner, contribution, strength) -> np.ndarray:
+    """Positions (into the members) of the leading contributors of the candidate interests, by
+    decreasing contribution (see the module docstring)."""
     top = float(strength.max())
     candidates = np.flatnonzero(strength >= CANDIDATE_SHARE * top) if top > 0 else np.array([int(np.argmax(strength))])
-    picks = []
+    leading = []
     for interest in candidates:
         mine = np.flatnonzero((owner == interest) & (contribution > 0))
-        mine = mine[np.argsort(-contribution[mine], kind="stable")]
-        leading = mine[:LEADING]
-        if leading.size:
-            leading = leading[contribution[leading] >= LEADING_SHARE * contribution[leading[0]]]
-        level, agreeing = -1, leading[:0]
-        for depth in range(item_topics.shape[1] - 1, -1, -1):
-            agreeing = leading[item_topics[members[leading], depth] == own[depth]]
-            if agreeing.size:
-                level = depth
-                break
-        if level < 0:
-            seeds = members[leading[:2]]
-        elif agreeing[0] == leading[0]:
-            seeds = members[agreeing[:2]]
-        else:  # the strongest member sharing the item's topic, then the strongest of all
-            seeds = members[[agreeing[0], leading[0]]]
-        picks.append((level, float(strength[interest]), -int(interest), seeds))
-    level, _, negative, seeds = max(picks, key=lambda p: (p[0], p[1], p[2]))
-    return -negative, level, seeds
+        mine = mine[np.argsort(-contribution[mine], kind="stable")][:LEADING]
+        if mine.size:
+            leading.append(mine[contribution[mine] >= LEADING_SHARE * contribution[mine[0]]])
+    if not leading:  # nothing positive: the strongest member of the strongest interest
+        leading = [np.flatnonzero(owner == int(np.argmax(strength)))[:1]]
+    leading = np.concatenate(leading)
+    return leading[np.argsort(-contribution[leading], kind="stable")]
+
+
+def interest_name(members: np.ndarray, profiler, terms: ItemTerms | None = None) -> str:
+    """What an interest's members (catalog rows, most central first) share: the categories more
+    than half of them carry (deepest, most widely held first, at most two), else the label of the
+    topic more than half of them fall in, else ``like <title>`` of its most central member."""
+    terms = terms if terms is not None else item_terms(profiler)
+    members = np.asarray(members, np.int64)
+    held = np.asarray(terms.items[members].sum(axis=0)).ravel() if terms.names.size else np.zeros(0)
+    common = np.flatnonzero(held > MAJORITY * members.size)
+    common = np.setdiff1d(common, terms.parents[common])
+    if common.size:
+        return join_words([str(terms.names[n]) for n in common[np.lexsort((common, -held[common]))]][:2])
+    tree = profiler.topic_tree_
+    level, topic, _ = shared_topic(members, profiler.item_topics_)
+    if level >= 0 and not is_medoid_label(tree.levels[level].names[topic]):
+        return tree.levels[level].names[topic]
+    return f"like {display_title(profiler.item_titles_[members[0]])}"
 
 
 def item_topic_explanation(recommender, item: int, layer: str, segment: str | None) -> Explanation:

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from tastemap.runtime.interests.profile_io import write_atomically
+from tastemap.runtime.io.outputs import write_atomically
 
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
            "#9c755f", "#bab0ac", "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02")
@@ -277,7 +277,7 @@ def report_from_recommender(
     ``example_users``' interests and top ``k`` recommendations) and evaluation tables."""
     from tastemap.runtime.interests.base import check_fitted
 
-    from tastemap.runtime.interests.profiles import interest_label
+    from tastemap.runtime.recommend.explain import interest_name
 
     check_fitted(recommender, "state_", "fit(train, catalog, item_vectors)")
     profiler = recommender.profiler_
@@ -291,7 +291,7 @@ def report_from_recommender(
         users.append(ExampleUser(
             user_id=user_id,
             n_events=int(profiler.profiles_.n_events[position]),
-            interests=[{"rank": r, "topic": interest_label(i.members, profiler.item_topics_, tree), "share": i.share,
+            interests=[{"rank": r, "topic": interest_name(i.members, profiler), "share": i.share,
                         "size": i.size, "medoid": titles[i.medoid], "members": [titles[m] for m in i.members[1:3]]}
                        for r, i in enumerate(interests)],
             recommendations=recommender.recommend(user_id, k=k),
