@@ -31,7 +31,7 @@ from sklearn.base import BaseEstimator
 from tastemap.errors import InputError
 from tastemap.runtime.interests.base import check_fitted
 from tastemap.runtime.interests.clustering import BACKENDS, resolve_backend
-from tastemap.runtime.interests.profile_io import write_atomically
+from tastemap.runtime.io.outputs import write_atomically
 from tastemap.runtime.interests.profiles import UserProfiles
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,11 @@ SEGMENTS_SCHEMA = pa.schema([
                                            ("population", pa.float32()), ("lift", pa.float32())]))),
     ("centroid", pa.list_(pa.float32())),
 ])
+ATTRIBUTES_FIELD = pa.field("top_attributes", pa.list_(pa.struct([
+    ("attribute", pa.string()), ("value", pa.string()), ("share", pa.float32()), ("population", pa.float32()),
+    ("lift", pa.float32()), ("users", pa.int64())])))
+"""The column that segments described by user attributes add: the attributes over-represented in
+the segment (:func:`~tastemap.runtime.recommend.attributes.describe_segments_by_attributes`)."""
 FEATURES = ("topics", "categories", "topics+categories")
 
 
@@ -225,8 +230,11 @@ class UserSegmenter(BaseEstimator):
         self.user_ids_ = profiles.user_ids
         self.segments_ = describe_segments(profiles, remap[labels], best)
         self.labels_ = remap[labels]
-        logger.info("segments: %s k=%d chosen by %s %s (backend %s)", self.method, best, self.criterion_,
-                    {k: round(v, 4) for k, v in scores.items()}, self.backend_)
+        considered = {k: round(v, 4) for k, v in scores.items() if not np.isnan(v)}
+        too_small = sorted(k for k, v in scores.items() if np.isnan(v))
+        logger.info("segments: %s k=%d chosen by %s %s (backend %s)%s", self.method, best, self.criterion_, considered,
+                    self.backend_, f"; k={_ks_text(too_small)} not considered: their smallest segment holds fewer "
+                    f"than {self.min_segment_share:.0%} of the users (min_segment_share)" if too_small else "")
         return self
 
     def predict(self, profiles: UserProfiles) -> np.ndarray:
@@ -272,6 +280,13 @@ class UserSegmenter(BaseEstimator):
         else:
             best = max(allowed, key=lambda k: (scores[k], -k))
         return best, criterion, scores, dispersion
+
+
+def _ks_text(ks: list[int]) -> str:
+    """``6..20`` for a run of consecutive values, else ``[4, 7, 9]``."""
+    if len(ks) > 2 and ks == list(range(ks[0], ks[-1] + 1)):
+        return f"{ks[0]}..{ks[-1]}"
+    return str(ks)
 
 
 def within_dispersion(x: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -345,7 +360,8 @@ def write_segments(segmenter: UserSegmenter, out_dir: str | Path) -> dict[str, P
     meta = {"method": segmenter.method, "features": segmenter.features, "feature_names": segmenter.feature_names_,
             "criterion": segmenter.criterion_, "criterion_scores": {str(k): (None if v != v else v) for k, v in segmenter.criterion_scores_.items()},
             "backend": segmenter.backend_, "seed": segmenter.seed}
-    table = pa.Table.from_pandas(frame, schema=SEGMENTS_SCHEMA, preserve_index=False)
+    schema = SEGMENTS_SCHEMA.append(ATTRIBUTES_FIELD) if "top_attributes" in frame else SEGMENTS_SCHEMA
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"tastemap": json.dumps(meta).encode()})
     users = pa.table({"user_id": pa.array(segmenter.user_ids_), "segment": pa.array(segmenter.labels_.astype(np.int32))})
     return write_atomically(out_dir, {

@@ -59,7 +59,7 @@ import pandas as pd
 import tastemap
 from tastemap.errors import FittedModelError, InputError
 from tastemap.runtime.io.interactions import Interactions
-from tastemap.runtime.pipeline import model_io, model_lock, model_state, model_update
+from tastemap.runtime.pipeline import model_attributes, model_io, model_lock, model_state, model_update
 from tastemap.runtime.pipeline.model_input import check_rating_scale, like_model_ids
 from tastemap.runtime.recommend.recommender import Explanation, Recommendation, TastemapRecommender
 
@@ -100,13 +100,14 @@ class TastemapModel:
         self._encoder = encoder
         self._source = source
         self._dirty = {"items", "users", "fixed"} if source is None else set()
+        self.attributes = None  # the AttributeModel of fit(..., users=...): group-level aggregates only
 
     # building -----------------------------------------------------------------------------------
 
     @classmethod
     def fit(cls, data: Interactions, catalog: pd.DataFrame, item_vectors=None, *, encoder=None,
             recommender: TastemapRecommender | None = None, holdout: str | None = None,
-            rating_scale: float | None = None, seed: int = 0, collaborative=None) -> "TastemapModel":
+            rating_scale: float | None = None, seed: int = 0, collaborative=None, users=None) -> "TastemapModel":
         """Fit on ``data`` (aligned with ``catalog``: ``align_events``).
 
         ``item_vectors`` ``[n_items, dim]`` in catalog order (None: ``encoder.encode`` the item
@@ -119,11 +120,14 @@ class TastemapModel:
         (:class:`~tastemap.runtime.io.interactions.Interactions`, after the held-out split) that
         returns their EASE weights, such as
         :func:`~tastemap.runtime.spark.collaborative.spark_collaborative` (default: fitted here).
+        ``users``: the users' attributes (:func:`~tastemap.runtime.io.users.read_users`) for
+        ``recommend_cold(attributes=...)`` and segments described by attributes
+        (:mod:`~tastemap.runtime.pipeline.model_attributes`: only group aggregates are kept).
         """
         from sklearn.base import clone
 
         from tastemap.runtime.interests.base import as_catalog
-        from tastemap.runtime.recommend.evaluate import split_events
+        from tastemap.runtime.recommend.splits import split_events
 
         if item_vectors is None and encoder is None:
             raise InputError("give item_vectors [n_items, dim] or an encoder to embed the item texts")
@@ -132,7 +136,7 @@ class TastemapModel:
         train, held_out, protocol = data, None, None
         if holdout is not None:
             split = split_events(data, holdout)
-            train, protocol = split.train, split.protocol.value
+            train, protocol = split.train, split.protocol
             test = split.test
             held_out = pd.DataFrame({"user_id": test.user_ids[test.users], "item_id": test.item_ids[test.items],
                                      "timestamp": test.timestamps, "weight": test.weights})
@@ -155,8 +159,10 @@ class TastemapModel:
             "fit_seconds": round(time.perf_counter() - started, 2),
             "updates": [],
         }
-        return cls(estimator, categories=list(catalog["categories"]), meta=meta, events=events,
-                   holdout=held_out, encoder=encoder)
+        model = cls(estimator, categories=list(catalog["categories"]), meta=meta, events=events,
+                    holdout=held_out, encoder=encoder)
+        model.attributes = model_attributes.fit_attributes(estimator, train, users, seed=seed)
+        return model
 
     @classmethod
     def load(cls, path: str | Path, *, verify: bool = True, encoder=None) -> "TastemapModel":
@@ -190,6 +196,7 @@ class TastemapModel:
                                    f"({type(exc).__name__}: {exc}); fit the model again") from None
         meta = {key: value for key, value in manifest.items() if key not in _MANIFEST_ONLY}
         model = cls(recommender, categories=categories, meta=meta, source=version)
+        model.attributes = model_attributes.restore_attributes(version.root, manifest)
         if encoder is not None:
             model.set_encoder(encoder)
         return model
@@ -209,6 +216,8 @@ class TastemapModel:
         scratch = model_state.scratch_folder()
         try:
             writers, state_meta = model_state.state_files(self.recommender, self._categories, scratch=scratch)
+            attribute_writers, state_meta["fitted"][model_attributes.RECORD] = model_attributes.attribute_state(self.attributes)
+            writers.update(attribute_writers)
             parts, event_writers = self._event_files()
             writers.update(event_writers)
             reuse = self._reusable(writers, parts)
@@ -286,6 +295,7 @@ class TastemapModel:
     @property
     def profiles(self):
         """The users' :class:`~tastemap.runtime.interests.profiles.UserProfiles` (rows follow :attr:`user_ids`)."""
+        self.recommender.settle()  # updated users' profiles wait in the overlay until then
         return self.recommender.profiler_.profiles_
 
     @property
@@ -317,7 +327,7 @@ class TastemapModel:
                                  "pass the encoder that embedded them (TastemapModel.load(path, encoder=...), or "
                                  "--model PACKAGE on the command line)")
             from tastemap.runtime.encode.encoder import Encoder
-            from tastemap.runtime.pipeline.demo import default_cache_dir
+            from tastemap.runtime.encode.default_encoder import default_cache_dir
 
             # the variant that embedded the items, so that new vectors match them
             self.set_encoder(Encoder(Path(record["path"]), variant=record.get("variant", "auto"),
@@ -346,9 +356,25 @@ class TastemapModel:
         """Recommendations for many users (default: all), one row per (user, rank)."""
         return self.recommender.recommend_batch(user_ids, k=k)
 
-    def recommend_cold(self, text_or_items: str | Sequence, k: int = 20) -> list[Recommendation]:
+    def recommend_cold(self, text_or_items: str | Sequence | None = None, k: int = 20, *,
+                       attributes: dict | None = None) -> list[Recommendation]:
         """Recommendations for a new user described by a short text (needs the encoder package)
-        or by a few item ids (in the order they were liked, latest last)."""
+        or by a few item ids (in the order they were liked, latest last), and/or by their
+        ``attributes`` (``{"age": 24, "occupation": "student"}``; a model fitted with ``users``),
+        which weigh less the more items are given
+        (:func:`~tastemap.runtime.recommend.attributes.recommend_from_attributes`)."""
+        if attributes is not None:
+            from tastemap.runtime.recommend.attributes import recommend_from_attributes
+
+            if self.attributes is None:
+                raise InputError("this model was fitted without user attributes; fit it with a users table "
+                                 "(TastemapModel.fit(..., users=read_users(path)) or tastemap fit --users users.csv)")
+            if isinstance(text_or_items, str):
+                raise InputError("attributes combine with a few item ids, not with a text; give one or the other")
+            return recommend_from_attributes(self.recommender, self.attributes, attributes,
+                                             item_ids=list(text_or_items or []), k=k)
+        if text_or_items is None:
+            raise InputError("give a short text, a few item ids or attributes for a cold start")
         if isinstance(text_or_items, str):
             return self.recommender.recommend_cold(text=text_or_items, encoder=self.encoder, k=k)
         return self.recommender.recommend_cold(item_ids=list(text_or_items), k=k)
@@ -372,9 +398,10 @@ class TastemapModel:
     def evaluate(self, *, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
         """The fitted state on its own held-out split (see ``fit(..., holdout=)``): tastemap and
         the stored collaborative weights alone (the reference), full ranking, seen items filtered; one row
-        per model as :func:`~tastemap.runtime.recommend.evaluate.evaluation_table`."""
-        from tastemap.runtime.recommend.evaluate import Split, evaluate_model, evaluation_table, genre_features
-        from tastemap.runtime.recommend.protocols import Protocol
+        per model as :func:`~tastemap.runtime.recommend.model_evaluation.evaluation_table`."""
+        from tastemap.runtime.recommend.comparison import genre_features
+        from tastemap.runtime.recommend.model_evaluation import evaluate_model, evaluation_table
+        from tastemap.runtime.recommend.splits import Split
 
         holdout = self.holdout
         if holdout is None:
@@ -392,7 +419,7 @@ class TastemapModel:
                             timestamps=holdout["timestamp"].to_numpy(np.int64)[keep],
                             weights=holdout["weight"].to_numpy(np.float32)[keep],
                             user_ids=self.user_ids, item_ids=self.item_ids)
-        split = Split(train=train, test=test, protocol=Protocol(self.meta["holdout"]["protocol"]))
+        split = Split(train=train, test=test, protocol=self.meta["holdout"]["protocol"])
         catalog = pd.DataFrame({"item_id": self.item_ids, "title": self.recommender.titles_,
                                 "categories": self._categories})
         features = genre_features(catalog)
@@ -511,7 +538,7 @@ class TastemapModel:
 def collaborative_reference(recommender) -> str:
     """The name of the reference of :meth:`TastemapModel.evaluate`, the model's own EASE weights
     alone: ``"EASE (l2=500)"`` when they are exact, ``"EASE (l2=500, rank=512)"`` when low-rank."""
-    from tastemap.runtime.recommend.evaluate import ease_name
+    from tastemap.runtime.recommend.comparison import ease_name
 
     name = ease_name(recommender.l2)
     return name if recommender.collaborative_.exact else f"{name[:-1]}, rank={recommender.collaborative_.rank})"
