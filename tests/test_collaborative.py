@@ -116,12 +116,17 @@ def test_top_per_row_breaks_ties_by_the_lower_item():
     assert items[chosen].tolist() == [9, 2, 1, 4]
 
 
-def test_update_of_known_users_replaces_their_rows_as_a_rebuild_would(planted):
-    """The in-place path (known users only, no row of anyone else copied) equals a rebuild."""
+@pytest.mark.parametrize("settle_users", [1024, 2])
+def test_update_of_known_users_replaces_their_rows_as_a_rebuild_would(planted, settle_users, monkeypatch):
+    """The in-place path (known users only, no row of anyone else copied) equals a rebuild,
+    whether the overlay is applied at the end or by the updates themselves."""
     import pandas as pd
 
     from tastemap.runtime.pipeline.model import TastemapModel
+    from tastemap.runtime.recommend import recommender as recommender_module
     from tastemap.runtime.recommend.recommender import recency_matrix
+
+    monkeypatch.setattr(recommender_module, "SETTLE_USERS", settle_users)
 
     data, catalog, vectors, truth = planted
     model = TastemapModel.fit(data, catalog, vectors, recommender=make_recommender())
@@ -172,3 +177,80 @@ def test_fit_command_takes_the_rank(tmp_path):
     result = runner.invoke(app, ["fit", *data, "--rank", "0", "--out", str(tmp_path / "bad")])
     assert result.exit_code == 2 and "rank=0 should be an integer >= 1" in result.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_event_log_finds_a_users_events_in_log_order_across_many_appends():
+    from tastemap.runtime.pipeline.model_state import EventLog
+
+    rng = np.random.default_rng(3)
+    users = rng.integers(0, 20, 200)
+    log = EventLog(users=users, items=np.arange(200), timestamps=np.arange(200), weights=np.ones(200))
+    for step in range(300):  # appends of one to three events, as single updates make
+        n = int(rng.integers(1, 4))
+        log.append(rng.integers(0, 25, n), 1000 + step * 3 + np.arange(n), 200 + step * 3 + np.arange(n), np.ones(n))
+    wanted = np.array([2, 7, 21])
+    found = log.of_users(wanted)
+    everything = [log.users, log.items, log.timestamps, log.weights]  # consolidates the tail
+    mine = np.isin(everything[0], wanted)
+    for got, column in zip(found, everything):
+        np.testing.assert_array_equal(got, column[mine])
+    assert log.n_events == everything[0].size and log.of_users(wanted)[1].tolist() == everything[1][mine].tolist()
+
+
+def test_updated_users_are_served_from_the_overlay_as_after_it_is_applied(planted):
+    """Known users' updates wait in an overlay; serving them from it equals serving the applied rows."""
+    import pandas as pd
+
+    from tastemap.runtime.pipeline.model import TastemapModel
+
+    data, catalog, vectors, truth = planted
+    model = TastemapModel.fit(data, catalog, vectors, recommender=make_recommender())
+    for step, (user, item) in enumerate([(5, 40), (11, 3), (5, 90)]):
+        model.update(pd.DataFrame({"user_id": [user], "item_id": [item], "timestamp": [1_700_000_000 + step],
+                                   "weight": [np.float32(1.0)]}))
+    rec = model.recommender
+
+    def served():
+        out = {user: [(r.item_id, round(r.score, 5), r.explanation.describe()) for r in model.recommend(user, k=10)]
+               for user in (5, 11, 12)}
+        top = out[5][0][0]
+        return out, rec.explain(5, top).describe()
+
+    assert sorted(rec.__dict__["_overlay"].where) == sorted(rec.user_index_.get_indexer([5, 11]).tolist())
+    before = served()
+    assert rec.__dict__["_overlay"] is not None  # single users in or out of the overlay do not apply it
+    rec.settle()
+    assert rec.__dict__["_overlay"] is None
+    assert served() == before
+
+
+def test_updates_keep_the_segment_popularity_and_what_serving_derives_from_it(planted):
+    import pandas as pd
+
+    from tastemap.runtime.pipeline.model import TastemapModel
+    from tastemap.runtime.recommend import serving
+
+    data, catalog, vectors, truth = planted
+    model = TastemapModel.fit(data, catalog, vectors, recommender=make_recommender())
+    rec = model.recommender
+    model.recommend(3, k=5)  # fills the serving caches that the updates must keep right
+    serving.segment_popularity(rec)
+    items = rec.item_ids_[np.argsort(-np.asarray(rec.segment_popularity_).sum(axis=0))[:6]]  # favourites move
+    for step, (user, item) in enumerate(zip([5, 11, 5, 59, 20, 33], items)):
+        model.update(pd.DataFrame({"user_id": [user], "item_id": [item], "timestamp": [1_700_000_000 + step],
+                                   "weight": [np.float32(1.0)]}))
+    popularity = np.asarray(rec.segment_popularity_)
+    labels = np.asarray(rec.segmenter_.labels_)
+    rows = rec.rows_of(np.arange(rec.user_index_.size))
+    history = rows[0].history[rows[1]]
+    expected = np.stack([np.asarray(history[labels == s].sum(axis=0)).ravel() for s in range(popularity.shape[0])])
+    np.testing.assert_allclose(popularity, expected)
+    stats = serving.segment_popularity(rec)[1]
+    np.testing.assert_allclose(stats.mean, expected.mean(axis=1))
+    np.testing.assert_allclose(stats.scale, 1 / expected.std(axis=1), rtol=1e-6)
+    favourites = serving.favourite_items(rec, np.arange(popularity.shape[0]), popularity.shape[0])
+    m = favourites.shape[1]
+    for segment in range(popularity.shape[0]):
+        np.testing.assert_array_equal(np.sort(popularity[segment, favourites[segment]]),
+                                      np.sort(popularity[segment])[-m:])
+    assert rec.segmenter_.segments_["size"].tolist() == np.bincount(labels, minlength=popularity.shape[0]).tolist()

@@ -34,7 +34,7 @@ from tastemap.runtime.pipeline.model_io import (
     read_json,
     sparse_writers,
 )
-from tastemap.runtime.recommend.candidates import build_item_index, index_bytes, index_kind, read_index
+from tastemap.runtime.recommend.candidates import SEARCH_DIMS, build_item_index, index_bytes, index_kind, read_index
 from tastemap.runtime.recommend.collaborative import LowRankEASE
 from tastemap.runtime.recommend.recommender import BlendWeights, TastemapRecommender
 
@@ -72,9 +72,10 @@ class EventLog:
 
     ``users`` and ``items`` int64 ``[n_events]`` are rows of the model's users and items;
     ``timestamps`` int64 seconds and ``weights`` float32 ``[n_events]``. ``parts`` names the
-    Parquet parts on disk holding the first ``n_saved`` events, in order. Appended events wait in
-    small chunks until the columns are read, and :meth:`of_users` finds a few users' events
-    through an index by user, so that an update costs its own events, not the log's.
+    Parquet parts on disk holding the first ``n_saved`` events, in order. Appended events go to a
+    tail (buffers grown by doubling, indexed by user) until the columns are read, and
+    :meth:`of_users` finds a few users' events through the indexes by user, so that an update
+    costs its own events, not the log's nor the number of updates before it.
     """
 
     COLUMNS = ("users", "items", "timestamps", "weights")
@@ -82,8 +83,8 @@ class EventLog:
 
     def __init__(self, users, items, timestamps, weights, parts: list | None = None, n_saved: int = 0):
         self._columns = [np.asarray(c, d) for c, d in zip((users, items, timestamps, weights), self.DTYPES)]
-        self._pending: list[tuple] = []
         self._by_user: tuple | None = None  # (positions of the consolidated events by user, their users)
+        self._clear_tail()
         self.parts, self.n_saved = list(parts or []), n_saved
 
     users = property(lambda self: self._column(0))
@@ -93,10 +94,22 @@ class EventLog:
 
     @property
     def n_events(self) -> int:
-        return int(self._columns[0].size + sum(chunk[0].size for chunk in self._pending))
+        return int(self._columns[0].size + self._tail_size)
 
     def append(self, users, items, timestamps, weights) -> None:
-        self._pending.append(tuple(np.asarray(c, d) for c, d in zip((users, items, timestamps, weights), self.DTYPES)))
+        columns = [np.asarray(c, d).ravel() for c, d in zip((users, items, timestamps, weights), self.DTYPES)]
+        start, n = self._tail_size, columns[0].size
+        if start + n > self._tail[0].size:
+            capacity = max(2 * self._tail[0].size, start + n, 1024)
+            self._tail = [np.concatenate([buffer[:start], np.empty(capacity - start, buffer.dtype)])
+                          for buffer in self._tail]
+        for buffer, column in zip(self._tail, columns):
+            buffer[start : start + n] = column
+        self._tail_size += n
+        order = np.argsort(columns[0], kind="stable")
+        distinct, first = np.unique(columns[0][order], return_index=True)
+        for user, positions in zip(distinct.tolist(), np.split(start + order, first[1:])):
+            self._tail_by_user.setdefault(user, []).append(positions)
 
     def of_users(self, users: np.ndarray) -> tuple[np.ndarray, ...]:
         """The columns ``(users, items, timestamps, weights)`` of every event of ``users``
@@ -108,18 +121,23 @@ class EventLog:
         starts = np.searchsorted(sorted_users, users, side="left")
         ends = np.searchsorted(sorted_users, users, side="right")
         positions = np.sort(np.concatenate([by_user[a:b] for a, b in zip(starts, ends)] or [np.zeros(0, np.int64)]))
-        columns = [column[positions] for column in self._columns]
-        for chunk in self._pending:
-            mine = np.isin(chunk[0], users)
-            columns = [np.concatenate([c, part[mine]]) for c, part in zip(columns, chunk)]
-        return tuple(columns)
+        in_tail = [part for user in np.asarray(users).tolist() for part in self._tail_by_user.get(user, ())]
+        tail = np.sort(np.concatenate(in_tail)) if in_tail else np.zeros(0, np.int64)
+        return tuple(np.concatenate([column[positions], buffer[tail]])
+                     for column, buffer in zip(self._columns, self._tail))
 
     def _column(self, position: int) -> np.ndarray:
-        if self._pending:
-            self._columns = [np.concatenate([c] + [chunk[i] for chunk in self._pending])
-                             for i, c in enumerate(self._columns)]
-            self._pending, self._by_user = [], None
+        if self._tail_size:
+            self._columns = [np.concatenate([column, buffer[: self._tail_size]])
+                             for column, buffer in zip(self._columns, self._tail)]
+            self._clear_tail()
+            self._by_user = None
         return self._columns[position]
+
+    def _clear_tail(self) -> None:
+        self._tail = [np.empty(0, dtype) for dtype in self.DTYPES]
+        self._tail_size = 0
+        self._tail_by_user: dict[int, list[np.ndarray]] = {}
 
     def frame(self, user_ids: np.ndarray, item_ids: np.ndarray, rows: slice = slice(None)) -> pd.DataFrame:
         """The events (or a slice) as ``user_id, item_id, timestamp, weight`` with the caller's ids."""
@@ -153,6 +171,7 @@ def state_files(recommender: TastemapRecommender, categories: list, *, scratch: 
     from tastemap.runtime.interests.profile_io import write_profiles
     from tastemap.runtime.interests.segments import write_segments
 
+    recommender.settle()
     profiler, segmenter = recommender.profiler_, recommender.segmenter_
     profiles, state = profiler.profiles_, recommender.state_
     tree = profiler.topic_tree_
@@ -303,7 +322,7 @@ def restore_recommender(root: Path, manifest: dict) -> tuple[TastemapRecommender
         parts = {part: np.asarray(load_array(root / f"{COLLABORATIVE}.{part}.npy")) for part in COLLABORATIVE_PARTS}
         recommender.collaborative_ = LowRankEASE(**parts, exact=fitted[COLLABORATIVE]["method"] == "ease-exact")
         recommender.collaborative_index_ = _restore_index(root, COLLABORATIVE_INDEX, fitted[COLLABORATIVE]["index"],
-                                                          parts["right"])
+                                                          parts["right"][:, :SEARCH_DIMS])
         recommender.collaborative_ = recommender.collaborative_.padded(n_items)
     recommender.item_neighbours_ = np.asarray(load_array(root / ITEM_NEIGHBOURS))
     recommender.segment_popularity_ = None
@@ -404,12 +423,15 @@ def required_files(manifest: dict) -> set[str]:
     """The files a fitted model of this schema holds, derived from its ``params``, ``fitted``,
     ``shapes``, ``holdout`` and ``event_parts``: the loader refuses a version that lacks one of
     them or holds any other (besides ``model.json``)."""
+    from tastemap.runtime.pipeline.model_attributes import attribute_files
+
     params, fitted, shapes = manifest["params"], manifest["fitted"], manifest["shapes"]
     n_levels = len(fitted["topics"]["n_topics"])
     files = set(BASE_FILES) | {f"topic_centroids_{depth}.npy" for depth in range(n_levels)}
     matrices = set(BASE_MATRICES) | {f"state/topics_{depth}" for depth in range(n_levels)} | set(shapes)
     files |= {f"{name}.{part}.npy" for name in matrices for part in CSR_PARTS}
     files |= _collaborative_files(manifest)
+    files |= attribute_files(manifest)
     if manifest["fitted"]["item_index"] != "exact":
         files.add(ITEM_INDEX)
     segmenter = params["segmenter"]

@@ -8,6 +8,9 @@ are rebuilt, and the user is assigned to the nearest fitted segment. Every one o
 the user's own events only, so a touched user's state equals a rebuild of all events with the same
 fitted topics; untouched users keep theirs. Segment sizes, shares and per-segment popularity are
 adjusted exactly. What waits for the next batch fit is listed in :data:`DEFERRED`.
+
+The rows of known users go to the recommender's overlay (:mod:`~tastemap.runtime.recommend.user_rows`),
+so that an update costs the touched users' rows; new users are appended to the fitted arrays at once.
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ from scipy import sparse
 
 from tastemap.errors import InputError
 from tastemap.runtime.interests.layers import category_levels, onehot
-from tastemap.runtime.interests.profiles import UserInterests, UserProfiles
+from tastemap.runtime.interests.profiles import UserProfiles
 from tastemap.runtime.io.interactions import Interactions
 from tastemap.runtime.pipeline.model_state import EventLog, pad_columns, resize
 from tastemap.runtime.recommend.candidates import nearest_items
 from tastemap.runtime.recommend.recommender import TastemapRecommender, recency_matrix
+from tastemap.runtime.recommend.serving import popularity_changed
+from tastemap.runtime.recommend.user_rows import (assign, concat_interests, concat_profiles, take_interests,
+                                                 take_profiles, take_rows, writable)
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +89,7 @@ def add_items(recommender: TastemapRecommender, categories: list, catalog: pd.Da
     m = len(catalog)
     if m == 0:
         return categories, 0
+    recommender.settle()
     tree = profiler.topic_tree_
     labels = tree.assign(vectors)
     levels = [dataclasses.replace(level, labels=np.concatenate([level.labels, labels[:, d]]),
@@ -149,9 +156,10 @@ def fold_events(recommender: TastemapRecommender, log: EventLog, users: np.ndarr
     state = recommender.scoring_state(local.matrix(), recency_matrix(local, recommender.recency_half_life), profiles)
     counts["n_segment_changes"] = _move_segments(recommender, touched, n_old, profiles, state.history)
     counts.update(n_users_updated=int((touched < n_old).sum()), n_new_users=int(arriving.size))
-    if not arriving.size:  # known users only: their rows are replaced, nobody else's are copied
-        _replace_users(recommender, touched, profiles, state)
+    if not arriving.size:  # known users only: their rows go to the overlay, nobody else's are copied
+        recommender.overlay(touched, profiles, state)
         return counts
+    recommender.settle()
     source = np.arange(recommender.user_index_.size)
     source[touched] = n_old + np.arange(touched.size)  # rows of stack([old users, touched users])
     profiler = recommender.profiler_
@@ -159,105 +167,23 @@ def fold_events(recommender: TastemapRecommender, log: EventLog, users: np.ndarr
     old = recommender.state_
     recommender.state_ = dataclasses.replace(
         old,
-        history=_take(sparse.vstack([old.history, state.history], format="csr"), source),
-        recency=_take(sparse.vstack([old.recency, state.recency], format="csr"), source),
+        history=take_rows(sparse.vstack([old.history, state.history], format="csr"), source),
+        recency=take_rows(sparse.vstack([old.recency, state.recency], format="csr"), source),
         interests=take_interests(concat_interests(old.interests, state.interests), source),
         categories=profiler.profiles_.categories[-1] if profiler.profiles_.categories else None,
     )
     return counts
 
 
-def _replace_users(recommender: TastemapRecommender, rows: np.ndarray, profiles: UserProfiles, state) -> None:
-    """Put the new profiles and scoring rows of known users ``rows`` (sorted) in place of theirs."""
-    profiler = recommender.profiler_
-    old = profiler.profiles_
-    profiler.profiles_ = dataclasses.replace(
-        old,
-        n_events=_assign(old.n_events, rows, profiles.n_events), last_seen=_assign(old.last_seen, rows, profiles.last_seen),
-        topics=[replace_rows(a, rows, b) for a, b in zip(old.topics, profiles.topics)],
-        short_term=replace_rows(old.short_term, rows, profiles.short_term),
-        categories=[replace_rows(a, rows, b) for a, b in zip(old.categories, profiles.categories)],
-        vectors=_assign(old.vectors, rows, profiles.vectors),
-        short_vectors=_assign(old.short_vectors, rows, profiles.short_vectors),
-        interests=replace_interests(old.interests, rows, profiles.interests),
-    )
-    current = recommender.state_
-    # the scoring interests are the profile's with recency shares: splice the shares, share the rest
-    (share,) = _splice(current.interests.indptr, current.interests.share, rows, state.interests.indptr,
-                       state.interests.share)
-    recommender.state_ = dataclasses.replace(
-        current,
-        history=replace_rows(current.history, rows, state.history),
-        recency=replace_rows(current.recency, rows, state.recency),
-        interests=dataclasses.replace(profiler.profiles_.interests, share=share),
-        categories=profiler.profiles_.categories[-1] if profiler.profiles_.categories else None,
-    )
-
-
-def _assign(array: np.ndarray, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``array`` with ``array[rows] = values``, in place once it is a writable array of its own (a
-    memory-mapped or shared array is copied the first time)."""
-    if not (isinstance(array, np.ndarray) and type(array) is np.ndarray and array.flags.writeable
-            and array.flags.owndata):
-        array = np.array(array)
-    array[rows] = values
-    return array
-
-
-def replace_rows(matrix: sparse.csr_matrix, rows: np.ndarray, new: sparse.csr_matrix) -> sparse.csr_matrix:
-    """``matrix`` with its rows ``rows`` (sorted) replaced by the rows of ``new``: one copy of the
-    arrays, no row-by-row indexing."""
-    indptr = matrix.indptr
-    lengths = np.diff(indptr)
-    lengths[rows] = np.diff(new.indptr)
-    out_indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(indptr.dtype)
-    indices, data = _splice(indptr, matrix.indices, matrix.data, rows, new.indptr, new.indices, new.data)
-    return sparse.csr_matrix((data, indices, out_indptr), shape=(matrix.shape[0], max(matrix.shape[1], new.shape[1])))
-
-
-def replace_interests(interests: UserInterests, rows: np.ndarray, new: UserInterests) -> UserInterests:
-    """``interests`` with the interests of users ``rows`` (sorted) replaced by those of ``new``."""
-    fields = ("medoid", "importance", "share", "size", "topic")
-    spliced = _splice(interests.indptr, *(getattr(interests, f) for f in fields), rows,
-                      new.indptr, *(getattr(new, f) for f in fields))
-    counts = np.diff(interests.indptr)
-    counts[rows] = np.diff(new.indptr)
-    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    # members: the replaced users' interests span member ranges [member_indptr[indptr[r]], ...[indptr[r + 1]])
-    member_bounds = interests.member_indptr[interests.indptr]
-    new_member_bounds = new.member_indptr[new.indptr]
-    (members,) = _splice(member_bounds, interests.members, rows, new_member_bounds, new.members)
-    sizes = dict(zip(fields, spliced))["size"]
-    return UserInterests(indptr=indptr, member_indptr=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-                         members=members, **dict(zip(fields, spliced)))
-
-
-def _splice(bounds: np.ndarray, *arrays_and_new) -> tuple[np.ndarray, ...]:
-    """Arrays whose row ``r`` spans ``bounds[r]:bounds[r + 1]``, with rows ``rows`` (sorted)
-    replaced by the rows of the new arrays (spanning ``new_bounds``): called as
-    ``_splice(bounds, *arrays, rows, new_bounds, *new_arrays)``."""
-    n = (len(arrays_and_new) - 2) // 2
-    arrays, rows, new_bounds, new_arrays = arrays_and_new[:n], arrays_and_new[n], arrays_and_new[n + 1], arrays_and_new[n + 2:]
-    kept_starts = np.concatenate([[0], np.asarray(rows) + 1])
-    kept_ends = np.concatenate([rows, [len(bounds) - 1]])
-    out = []
-    for array, fresh in zip(arrays, new_arrays):
-        pieces = []
-        for position, (start, end) in enumerate(zip(kept_starts, kept_ends)):
-            pieces.append(array[bounds[start] : bounds[end]])
-            if position < len(rows):
-                pieces.append(fresh[new_bounds[position] : new_bounds[position + 1]])
-        out.append(np.concatenate(pieces).astype(array.dtype, copy=False))
-    return tuple(out)
-
-
 def _not_stored(log: EventLog, rows: np.ndarray, items: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
     """True for new events that repeat neither a stored event nor an earlier new one."""
     users, stored_items, stored_times, _ = log.of_users(np.unique(rows))
-    stored = pd.DataFrame({"u": users, "i": stored_items, "t": stored_times})
-    incoming = pd.DataFrame({"u": rows, "i": items, "t": timestamps})
-    both = pd.concat([stored, incoming], ignore_index=True)
-    return ~both.duplicated().to_numpy()[len(stored):]
+    events = np.stack([np.concatenate(pair) for pair in ((users, rows), (stored_items, items),
+                                                          (stored_times, timestamps))], axis=1)
+    _, first = np.unique(events, axis=0, return_index=True)  # a stable sort: the first occurrence of each event
+    keep = np.zeros(len(events), bool)
+    keep[first] = True
+    return keep[users.size:]
 
 
 def _move_segments(recommender: TastemapRecommender, touched: np.ndarray, n_old: int, profiles: UserProfiles,
@@ -272,88 +198,26 @@ def _move_segments(recommender: TastemapRecommender, touched: np.ndarray, n_old:
     was_old = touched < n_old
     previous = np.full(touched.size, -1, np.int64)
     previous[was_old] = segmenter.labels_[touched[was_old]]
-    old_rows = recommender.state_.history[touched[was_old]]
-    popularity = np.array(recommender.segment_popularity_, dtype=np.float32)
-    popularity -= np.asarray((onehot(previous[was_old], k).T @ old_rows).todense(), dtype=np.float32)
-    popularity += np.asarray((onehot(labels, k).T @ history).todense(), dtype=np.float32)
+    current, at = recommender.rows_of(touched[was_old])
+    change = (onehot(labels, k).T @ history - onehot(previous[was_old], k).T @ current.history[at]).tocoo()
+    change.sum_duplicates()
+    popularity = writable(recommender.segment_popularity_, np.float32)  # in place: the change touches few entries
+    before = popularity[change.row, change.col]
+    popularity[change.row, change.col] = before + change.data
     recommender.segment_popularity_ = popularity
-    all_labels = np.concatenate([segmenter.labels_, np.full(touched.size - int(was_old.sum()), -1, np.int64)])
-    all_labels[touched] = labels
-    segmenter.labels_ = all_labels
-    segmenter.user_ids_ = np.asarray(recommender.user_index_)
-    sizes = np.bincount(all_labels, minlength=k)
+    popularity_changed(recommender, change.row, change.col, before)
+    n_new = touched.size - int(was_old.sum())
+    if n_new:
+        segmenter.labels_ = np.concatenate([segmenter.labels_, np.full(n_new, -1, np.int64)])
+        segmenter.user_ids_ = np.asarray(recommender.user_index_)
+    segmenter.labels_ = assign(segmenter.labels_, touched, labels)
+    sizes = segmenter.segments_["size"].to_numpy(np.int64) + np.bincount(labels, minlength=k) \
+        - np.bincount(previous[was_old], minlength=k)
     table = segmenter.segments_.copy()
-    table["size"] = sizes.astype(np.int64)
-    table["share"] = sizes / max(all_labels.size, 1)
+    table["size"] = sizes
+    table["share"] = sizes / max(segmenter.labels_.size, 1)
     segmenter.segments_ = table
     return int((labels != previous).sum())
-
-
-def concat_interests(a: UserInterests, b: UserInterests) -> UserInterests:
-    """The interests of ``a``'s users followed by ``b``'s."""
-    return UserInterests(
-        indptr=np.concatenate([a.indptr, a.indptr[-1] + b.indptr[1:]]),
-        member_indptr=np.concatenate([a.member_indptr, a.member_indptr[-1] + b.member_indptr[1:]]),
-        **{name: np.concatenate([getattr(a, name), getattr(b, name)])
-           for name in ("medoid", "importance", "share", "size", "topic", "members")})
-
-
-def take_interests(interests: UserInterests, rows: np.ndarray) -> UserInterests:
-    """The interests of users ``rows``, in that order."""
-    chosen = _ranges(interests.indptr, rows)
-    members = _ranges(interests.member_indptr, chosen)
-    counts = np.diff(interests.indptr)[rows]
-    sizes = np.diff(interests.member_indptr)[chosen]
-    return UserInterests(
-        indptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        member_indptr=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-        members=interests.members[members],
-        **{name: getattr(interests, name)[chosen] for name in ("medoid", "importance", "share", "size", "topic")})
-
-
-def concat_profiles(a: UserProfiles, b: UserProfiles) -> UserProfiles:
-    """The profiles of ``a``'s users followed by ``b``'s (same topics and category tree)."""
-    stack = lambda x, y: sparse.vstack([x, y], format="csr")  # noqa: E731
-    return dataclasses.replace(
-        a,
-        user_ids=np.concatenate([a.user_ids, b.user_ids]),
-        n_events=np.concatenate([a.n_events, b.n_events]),
-        last_seen=np.concatenate([a.last_seen, b.last_seen]),
-        topics=[stack(x, y) for x, y in zip(a.topics, b.topics)],
-        short_term=stack(a.short_term, b.short_term),
-        categories=[stack(x, y) for x, y in zip(a.categories, b.categories)],
-        vectors=np.concatenate([a.vectors, b.vectors]),
-        short_vectors=np.concatenate([a.short_vectors, b.short_vectors]),
-        interests=concat_interests(a.interests, b.interests),
-    )
-
-
-def take_profiles(profiles: UserProfiles, rows: np.ndarray) -> UserProfiles:
-    """The profiles of users ``rows``, in that order."""
-    return dataclasses.replace(
-        profiles,
-        user_ids=profiles.user_ids[rows], n_events=profiles.n_events[rows], last_seen=profiles.last_seen[rows],
-        topics=[_take(m, rows) for m in profiles.topics], short_term=_take(profiles.short_term, rows),
-        categories=[_take(m, rows) for m in profiles.categories],
-        vectors=profiles.vectors[rows], short_vectors=profiles.short_vectors[rows],
-        interests=take_interests(profiles.interests, rows),
-    )
-
-
-def _take(matrix: sparse.csr_matrix, rows: np.ndarray) -> sparse.csr_matrix:
-    out = sparse.csr_matrix(matrix)[rows]
-    out.sort_indices()
-    return out
-
-
-def _ranges(indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Concatenated ``arange(indptr[r], indptr[r + 1])`` for every ``r`` in ``rows``."""
-    starts, counts = indptr[rows], indptr[np.asarray(rows) + 1] - indptr[rows]
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    offsets = np.repeat(np.cumsum(counts) - counts, counts)
-    return (np.repeat(starts, counts) + np.arange(total) - offsets).astype(np.int64)
 
 
 def _known_paths(paths, known: list[set]) -> list[tuple]:

@@ -27,10 +27,20 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-EXACT_LIMIT = 50_000
-"""Largest catalogue searched exhaustively (a flat index); above it an IVF index."""
+EXACT_LIMIT = 20_000
+"""Largest catalogue searched exhaustively (a flat index); above it an IVF index. One flat
+search reads every vector: at 50k items 7 ms a request for the collaborative candidates alone
+(2 cores under load), where IVF reads the 32 nearest of its 894 lists."""
 N_PROBE = 32
 """Inverted lists searched per query by the IVF index."""
+SEARCH_DIMS = 256
+"""Leading eigen-directions of the low-rank EASE factors that the collaborative candidate search
+uses (the candidates are then scored with every direction). The directions come by decreasing
+eigenvalue and the user side shrinks the later ones, so the leading ones carry the ranking:
+MovieLens leave-last-out, rank 512, the two-stage top 10 held 99.3% of the exhaustive top 10
+searching all 512 directions, 99.2% with 256, 98.6% with 128 and 98.5% with 64, HR@10 / NDCG@10
+0.1246 / 0.0606 with 512 and 256, 0.1230 / 0.0601 with 128. 256 directions search half the memory
+at the same quality."""
 N_FAVOURITES = 100
 """Most popular items of the user's segment added to every user's candidates."""
 TINY = 1e-12

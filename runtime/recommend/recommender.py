@@ -34,6 +34,7 @@ text (through the nearest topics and the nearest segment), see :meth:`recommend_
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
@@ -49,6 +50,7 @@ from tastemap.runtime.io.interactions import Interactions
 from tastemap.runtime.recommend import candidates as stage
 from tastemap.runtime.recommend import serving
 from tastemap.runtime.recommend.collaborative import LowRankEASE, low_rank_ease
+from tastemap.runtime.recommend.user_rows import SETTLE_USERS, Overlay, replace_users
 from tastemap.runtime.recommend.explain import Explanation, explain_item, explain_items, item_topic_explanation
 from tastemap.runtime.interests.profiles import InterestProfiler, UserInterests, UserProfiles
 from tastemap.runtime.interests.segments import UserSegmenter
@@ -144,7 +146,8 @@ class TastemapRecommender(BaseEstimator):
         The EASE weights as two ``[n_items, rank]`` factors (None when no collaborative
         component has a weight).
     collaborative_index_ : faiss.Index or None
-        Inner-product index over ``collaborative_.right``: the collaborative candidates.
+        Inner-product index over the leading :data:`~tastemap.runtime.recommend.candidates.SEARCH_DIMS`
+        columns of ``collaborative_.right``: the collaborative candidates.
     index_ : faiss.Index
         Inner-product index over the ``n_items`` unit item vectors (exact or IVF, see
         :func:`~tastemap.runtime.recommend.candidates.build_item_index`).
@@ -243,7 +246,8 @@ class TastemapRecommender(BaseEstimator):
             self.collaborative_ = low_rank_ease(history, l2=self.l2, rank=self.rank, seed=self.seed)
         self.collaborative_index_ = None
         if self.collaborative_ is not None:
-            self.collaborative_index_ = stage.build_item_index(self.collaborative_.right, seed=self.seed)
+            self.collaborative_index_ = stage.build_item_index(self.collaborative_.right[:, : stage.SEARCH_DIMS],
+                                                               seed=self.seed)
         profiles = self.profiler_.profiles_
         self.segmenter_, self.segment_popularity_ = None, None
         if train.n_users >= 3:
@@ -376,29 +380,76 @@ class TastemapRecommender(BaseEstimator):
         neighbours = self.item_neighbours_[medoids].astype(np.int64)
         if latest is None or np.array_equal(latest, medoids):
             return neighbours
-        recent = self.item_neighbours_[latest].astype(np.int64)
-        merged = np.stack([neighbours, recent], axis=2).reshape(len(medoids), 2 * k)
-        out = neighbours.copy()
-        for row in np.flatnonzero(latest != medoids):
-            _, first = np.unique(merged[row], return_index=True)
-            out[row] = merged[row][np.sort(first)][:k]
-        return out
+        merged = np.stack([neighbours, self.item_neighbours_[latest]], axis=2).reshape(len(medoids), 2 * k)
+        # drop each row's repeats (a stable sort puts an item's first place first), keep the first k
+        order = np.argsort(merged, axis=1, kind="stable")
+        ordered = np.take_along_axis(merged, order, axis=1)
+        repeat = np.zeros(merged.shape, bool)
+        np.put_along_axis(repeat, order, np.c_[np.zeros((len(merged), 1), bool), ordered[:, 1:] == ordered[:, :-1]],
+                          axis=1)
+        places = np.arange(2 * k) + 2 * k * repeat
+        return np.take_along_axis(merged, np.argsort(places, axis=1, kind="stable")[:, :k], axis=1)
+
+    # fitted rows and the overlay of updated users ----------------------------------------------
+
+    @property
+    def state_(self) -> _UserState:
+        """The scoring rows of every training user (an update's overlay applied first)."""
+        if self.__dict__.get("_overlay") is not None:
+            self.settle()
+        if "_fitted_state" not in self.__dict__:
+            raise AttributeError("state_")
+        return self.__dict__["_fitted_state"]
+
+    @state_.setter
+    def state_(self, state: _UserState) -> None:
+        self.__dict__["_fitted_state"], self.__dict__["_overlay"] = state, None
+
+    def overlay(self, rows: np.ndarray, profiles: UserProfiles, state: _UserState) -> None:
+        """Hold the new profiles and scoring rows of known users ``rows`` (sorted) in the overlay
+        (:mod:`~tastemap.runtime.recommend.user_rows`); applied once it holds ``SETTLE_USERS``."""
+        base = self.__dict__["_fitted_state"]
+        if base.literal is not None:  # the history-text vectors are not refreshed by an update
+            state = dataclasses.replace(state, literal=base.literal[rows])
+        overlay = self.__dict__.get("_overlay") or Overlay()
+        overlay.add(rows, state, profiles)
+        self.__dict__["_overlay"] = overlay
+        if len(overlay.where) >= SETTLE_USERS:
+            self.settle()
+
+    def settle(self) -> None:
+        """Apply the overlay to the fitted rows and profiles (one copy of every user's rows)."""
+        overlay = self.__dict__.get("_overlay")
+        if overlay is not None:
+            self.__dict__["_overlay"] = None
+            replace_users(self, *overlay.latest())
+
+    def rows_of(self, users: np.ndarray) -> tuple[_UserState, np.ndarray]:
+        """``(state, rows)``: a state holding training users ``users`` and their rows in it,
+        without applying the overlay when one update's chunk holds them all or none is in it."""
+        users = np.asarray(users, np.int64)
+        overlay = self.__dict__.get("_overlay")
+        if overlay is None or not overlay.holds_any(users):
+            return self.__dict__["_fitted_state"], users
+        found = overlay.locate(users)
+        return found if found is not None else (self.state_, users)
 
     def _check_fitted(self) -> None:
-        check_fitted(self, "state_", "fit(train, catalog, item_vectors)")
+        check_fitted(self, "user_index_", "fit(train, catalog, item_vectors)")
 
     # recommendations with explanations -----------------------------------------------------------
 
     def recommend(self, user_id, *, k: int = 20) -> list[Recommendation]:
         """The top ``k`` unseen items for a training user (original id), with explanations."""
         self._check_fitted()
-        position = self.user_index_.get_indexer([user_id])[0]
+        position = position_of(self.user_index_, user_id)
         if position < 0:
             raise InputError(
                 f"user {user_id!r} is not in the training events ({self.user_index_.size} users); "
                 "use recommend_cold for a new user"
             )
-        return self._recommend_rows(np.array([position]), self.state_, k)[0]
+        state, rows = self.rows_of([position])
+        return self._recommend_rows(rows, state, k, segments=self._segments_of([position]))[0]
 
     def recommend_batch(self, user_ids: Sequence | None = None, *, k: int = 20, batch_size: int = 256) -> pd.DataFrame:
         """Recommendations for many users (default: all) as one row per (user, rank): ``user_id,
@@ -415,7 +466,8 @@ class TastemapRecommender(BaseEstimator):
         rows = []
         for start in range(0, positions.size, batch_size):
             batch = positions[start : start + batch_size]
-            for position, recs in zip(batch, self._recommend_rows(batch, self.state_, k)):
+            for position, recs in zip(batch, self._recommend_rows(batch, self.state_, k,
+                                                                  segments=self._segments_of(batch))):
                 rows += [_row(_plain(self.user_index_[position]), rec) for rec in recs]
         return pd.DataFrame(rows, columns=list(_row(None, None).keys()))
 
@@ -424,26 +476,32 @@ class TastemapRecommender(BaseEstimator):
         weighted component contributes most to the item's score, and the interest and seed items
         it comes from (as in :meth:`recommend`)."""
         self._check_fitted()
-        user = self.user_index_.get_indexer([user_id])[0]
-        item = pd.Index(self.item_ids_).get_indexer([item_id])[0]
+        user = position_of(self.user_index_, user_id)
+        item = position_of(self._item_index(), item_id)
         if user < 0:
             raise InputError(f"user {user_id!r} is not in the training events ({self.user_index_.size} users)")
         if item < 0:
             raise InputError(f"item {item_id!r} is not in the catalog ({self.item_ids_.size} items)")
-        scored = serving.score_candidates(self, np.array([user]), self.state_, segments=self._segments_of([user]),
-                                          force=np.array([item]))
+        state, rows = self.rows_of([user])
+        scored = serving.score_candidates(self, rows, state, segments=self._segments_of([user]), force=np.array([item]))
         position = np.flatnonzero(scored.items == item)[:1]
-        return self._explain(user, item, self.state_, scored.layers(position)[0], None)
+        return self._explain(int(rows[0]), item, state, scored.layers(position)[0], None)
+
+    def _item_index(self) -> pd.Index:
+        """The item ids as an index (kept while ``item_ids_`` is the same array)."""
+        return serving.cached(self, "item index", self.item_ids_, pd.Index)
 
     def _segments_of(self, rows) -> np.ndarray | None:
         """The fitted segments of training user rows (None without segments)."""
         return None if self.segmenter_ is None else np.asarray(self.segmenter_.labels_)[np.asarray(rows)]
 
     def _recommend_rows(self, rows: np.ndarray, state: _UserState, k: int, *, segment: str | None = None,
-                        boost: tuple[float, np.ndarray] | None = None) -> list[list[Recommendation]]:
+                        boost: tuple[float, np.ndarray] | None = None,
+                        segments: np.ndarray | None = None) -> list[list[Recommendation]]:
+        """Recommendations for rows ``rows`` of ``state``; ``segments``: their fitted segments
+        (training users), for the favourites among their candidates."""
         if not (isinstance(k, int) and k >= 1):
             raise InputError(f"k={k!r} should be an integer >= 1")
-        segments = self._segments_of(rows) if state is self.state_ else None
         scored = serving.score_candidates(self, rows, state, segments=segments, boost=boost)
         top = scored.top(k)
         layers = scored.layers(top)
@@ -493,7 +551,7 @@ class TastemapRecommender(BaseEstimator):
     def _cold_from_items(self, item_ids: list, k: int, segment_weight: float) -> list[Recommendation]:
         if not item_ids:
             raise InputError("item_ids is empty; give at least one item the new user liked")
-        positions = pd.Index(self.item_ids_).get_indexer(item_ids)
+        positions = self._item_index().get_indexer(item_ids)
         if (positions < 0).any():
             unknown = [i for i, p in zip(item_ids, positions) if p < 0][:5]
             raise InputError(f"item ids {unknown} are not in the catalog ({self.item_ids_.size} items)")
@@ -565,6 +623,16 @@ def standardise(scores: np.ndarray) -> np.ndarray:
     centred = scores - scores.mean(axis=1, keepdims=True)
     spread = centred.std(axis=1, keepdims=True)
     return np.divide(centred, spread, out=np.zeros_like(centred), where=spread > 0)
+
+
+def position_of(index: pd.Index, value) -> int:
+    """The position of ``value`` in the unique ``index``, -1 when absent (a hash lookup: a
+    single request does not pay for an array lookup)."""
+    try:
+        position = index.get_loc(value)
+    except (KeyError, TypeError, pd.errors.InvalidIndexError):
+        return -1
+    return position if isinstance(position, int) else -1
 
 
 def _plain(value):
