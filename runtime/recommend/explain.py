@@ -36,7 +36,7 @@ import numpy as np
 from tastemap.runtime.interests.labels import display_title, is_medoid_label
 from tastemap.runtime.interests.profiles import shared_topic
 from tastemap.runtime.recommend.ground import ItemTerms, item_terms, join_words
-from tastemap.runtime.recommend.candidates import gather
+from tastemap.runtime.recommend.candidates import csr_rows, gather
 
 CANDIDATE_SHARE = 0.5
 LEADING = 5
@@ -121,7 +121,7 @@ def explain_items(recommender, user: int, items: np.ndarray, state, components: 
     if recommender.collaborative_ is not None and any(c in ("long_term", "short_term") for c in components):
         model = recommender.collaborative_
         collaborative = np.where(members[:, None] == items[None, :], 0.0, model.left[members] @ model.right[items].T)
-        recency = gather(state.recency[user : user + 1], members)  # the members' recency weights
+        recency = gather(csr_rows(state.recency, [user]), members)  # the members' recency weights
     labels: dict[int, tuple] = {}  # interest -> (its label, what its members share): once per user, not per item
     terms = item_terms(profiler)
     out = []
@@ -204,7 +204,8 @@ def interest_name(members: np.ndarray, profiler, terms: ItemTerms | None = None)
     topic more than half of them fall in, else ``like <title>`` of its most central member."""
     terms = terms if terms is not None else item_terms(profiler)
     members = np.asarray(members, np.int64)
-    held = np.asarray(terms.items[members].sum(axis=0)).ravel() if terms.names.size else np.zeros(0)
+    rows = csr_rows(terms.items, members)
+    held = np.bincount(rows.indices, weights=rows.data, minlength=terms.names.size)
     common = np.flatnonzero(held > MAJORITY * members.size)
     common = np.setdiff1d(common, terms.parents[common])
     if common.size:

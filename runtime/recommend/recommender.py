@@ -349,8 +349,7 @@ class TastemapRecommender(BaseEstimator):
         counts = ends - starts
         picked = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(rows.size)
         n_items = shape[1]
-        recency = sparse.csr_matrix(state.recency[users])  # the users' rows, sorted: looked up by key below
-        recency.sort_indices()
+        recency = stage.csr_rows(state.recency, users)  # the users' rows, sorted: looked up by key below
         candidates = self._candidates(interests.medoid[picked], self._latest_members(rows, picked, recency, interests))
         seen = stage.gather(recency, (rows[:, None] * n_items + np.maximum(candidates, 0)).ravel()
                             ).reshape(candidates.shape) > 0

@@ -73,7 +73,7 @@ def score_candidates(recommender, users: np.ndarray, state, *, segments: np.ndar
     key_sets.append((np.arange(n_rows, dtype=np.int64)[:, None] * n_items + favourites).ravel())
     keys = stage.sorted_unique(np.concatenate(key_sets))
     if not keep_seen:
-        keys = keys[~np.isin(keys, stage.keys_of(state.history[users]), assume_unique=True)]
+        keys = keys[~np.isin(keys, stage.keys_of(stage.csr_rows(state.history, users)), assume_unique=True)]
     if force is not None:
         keys = np.union1d(keys, np.arange(n_rows, dtype=np.int64) * n_items + np.asarray(force, np.int64))
     rows, items = keys // n_items, keys % n_items
@@ -105,8 +105,7 @@ def _components(recommender, users: np.ndarray, state) -> dict:
     for name in recommender._weighted():
         if name in ("long_term", "short_term") and recommender.collaborative_ is not None:
             model = recommender.collaborative_
-            history = sparse.csr_matrix(state.history[users] if name == "long_term" else state.recency[users])
-            history.sort_indices()
+            history = stage.csr_rows(state.history if name == "long_term" else state.recency, users)
             factors = model.user_factors(history)
             total, squares = cached(recommender, "collaborative", model.right, stage.Bilinear.of).sums(factors)
             # the zero diagonal: the user's own items score (u · right_j − x_j · diagonal_j), not u · right_j
@@ -122,7 +121,7 @@ def _components(recommender, users: np.ndarray, state) -> dict:
             out[name] = {"kind": "sparse", "raw": raw, "stats": stage.sparse_stats(raw)}
         elif name == "category" and state.categories is not None and recommender.profiler_.category_levels_:
             items = recommender.profiler_.category_levels_[-1].items
-            user_side = state.categories[users]
+            user_side = stage.csr_rows(state.categories, users)
             out[name] = {"kind": "bilinear", "users": user_side, "items": items,
                          "stats": cached(recommender, "category", items, stage.Bilinear.of).stats(user_side)}
         elif name == "literal" and state.literal is not None:
