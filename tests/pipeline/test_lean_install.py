@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from packaging.requirements import Requirement
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXPORT_ONLY = ("torch", "transformers", "optimum", "onnx", "sentence_transformers")
 
 BLOCKER = textwrap.dedent(f"""

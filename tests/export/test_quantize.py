@@ -381,7 +381,7 @@ def test_minilm_int8_is_batch_invariant_and_close_to_fp32(tmp_path):
     tok = Tokenizer.from_file(str(source.path / "tokenizer.json"))
     tok.enable_truncation(source.max_seq_len)
     tok.no_padding()
-    movies = Path(__file__).parents[1] / "tastemap" / "data" / "movielens-small" / "movies.csv.gz"
+    movies = Path(__file__).parents[2] / "tastemap" / "data" / "movielens-small" / "movies.csv.gz"
     frame = pd.read_csv(movies).sample(64, random_state=0)
     texts = [f"{t}. Genres: {g.replace('|', ', ')}" for t, g in zip(frame["title"], frame["genres"])]
 

@@ -117,7 +117,7 @@ def test_minilm_fp32_and_int8_match_sentence_transformers(minilm_package):
 def test_minilm_int8_is_batch_invariant(minilm_package):
     import pandas as pd
 
-    movies = pd.read_csv(Path(__file__).parents[1] / "tastemap/data/movielens-small/movies.csv.gz")
+    movies = pd.read_csv(Path(__file__).parents[2] / "tastemap/data/movielens-small/movies.csv.gz")
     titles = movies.title.head(64).tolist()
     package = ModelPackage.load(minilm_package)
     path = package.variant_path("int8")

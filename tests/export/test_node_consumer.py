@@ -19,7 +19,7 @@ import tastemap
 from tastemap.export import ExportConfig, ModelPackage, export_model
 from tastemap.runtime.encode.encoder import Encoder
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "node"
 INSTALL = "npm ci --prefix examples/node"
 MOVIELENS = Path(tastemap.__file__).parent / "data" / "movielens-small"
