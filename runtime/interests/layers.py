@@ -141,7 +141,9 @@ def layer_weights(user_items: sparse.csr_matrix, item_groups: sparse.csr_matrix)
     weights.eliminate_zeros()
     totals = np.asarray(weights.sum(axis=1)).ravel()
     scale = np.divide(1.0, totals, out=np.zeros_like(totals), where=totals > 0)
-    weights = sparse.csr_matrix(sparse.diags(scale) @ weights, dtype=np.float32)
+    # each row times its scale on the stored entries (an update of one user pays per sparse object)
+    data = (weights.data * np.repeat(scale, np.diff(weights.indptr))).astype(np.float32)
+    weights = sparse.csr_matrix((data, weights.indices, weights.indptr), shape=weights.shape)
     weights.sort_indices()
     return weights
 
