@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Iterator
 
 from tastemap.errors import FittedModelError
+from tastemap.runtime.io.file_locks import SHARED_LOCKS, try_lock, unlock
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def _release(directory: Path, key: tuple, held: _Held, *, failed: bool) -> None:
         with contextlib.suppress(OSError):
             directory.rmdir()
     with contextlib.suppress(OSError):
-        _unlock(held.fd)
+        unlock(held.fd)
     os.close(held.fd)
 
 
@@ -160,7 +161,7 @@ def _make_directory(directory: Path) -> bool:
 def _wait_for_lock(fd: int, deadline: float, directory: Path | None = None) -> bool:
     """Poll for the exclusive lock of ``fd`` until ``deadline``; say once (with ``directory``)
     that this writer waits."""
-    while not _try_lock(fd, exclusive=True):
+    while not try_lock(fd, exclusive=True):
         if time.monotonic() >= deadline:
             return False
         if directory is not None:
@@ -194,10 +195,10 @@ def pin(manifest: Path) -> Pin | None:
     """Pin the version whose ``model.json`` is ``manifest``; None when a writer is removing it.
     Raises :class:`FileNotFoundError` when it is gone already."""
     fd = os.open(manifest, os.O_RDONLY)
-    if not _try_lock(fd, exclusive=False) or not _still_named(fd, manifest):
+    if not try_lock(fd, exclusive=False) or not _still_named(fd, manifest):
         os.close(fd)
         return None
-    return Pin(fd if _HAS_FLOCK else _close(fd))
+    return Pin(fd if SHARED_LOCKS else _close(fd))
 
 
 def claim(manifest: Path) -> int | None:
@@ -207,7 +208,7 @@ def claim(manifest: Path) -> int | None:
         fd = os.open(manifest, os.O_RDONLY)
     except OSError:
         return None
-    if not _HAS_FLOCK or _try_lock(fd, exclusive=True):
+    if not SHARED_LOCKS or try_lock(fd, exclusive=True):
         return fd
     os.close(fd)
     return None
@@ -238,37 +239,3 @@ def _read_owner(path: Path) -> str:
     except OSError:
         return ""
     return f" (process {text})" if text.isdigit() else ""
-
-
-try:
-    import fcntl
-
-    _HAS_FLOCK = True
-
-    def _try_lock(fd: int, *, exclusive: bool) -> bool:
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-
-except ImportError:  # pragma: no cover - Windows
-    import msvcrt
-
-    _HAS_FLOCK = False
-
-    def _try_lock(fd: int, *, exclusive: bool) -> bool:
-        if not exclusive:
-            return True
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-
-    def _unlock(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
