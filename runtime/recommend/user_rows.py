@@ -17,6 +17,7 @@ import numpy as np
 from scipy import sparse
 
 from tastemap.runtime.interests.profiles import UserInterests, UserProfiles
+from tastemap.runtime.recommend.candidates import csr_rows
 
 SETTLE_USERS = 1024
 """Users an overlay holds before the next update applies it to the fitted arrays."""
@@ -223,10 +224,8 @@ def take_profiles(profiles: UserProfiles, rows: np.ndarray) -> UserProfiles:
 
 
 def take_rows(matrix: sparse.csr_matrix, rows: np.ndarray) -> sparse.csr_matrix:
-    """Rows ``rows`` of ``matrix``, in that order, indices sorted."""
-    out = sparse.csr_matrix(matrix)[rows]
-    out.sort_indices()
-    return out
+    """Rows ``rows`` of ``matrix`` (any sparse format), in that order, indices sorted."""
+    return csr_rows(sparse.csr_matrix(matrix), rows)
 
 
 def _ranges(indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
