@@ -4,8 +4,9 @@
 
 Runs the ``user-cold-start`` protocol (:mod:`tastemap.runtime.recommend.user_cold_start`) with the
 default encoder's item vectors, and, with ``--compare``, the attribute models it was chosen
-among at level 0 (the ridge model at every penalty of its grid and the naive-Bayes sum of
-shrunk per-attribute lifts) and the blend's ``prior`` over ``--priors``; with ``--segments``,
+among at level 0 (the ridge model with each user-weighting of its target, at every penalty of
+its grid, the weighted popularity it starts from, and the naive-Bayes sum of shrunk
+per-attribute lifts) and the blend's ``prior`` over ``--priors``; with ``--segments``,
 the segments of a model fitted on every user, described by their over-represented attributes. MovieLens 100K is read
 from ``--data`` (or ``$TASTEMAP_ML100K``); it is never copied.
 """
@@ -19,12 +20,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import sparse
 
 from tastemap.runtime.recommend import user_cold_start as protocol
-from tastemap.runtime.recommend.attributes import L2_GRID, AttributeModel, blend_with_events
+from tastemap.runtime.recommend.attributes import (
+    L2_GRID,
+    TARGET_POWER,
+    AttributeModel,
+    blend_with_events,
+    engagement_target,
+)
 from tastemap.runtime.recommend.metrics import bootstrap_ci, bootstrap_ratio_ci
 
 NAIVE_BAYES_SHRINKAGE = (20.0, 50.0, 100.0)
+TARGET_POWERS = (0.0, 0.5, 1.0)
 
 
 def naive_bayes_scores(train_membership, test_membership, history, shrinkage: float) -> np.ndarray:
@@ -38,22 +47,33 @@ def naive_bayes_scores(train_membership, test_membership, history, shrinkage: fl
 
 
 def compare_attribute_models(split, users, seed: int, n_resamples: int) -> list[dict]:
-    """Level-0 Recall@20 of each candidate attribute model, paired with global popularity."""
+    """Level-0 Recall@20 of each candidate attribute model, paired with global popularity and
+    with the popularity the chosen model starts from (users weighted as its target weighs them,
+    no attribute): what the attributes themselves add."""
     history = split.train.matrix()
     popularity = np.asarray(history.sum(axis=0), np.float64).ravel()
-    reference = protocol.rank_metrics(np.broadcast_to(popularity, (len(split.test_items), popularity.size)),
-                                  split.test_items, 0)["Recall@20"]
-    rows = []
-    candidates = [(f"ridge l2={l2:g}", lambda l2=l2: AttributeModel(l2=l2, seed=seed)) for l2 in L2_GRID]
-    candidates.append(("ridge, l2 chosen on validation users", lambda: AttributeModel(seed=seed)))
+    n_test = len(split.test_items)
+    reference = protocol.rank_metrics(np.broadcast_to(popularity, (n_test, popularity.size)), split.test_items, 0)["Recall@20"]
+    weighted = engagement_target(sparse.csr_matrix(history, dtype=np.float64), TARGET_POWER)
+    weighted_popularity = np.asarray(weighted.mean(axis=0)).ravel()
+    weighted_reference = protocol.rank_metrics(np.broadcast_to(weighted_popularity, (n_test, popularity.size)),
+                                               split.test_items, 0)["Recall@20"]
+    references = (reference, weighted_reference)
+    rows = [_row(f"popularity, users weighted by n_items^-{TARGET_POWER:g} (no attribute)",
+                 np.broadcast_to(weighted_popularity, (n_test, popularity.size)), split, references, n_resamples, seed)]
+    candidates = [(f"ridge, target n_items^-{power:g}, l2 by cross-validation",
+                   lambda power=power: AttributeModel(target_power=power, seed=seed)) for power in TARGET_POWERS]
+    candidates += [(f"ridge, target n_items^-{TARGET_POWER:g}, l2={l2:g}",
+                    lambda l2=l2: AttributeModel(l2=l2, seed=seed)) for l2 in L2_GRID]
     for name, make in candidates:
         model = make().fit(users, history, split.train.user_ids)
         membership = model.encoder_.transform(users.aligned(split.test_user_ids))
-        rows.append(_row(name, model.score(membership), split, reference, n_resamples, seed))
+        rows.append(_row(name, model.score(membership), split, references, n_resamples, seed)
+                    | ({"l2": model.l2_} if model.l2 is None else {}))
     train_membership = model.encoder_.transform(users.aligned(split.train.user_ids))
     for shrinkage in NAIVE_BAYES_SHRINKAGE:
         scores = naive_bayes_scores(train_membership, membership, history, shrinkage)
-        rows.append(_row(f"naive-Bayes lifts, shrinkage={shrinkage:g}", scores, split, reference, n_resamples, seed))
+        rows.append(_row(f"naive-Bayes lifts, shrinkage={shrinkage:g}", scores, split, references, n_resamples, seed))
     return rows
 
 
@@ -75,23 +95,33 @@ def compare_priors(split, users, item_vectors, catalog, priors, seed: int, n_res
     return rows
 
 
-def describe_segments(inputs, users, seed: int) -> list[dict]:
+def describe_segments(inputs, users, seed: int, report: Path | None = None) -> list[dict]:
     """The tastemap recommender fitted on every user; its segments with their labels and the
-    attributes over-represented in them (groups of at least 10 users)."""
+    attributes over-represented in them (groups of at least 10 users), and, given ``report``,
+    the HTML report of that model (its segment table names the attributes too)."""
     from tastemap.runtime.recommend.attributes import add_attribute_descriptions, attributes_text
     from tastemap.runtime.recommend.recommender import TastemapRecommender
+    from tastemap.runtime.recommend.report import report_from_recommender, write_report
 
     recommender = TastemapRecommender(seed=seed).fit(inputs.interactions, inputs.catalog, inputs.item_vectors)
     add_attribute_descriptions(recommender.segmenter_, users)
+    if report is not None:
+        summary = {"users": f"{inputs.interactions.n_users:,}", "items": f"{inputs.interactions.n_items:,}",
+                   "events": f"{inputs.interactions.n_events:,}", "user attributes": ", ".join(users.columns)}
+        write_report(report_from_recommender(recommender, title="tastemap: MovieLens 100K with user attributes",
+                                             summary=summary, seed=seed), report)
     return [{"segment": int(row.segment), "size": int(row.size), "label": row.label,
              "attributes": list(row.top_attributes), "text": attributes_text(row.top_attributes)}
             for row in recommender.segmenter_.segments_.itertuples()]
 
 
-def _row(name, scores, split, reference, n_resamples, seed) -> dict:
+def _row(name, scores, split, references, n_resamples, seed) -> dict:
     recall = protocol.rank_metrics(scores, split.test_items, 0)["Recall@20"]
+    global_reference, weighted_reference = references
     return {"model": name, "Recall@20": bootstrap_ci(recall, n_resamples=n_resamples, seed=seed).as_dict(),
-            "vs_global_popularity": bootstrap_ratio_ci(recall, reference, n_resamples=n_resamples, seed=seed).as_dict()}
+            "vs_global_popularity": bootstrap_ratio_ci(recall, global_reference, n_resamples=n_resamples, seed=seed).as_dict(),
+            "vs_weighted_popularity": bootstrap_ratio_ci(recall, weighted_reference, n_resamples=n_resamples,
+                                                         seed=seed).as_dict()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", action="store_true", help="Also compare attribute models and blend priors")
     parser.add_argument("--priors", default="1,2,4,8")
     parser.add_argument("--segments", action="store_true", help="Also describe the segments of all users by attributes")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="With --segments: HTML report of the model fitted on every user")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the figures")
     args = parser.parse_args(argv)
+    if args.report is not None and not args.segments:
+        parser.error("--report writes the report of the segments' model: add --segments")
     folder = find_movielens_100k(args.data)
     if folder is None:
         print(f"error: MovieLens 100K not found; pass --data DIR or set {ENV_VAR}", file=sys.stderr)
@@ -131,14 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         summary["priors"] = compare_priors(split, users, inputs.item_vectors, inputs.catalog, priors, args.seed,
                                            args.resamples)
         for row in summary["attribute_models"]:
-            print(f"{row['model']:45s} Recall@20 {row['Recall@20']['mean']:.4f}  vs global "
-                  f"{row['vs_global_popularity']['mean']:.3f} [{row['vs_global_popularity']['low']:.3f}, "
-                  f"{row['vs_global_popularity']['high']:.3f}]")
+            vs_global, vs_weighted = row["vs_global_popularity"], row["vs_weighted_popularity"]
+            chosen = f" (l2={row['l2']:g})" if "l2" in row else ""
+            print(f"{row['model'] + chosen:62s} Recall@20 {row['Recall@20']['mean']:.4f}  vs global "
+                  f"{vs_global['mean']:.3f} [{vs_global['low']:.3f}, {vs_global['high']:.3f}]  vs weighted "
+                  f"{vs_weighted['mean']:.3f} [{vs_weighted['low']:.3f}, {vs_weighted['high']:.3f}]")
         for row in summary["priors"]:
             print(f"events {row['events_given']} prior {row['prior']:g}: Recall@20 {row['Recall@20']:.4f} vs events "
                   f"{row['vs_events']['mean']:.3f} [{row['vs_events']['low']:.3f}, {row['vs_events']['high']:.3f}]")
     if args.segments:
-        summary["segments"] = describe_segments(inputs, users, args.seed)
+        summary["segments"] = describe_segments(inputs, users, args.seed, args.report)
         for row in summary["segments"]:
             print(f"segment {row['segment']} ({row['size']} users) {row['label']}: {row['text'] or '-'}")
     summary["seconds"] = round(time.perf_counter() - started, 1)

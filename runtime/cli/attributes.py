@@ -68,6 +68,17 @@ def print_user_cold_start(result) -> None:
                  for _, r in result.table().iterrows()])
 
 
+def print_attribute_groups(groups: list[dict]) -> None:
+    """The attribute groups of ``tastemap profile --users`` and the topics over-represented in each."""
+    from tastemap.console import print_table
+    from tastemap.runtime.recommend.attributes import AttributeGroup
+
+    print_table("Attribute groups (10 users or more), over-represented topics", ["group", "users", "topics (lift, weight)"],
+                [(AttributeGroup(g["attribute"], g["value"]).describe(), g["users"],
+                  ", ".join(f"{t['label']} ×{t['lift']:.1f} ({t['weight']:.0%})" for t in g["top_topics"]) or "-")
+                 for g in groups])
+
+
 def _item_ids(text: str, known):
     """``"12,40"`` as the model's item ids (integers when the model's ids are)."""
     import numpy as np

@@ -60,10 +60,13 @@ def profile_command(
     engine: Engine = typer.Option(Engine.local, help="local: this process; spark: events grouped by user on Spark."),
     master: str = typer.Option("local[*]", help="Spark master with --engine spark (ignored under spark-submit)."),
     buckets: Optional[int] = typer.Option(None, help="With --engine spark: hash users into N groups per call (default: one group per user)."),
+    users: Optional[Path] = typer.Option(None, "--users", help="Users table (user_id plus attribute columns): topics.json also describes each attribute group (10 users or more) by the topics over-represented in it; no user's attributes are written."),
 ) -> None:
     """Build layered interest profiles (time, category, topic layers and interest clusters).
 
     Example: tastemap profile events.csv catalog.csv --out profiles/
+
+    Attribute groups described by topics: tastemap profile events.csv catalog.csv --out profiles/ --users users.csv
 
     On Spark (events as Parquet, CSV or JSONL; output profiles.parquet is a folder of parts):
     tastemap profile events.parquet catalog.csv --out profiles/ --engine spark --master local[4]
@@ -83,6 +86,13 @@ def profile_command(
     spark = engine is Engine.spark
     if template is not None:
         data.check_template(template)
+    if users is not None and spark:
+        raise InputError("--users describes attribute groups with --engine local only; drop --users or --engine spark")
+    user_table = None
+    if users is not None:
+        from tastemap.runtime.io.users import read_users
+
+        user_table = read_users(users)  # first: a bad users table fails before anything is encoded or written
     hold_output(out, folder=True, scratch=[] if cache else [out / ".cache"])
     if not movielens and (events is None or catalog is None):
         raise InputError("give EVENTS and CATALOG files, or --movielens for the built-in sample")
@@ -136,6 +146,11 @@ def profile_command(
     # the encoder, not only its vectors: the topic labels are chosen with it
     profiles = profiler.fit_transform(inputs.interactions, inputs.catalog,
                                       encoder if encoder is not None else inputs.item_vectors)
+    if user_table is not None:
+        from tastemap.runtime.recommend.attributes import describe_groups_by_topics
+
+        extra["attribute_groups"] = describe_groups_by_topics(user_table, profiles.user_ids, profiles.topics[-1],
+                                                              profiles.topic_names[-1])
     write_profiles(profiler, out, extra=extra)
     report = inputs.report
     counts = profiles.interests.counts()
@@ -152,6 +167,10 @@ def profile_command(
         ("output", str(out)),
     ]
     print_table("Profiles", ["", "value"], rows)
+    if user_table is not None:
+        from tastemap.runtime.cli.attributes import print_attribute_groups
+
+        print_attribute_groups(extra["attribute_groups"])
 
 
 @app.command("segment")

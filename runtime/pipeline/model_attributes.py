@@ -3,7 +3,7 @@
 What a fitted model keeps is the :class:`~tastemap.runtime.recommend.attributes.AttributeModel`
 only: the attribute bands and values kept (each held by at least ``min_group`` training users,
 in ``model.json``'s ``fitted.attributes``) and three arrays, ``attributes.group_mean.npy``
-(share of the users in each group), ``attributes.item_mean.npy`` (share engaging with each item)
+(share of the users in each group), ``attributes.item_mean.npy`` (mean engagement with each item)
 and ``attributes.coef.npy`` (``[n_groups, n_items]``). No user's attributes are stored: the
 users table is read at fit and dropped. Segments gain ``top_attributes`` (groups of at least
 ``min_group`` users in the segment) in ``segments.parquet``.

@@ -7,15 +7,17 @@ values (a zip code by its first character, the region). A band or value held by 
 when even the merged group is too small, not used: every group the model knows, and every
 attribute shown in a segment's description, holds at least ``min_group`` users.
 
-:class:`AttributeModel` predicts, from the groups a user belongs to, the share of such users
-who engage with each item: a ridge regression of the training users' engagement (user × item,
-0/1) on their group membership (one-hot, centred), with the penalty chosen on a validation share
-of the training users. Unlike summing each attribute's lift (a naive-Bayes score), the regression
-does not count twice what two correlated attributes say (students are mostly 18–24); on
-MovieLens 100K it ranked better (docs/attributes.md). With no known attribute it is the
-population's popularity.
-:func:`blend_with_events` mixes these scores with the scores of a few known items, weighted by
-how much is known: the attribute part weighs ``prior / (prior + n_events)``.
+:class:`AttributeModel` predicts, from the groups a user belongs to, how much such users
+engage with each item: a ridge regression of the training users' engagement (user × item, 1
+where engaged, divided by the square root of the user's number of items, so that a user with
+many items does not outweigh many users with few) on their group membership (one-hot, centred),
+with the penalty chosen by k-fold cross-validation over the training users. Unlike summing each
+attribute's lift (a naive-Bayes score), the regression does not count twice what two correlated
+attributes say (students are mostly 18–24); on MovieLens 100K it ranked better
+(docs/attributes.md). With no known attribute it is the population's (so weighted) popularity.
+:func:`blend_with_events` mixes these scores with the scores of a few known items (or of a short
+description, counted as one item), weighted by how much is known: the attribute part weighs
+``prior / (prior + n_events)``.
 """
 
 from __future__ import annotations
@@ -40,9 +42,19 @@ AGE_EDGES = (18.0, 25.0, 35.0, 45.0, 50.0, 56.0)
 ZIP_COLUMNS = ("zip", "zip_code", "zipcode", "postcode", "postal_code")
 N_QUANTILE_BANDS = 5
 MIN_GROUP = 10
-L2_GRID = (10.0, 30.0, 100.0, 300.0, 1000.0)
+L2_GRID = (30.0, 100.0, 300.0, 1000.0, 3000.0)
+CV_FOLDS = 5
 MAX_VALIDATION_USERS = 2000
+TARGET_POWER = 0.5
+"""Each training user's engagement row is divided by ``n_items ** TARGET_POWER``: 0 counts users
+by items (heavy users dominate), 1 gives every user the same total weight; 0.5 ranked best and
+most steadily across splits on MovieLens 100K (docs/attributes.md)."""
 OTHER = "other"
+TEXT_AS_EVENTS = 1
+"""A short description weighs as much as one known item against the attributes."""
+TEXT_TOPICS, TEXT_SEGMENT_WEIGHT = 3, 0.3
+"""The text cold start's defaults (``TastemapRecommender.recommend_cold``): nearest topics kept and
+the weight of the nearest segment's popularity."""
 
 
 @dataclass(frozen=True)
@@ -195,10 +207,14 @@ class AttributeModel(BaseEstimator):
     min_group : int, default=10
         Fewest users behind any group (see :class:`AttributeEncoder`).
     l2 : float or None, default=None
-        Ridge penalty (> 0); None: chosen over :data:`L2_GRID` on a seeded validation share of
-        the training users by Recall@20.
+        Ridge penalty (> 0); None: chosen over :data:`L2_GRID` by :data:`CV_FOLDS`-fold
+        cross-validation (Recall@20), the largest penalty whose Recall@20 is within one standard
+        error (paired over users) of the best one's: the steadier choice when penalties tie.
+    target_power : float, default=0.5
+        Each user's engagement row is divided by ``n_items ** target_power`` (see
+        :data:`TARGET_POWER`); 0 regresses the raw 0/1 engagement.
     seed : int, default=0
-        Seed of the validation draw.
+        Seed of the cross-validation folds.
 
     Attributes
     ----------
@@ -206,9 +222,10 @@ class AttributeModel(BaseEstimator):
     l2_ : float
         The penalty used.
     validation_ : dict of float to float
-        Validation Recall@20 per penalty tried (empty when ``l2`` is given).
+        Cross-validated Recall@20 per penalty tried (empty when ``l2`` is given).
     item_mean_ : ndarray of shape (n_items,), float32
-        Share of the training users who engaged with each item (the population's popularity).
+        Mean engagement of the training users with each item (the population's popularity, each
+        user weighted as ``target_power`` says).
     group_mean_ : ndarray of shape (n_groups,), float32
         Share of the training users in each group.
     coef_ : ndarray of shape (n_groups, n_items), float32
@@ -217,16 +234,20 @@ class AttributeModel(BaseEstimator):
         Training users.
     """
 
-    def __init__(self, *, min_group: int = MIN_GROUP, l2: float | None = None, seed: int = 0):
+    def __init__(self, *, min_group: int = MIN_GROUP, l2: float | None = None, target_power: float = TARGET_POWER,
+                 seed: int = 0):
         self.min_group = min_group
         self.l2 = l2
+        self.target_power = target_power
         self.seed = seed
 
     def fit(self, users: UserAttributes, history: sparse.spmatrix, user_ids: np.ndarray) -> "AttributeModel":
         """Learn from ``history`` (CSR ``[n_users, n_items]``, nonzero = engaged) of the users
         ``user_ids`` ``[n_users]``; users missing from ``users`` have no known attribute."""
         if self.l2 is not None and not self.l2 > 0:
-            raise InputError(f"l2={self.l2!r} should be > 0 (or None to choose it on validation users)")
+            raise InputError(f"l2={self.l2!r} should be > 0 (or None to choose it by cross-validation)")
+        if not 0 <= self.target_power <= 1:
+            raise InputError(f"target_power={self.target_power!r} should be between 0 and 1")
         history = sparse.csr_matrix(history, dtype=np.float32, copy=True)
         if history.shape[0] != len(user_ids):
             raise InputError(f"history has {history.shape[0]} rows but user_ids has {len(user_ids)}")
@@ -239,38 +260,61 @@ class AttributeModel(BaseEstimator):
         logger.info("user attributes: %d of %d users with events have a row in the users table", matched, len(user_ids))
         self.encoder_ = AttributeEncoder(min_group=self.min_group).fit(users)
         membership = self.encoder_.transform(users.aligned(user_ids))
-        self.validation_ = {} if self.l2 is not None else self._validate(membership, history)
-        self.l2_ = float(self.l2 if self.l2 is not None else max(self.validation_, key=lambda l2: (self.validation_[l2], l2)))
+        target = engagement_target(history, self.target_power)
+        if self.l2 is None:
+            self.validation_, self.l2_ = self._cross_validate(membership, history, target)
+        else:
+            self.validation_, self.l2_ = {}, float(self.l2)
         self.n_users_ = int(history.shape[0])
-        self.group_mean_, self.item_mean_, self.coef_ = _ridge(membership, history, self.l2_)
-        logger.info("attribute model: %d groups, l2=%s (validation Recall@20 %s)", len(self.groups), self.l2_,
+        self.group_mean_, self.item_mean_, self.coef_ = _ridge(membership, target, self.l2_)
+        logger.info("attribute model: %d groups, l2=%s (cross-validated Recall@20 %s)", len(self.groups), self.l2_,
                     {k: round(v, 4) for k, v in self.validation_.items()})
         return self
 
-    def _validate(self, membership: sparse.csr_matrix, history: sparse.csr_matrix) -> dict[float, float]:
+    def _cross_validate(self, membership: sparse.csr_matrix, history: sparse.csr_matrix,
+                        target: sparse.csr_matrix) -> tuple[dict[float, float], float]:
+        """Recall@20 per penalty of :data:`L2_GRID` over :data:`CV_FOLDS` seeded folds of the
+        users with events (at most :data:`MAX_VALIDATION_USERS` scored in all), and the largest
+        penalty within one paired standard error of the best."""
         from tastemap.runtime.recommend.metrics import mark_hits, recall_at_k
 
+        rng = np.random.default_rng(self.seed)
         n = membership.shape[0]
-        held = np.zeros(n, bool)
-        held[np.random.default_rng(self.seed).choice(n, min(max(1, n // 5), MAX_VALIDATION_USERS), replace=False)] = True
-        held &= np.diff(history.indptr) > 0
-        relevant = [history[row].indices for row in np.flatnonzero(held)]
+        fold = rng.permutation(n) % CV_FOLDS
+        scored = np.zeros(n, bool)
+        active = np.flatnonzero(np.diff(history.indptr) > 0)
+        scored[rng.choice(active, min(active.size, MAX_VALIDATION_USERS), replace=False)] = True
         k = min(20, history.shape[1])
-        scores = {}
-        for l2 in L2_GRID:
-            group_mean, item_mean, coef = _ridge(membership[~held], history[~held], l2)
-            predicted = item_mean[None, :] + (membership[held].toarray() - group_mean) @ coef
-            top = np.argpartition(-predicted, k - 1, axis=1)[:, :k]
-            top = np.take_along_axis(top, np.argsort(-np.take_along_axis(predicted, top, axis=1), axis=1), axis=1)
-            scores[float(l2)] = float(recall_at_k(mark_hits(top, relevant), np.array([r.size for r in relevant]), k).mean())
-        return scores
+        recalls = {float(l2): [] for l2 in L2_GRID}
+        for f in range(min(CV_FOLDS, n)):
+            train, held = fold != f, (fold == f) & scored
+            if not held.any() or not train.any():
+                continue
+            relevant = [history[row].indices for row in np.flatnonzero(held)]
+            n_relevant = np.array([r.size for r in relevant])
+            for l2 in recalls:
+                group_mean, item_mean, coef = _ridge(membership[train], target[train], l2)
+                predicted = item_mean[None, :] + (membership[held].toarray() - group_mean) @ coef
+                top = np.argpartition(-predicted, k - 1, axis=1)[:, :k]
+                top = np.take_along_axis(top, np.argsort(-np.take_along_axis(predicted, top, axis=1), axis=1), axis=1)
+                recalls[l2].append(recall_at_k(mark_hits(top, relevant), n_relevant, k))
+        if not recalls[L2_GRID[0]]:  # too few users with events to hold any out: the grid's middle
+            return {}, float(L2_GRID[len(L2_GRID) // 2])
+        per_user = {l2: np.concatenate(values) for l2, values in recalls.items()}
+        means = {l2: float(values.mean()) for l2, values in per_user.items()}
+        best = max(means, key=lambda l2: (means[l2], l2))
+
+        def within_one_error(l2: float) -> bool:
+            difference = per_user[l2] - per_user[best]
+            return means[l2] >= means[best] - difference.std() / np.sqrt(max(difference.size, 1))
+        return means, max(l2 for l2 in means if within_one_error(l2))
 
     @property
     def groups(self) -> list[AttributeGroup]:
         return self.encoder_.groups_
 
     def score(self, membership: sparse.spmatrix) -> np.ndarray:
-        """Predicted engagement shares ``[n_users, n_items]`` float32 of users given by their
+        """Predicted engagement ``[n_users, n_items]`` float32 of users given by their
         groups (CSR ``[n_users, n_groups]``, :meth:`AttributeEncoder.transform`); a user with no
         known attribute gets the population's popularity."""
         check_fitted(self, "coef_", "fit(users, history, user_ids)")
@@ -306,7 +350,8 @@ class AttributeModel(BaseEstimator):
         penalty, and the arrays ``group_mean`` ``[n_groups]``, ``item_mean`` ``[n_items]`` and
         ``coef`` ``[n_groups, n_items]``; no row about any single user."""
         check_fitted(self, "coef_", "fit(users, history, user_ids)")
-        state = {"encoder": self.encoder_.to_dict(), "l2": self.l2_, "n_users": self.n_users_,
+        state = {"encoder": self.encoder_.to_dict(), "l2": self.l2_, "target_power": float(self.target_power),
+                 "n_users": self.n_users_,
                  "validation": {str(k): v for k, v in self.validation_.items()}, "seed": self.seed}
         return state, {"group_mean": self.group_mean_, "item_mean": self.item_mean_, "coef": self.coef_}
 
@@ -324,7 +369,8 @@ class AttributeModel(BaseEstimator):
 
     @classmethod
     def from_arrays(cls, state: dict, arrays: Mapping[str, np.ndarray]) -> "AttributeModel":
-        model = cls(min_group=int(state["encoder"]["min_group"]), l2=float(state["l2"]), seed=int(state["seed"]))
+        model = cls(min_group=int(state["encoder"]["min_group"]), l2=float(state["l2"]), seed=int(state["seed"]),
+                    target_power=float(state.get("target_power", 0.0)))  # models fitted before: raw 0/1 engagement
         model.encoder_ = AttributeEncoder.from_dict(state["encoder"])
         model.l2_, model.n_users_ = float(state["l2"]), int(state["n_users"])
         model.validation_ = {float(k): float(v) for k, v in state["validation"].items()}
@@ -334,6 +380,13 @@ class AttributeModel(BaseEstimator):
             raise InputError(f"attribute coefficients have shape {model.coef_.shape}; expected "
                              f"[n_groups={len(model.groups)}, n_items={model.item_mean_.size}]")
         return model
+
+
+def engagement_target(history: sparse.csr_matrix, power: float) -> sparse.csr_matrix:
+    """``history`` (0/1 CSR ``[n_users, n_items]``) with each row divided by its number of items
+    to the ``power`` (rows without items stay empty)."""
+    counts = np.maximum(np.diff(history.indptr), 1).astype(np.float64)
+    return sparse.csr_matrix(sparse.diags(counts ** -float(power)) @ history, dtype=np.float64)
 
 
 def _ridge(membership: sparse.csr_matrix, history: sparse.csr_matrix, l2: float):
@@ -386,20 +439,26 @@ def describe_segments_by_attributes(membership: sparse.spmatrix, labels: np.ndar
 
 
 def recommend_from_attributes(recommender, model: AttributeModel, attributes: Mapping[str, object], *,
-                              item_ids: Sequence | None = None, k: int = 20, prior: float = 2.0) -> list:
+                              item_ids: Sequence | None = None, text_vector: np.ndarray | None = None, k: int = 20,
+                              prior: float = 2.0) -> list:
     """Top ``k`` :class:`~tastemap.runtime.recommend.recommender.Recommendation` for a new user
     known by ``attributes`` (``{"age": 24, "occupation": "student"}``) and optionally a few
-    ``item_ids`` (liked, latest last; never recommended back), blended by
-    :func:`blend_with_events`. Each explanation names the groups the item is popular with."""
+    ``item_ids`` (liked, latest last; never recommended back) or a short description embedded as
+    ``text_vector`` ``[dim]``, blended by :func:`blend_with_events`. A description counts as
+    :data:`TEXT_AS_EVENTS` known items and keeps the text cold start's candidates (the items near
+    it in its nearest topics), which the attributes then reorder. Each explanation names the
+    groups the item is popular with."""
     from tastemap.runtime.recommend.explain import Explanation
     from tastemap.runtime.recommend.recommender import Recommendation
 
     if not (isinstance(k, (int, np.integer)) and k >= 1):
         raise InputError(f"k={k!r} should be an integer >= 1")
+    if item_ids and text_vector is not None:
+        raise InputError("attributes combine with a few item ids or with a text; give one of the two")
     if model.item_mean_.size != recommender.item_ids_.size:
         model = model.padded(recommender.item_ids_.size)
     scores, groups = model.score_attributes(attributes)
-    ranked, seeds = scores.astype(np.float64), ((), ())
+    ranked, seeds, described = scores.astype(np.float64), ((), ()), False
     if item_ids:
         rows = pd.Index(recommender.item_ids_).get_indexer(list(item_ids))
         if (rows < 0).any():
@@ -409,7 +468,13 @@ def recommend_from_attributes(recommender, model: AttributeModel, attributes: Ma
         ranked = ranked.astype(np.float64)
         ranked[rows] = -np.inf
         seeds = (tuple(_plain(recommender.item_ids_[r]) for r in rows), tuple(str(recommender.titles_[r]) for r in rows))
+    elif text_vector is not None:
+        ranked, described = np.full(scores.size, -np.inf), True
+        candidates, text_scores = cold_text_scores(recommender, text_vector)
+        ranked[candidates] = blend_with_events(scores[None, candidates], text_scores[None, :], TEXT_AS_EVENTS,
+                                               prior=prior)[0]
     top = np.argsort(-ranked, kind="stable")[:k]
+    top = top[np.isfinite(ranked[top])]
     fine = len(recommender.profiler_.topic_tree_.levels) - 1
     names = recommender.profiler_.topic_tree_.fine.names
     out = []
@@ -417,7 +482,8 @@ def recommend_from_attributes(recommender, model: AttributeModel, attributes: Ma
         topic = int(recommender.profiler_.item_topics_[item, fine])
         explanation = Explanation(-1, names[topic], "attributes", seed_item_ids=seeds[0], seed_titles=seeds[1],
                                   topic_level=fine, topic_id=topic,
-                                  audience=model.audience(int(item), groups, float(scores[item])))
+                                  audience=model.audience(int(item), groups, float(scores[item]))
+                                  + ("; close to your description" if described else ""))
         out.append(Recommendation(rank=rank + 1, item_id=_plain(recommender.item_ids_[item]),
                                   title=str(recommender.titles_[item]), score=float(ranked[item]), explanation=explanation))
     return out
@@ -430,6 +496,36 @@ def add_attribute_descriptions(segmenter, users: UserAttributes, *, min_group: i
     membership = encoder.transform(users.aligned(segmenter.user_ids_))
     segmenter.segments_["top_attributes"] = describe_segments_by_attributes(
         membership, segmenter.labels_, encoder.groups_, min_group=min_group)
+
+
+def describe_groups_by_topics(users: UserAttributes, user_ids: np.ndarray, topic_weights: sparse.spmatrix,
+                              topic_names: Sequence[str], *, min_group: int = MIN_GROUP, top: int = 3) -> list[dict]:
+    """The mirror of a segment's attributes: per attribute group of the users ``user_ids``
+    ``[n_users]`` (groups of at least ``min_group`` of them), the fine topics over-represented
+    in its members' profiles (``topic_weights`` ``[n_users, n_topics]``, rows summing to 1):
+    ``topic, label, weight`` (the members' mean), ``population`` (everyone's mean) and ``lift``,
+    ranked by ``weight * log(lift)`` among lifts above 1, as segments rank them. Aggregates only."""
+    user_ids = np.asarray(user_ids)
+    matched = int(np.isin(user_ids, users.user_ids).sum())
+    if matched == 0:
+        raise InputError(f"none of the {user_ids.size} profiled users is in the users table ({users.n_users} users, "
+                         f"e.g. {users.user_ids[:3].tolist()}); check the user_id column")
+    values = users.aligned(user_ids)  # only the profiled users count towards a group's size
+    encoder = AttributeEncoder(min_group=min_group).fit(UserAttributes(user_ids, values, users.numeric))
+    membership = encoder.transform(values).tocsc()
+    weights = sparse.csr_matrix(topic_weights, dtype=np.float64)
+    population = np.asarray(weights.mean(axis=0)).ravel()
+    out = []
+    for index, group in enumerate(encoder.groups_):
+        members = membership[:, index].nonzero()[0]
+        mean = np.asarray(weights[members].mean(axis=0)).ravel()
+        lift = np.divide(mean, population, out=np.zeros_like(mean), where=population > 0)
+        gain = np.where(lift > 1 + 1e-9, mean * np.log(np.maximum(lift, 1e-12)), -np.inf)  # 1e-9: rounding ties
+        order = [i for i in np.lexsort((np.arange(gain.size), -gain))[:top] if np.isfinite(gain[i])]
+        out.append({"attribute": group.column, "value": group.value, "users": int(members.size),
+                    "top_topics": [{"topic": int(i), "label": str(topic_names[i]), "weight": float(mean[i]),
+                                    "population": float(population[i]), "lift": float(lift[i])} for i in order]})
+    return out
 
 
 def attributes_text(entries: Sequence[Mapping]) -> str:
@@ -459,6 +555,20 @@ def cold_event_scores(recommender, given: Sequence[np.ndarray]) -> np.ndarray:
     weights = recommender.weights_.as_dict()
     components = recommender.components(np.arange(len(given)), state)
     return sum(weights[name] * values for name, values in components.items() if weights[name] > 0).astype(np.float32)
+
+
+def cold_text_scores(recommender, text_vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The text cold start's candidates ``[m]`` and their scores ``[m]`` for a description
+    embedded as ``text_vector`` ``[dim]`` (normalised here), with the recommender's defaults."""
+    from tastemap.runtime.recommend.serving import score_text
+
+    vector = np.asarray(text_vector, np.float32).ravel()
+    if vector.size != recommender.profiler_.item_vectors_.shape[1]:
+        raise InputError(f"the text vector has {vector.size} dimensions; the item vectors have "
+                         f"{recommender.profiler_.item_vectors_.shape[1]} (encode the text with the model's encoder)")
+    vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+    items, scores, _ = score_text(recommender, vector, TEXT_TOPICS, TEXT_SEGMENT_WEIGHT)
+    return items, np.asarray(scores, np.float32)
 
 
 def _plain(value):
