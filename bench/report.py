@@ -1,7 +1,8 @@
-"""Readable views of a bench result: terminal tables and the README's markdown performance section.
+"""Readable views of a bench result: terminal tables and the markdown tables of the docs'
+performance pages (``docs/performance/``).
 
 Everything is rendered from the result document alone (:mod:`tastemap.bench.schema`), so the
-README's figures come from a real run and can be regenerated with ``tastemap bench report``.
+published figures come from a real run and can be regenerated with ``tastemap bench report``.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def print_summary(doc: dict) -> None:
 
 
 def render_markdown(doc: dict, source: str = "RESULT.json") -> str:
-    """The README's performance section for ``doc`` (markdown)."""
+    """The performance tables of ``doc`` (markdown, as in ``docs/performance/``)."""
     machine, config = doc["machine"], doc["config"]
     threads = config["threads"]
     flags = ", ".join(flag for flag in machine["cpu_flags"] if flag.startswith(("avx512_vnni", "avx2", "amx", "avx_vnni")))

@@ -2,7 +2,7 @@
 
 Ranked per-user lists are built as Arrow list columns straight from the flat arrays (no loop over
 users). Every file is written to a temporary name in the output folder and renamed only when all
-of them are complete. The schemas are documented in the README ("Interest profiles").
+of them are complete. The schemas are documented in ``docs/commands/profile.md`` ("Outputs").
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def write_profiles(profiler, out_dir: str | Path, profiles: UserProfiles | None 
 
 
 def profiles_table(profiles: UserProfiles, item_ids: np.ndarray, titles: np.ndarray) -> pa.Table:
-    """One row per user (see the README schema); labels are dictionary-encoded strings."""
+    """One row per user (see the schema in ``docs/commands/profile.md``); labels are dictionary-encoded strings."""
     fine_names = profiles.topic_names[-1]
     n_users = len(profiles.user_ids)
     columns = {
