@@ -19,6 +19,8 @@ then come from the text alone); ``--options`` also clusters the alternative item
   the same with explanations shuffled across recommendations; the share of the most frequent
   common ground; explanations by seeds only; ``a mix of`` labels; and the deletion test of
   :func:`tastemap.bench.interests.deletion_test`.
+- **Showcase** (:func:`showcase`): the top of the topic tree and ten explanations for five users,
+  as a reader sees them.
 - **Options** (:func:`topic_options`): the NMI of 50 fine topics clustered on each candidate item
   space: the item text with and without the year, a text of categories and tags, and the text
   joined with the genres or with the collaborative (EASE) item factors.
@@ -174,6 +176,24 @@ def _names_any(text: str, terms: set[str]) -> bool:
     return any(re.search(rf"(?<![\w]){re.escape(term)}(?![\w])", text) for term in terms)
 
 
+def showcase(tree, recommendations: pd.DataFrame, *, n_coarse: int = 10, n_fine: int = 3, n_users: int = 5,
+             per_user: int = 2) -> dict:
+    """What a reader sees: the top of the topic tree (the ``n_coarse`` largest coarse topics, each
+    with its ``n_fine`` largest fine topics, as in the report) and the first ``per_user``
+    explanations of the first ``n_users`` users."""
+    coarse, fine = tree.levels[0], tree.fine
+    lines = []
+    for topic in np.argsort(-coarse.sizes, kind="stable")[:n_coarse]:
+        children = np.flatnonzero(fine.parents == topic) if len(tree.levels) > 1 else np.zeros(0, np.int64)
+        children = children[np.argsort(-fine.sizes[children], kind="stable")][:n_fine]
+        lines.append(f"{coarse.names[topic]} ({coarse.sizes[topic]:,} items): "
+                     + "; ".join(f"{fine.names[c]} ({fine.sizes[c]:,})" for c in children))
+    users = recommendations["user_id"].drop_duplicates().head(n_users)
+    shown = recommendations[recommendations["user_id"].isin(users)].groupby("user_id", sort=False).head(per_user)
+    return {"topic_tree": lines,
+            "explanations": [f"user {r.user_id}, {r.title}: {r.explanation}" for r in shown.itertuples()]}
+
+
 def deletion_figures(recommender, data, recommendations: pd.DataFrame, *, max_cases: int = 300, seed: int = 0) -> dict:
     """The deletion test on ``max_cases`` recommendations drawn with ``seed``."""
     from tastemap.bench.interests import deletion_test
@@ -284,6 +304,7 @@ def run(*, text_only: bool = False, options: bool = False, quality: bool = False
         "labels": label_figures(tree, item_terms(catalog, recommender.profiler_.item_texts_)),
         "explanations": explanation_figures(recommendations, truth, seed=seed),
         "deletion": deletion_figures(recommender, inputs.interactions, recommendations, max_cases=max_cases, seed=seed),
+        "showcase": showcase(tree, recommendations),
     }
     if options:
         result["options"] = topic_options(inputs, seed=seed)

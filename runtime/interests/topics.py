@@ -7,8 +7,8 @@ tokens; coarse topics are Ward merges of the fine centroids in that space, so ev
 has exactly one coarse parent. Stored centroids are means of the text vectors, which is what
 :meth:`TopicTree.assign` places new items and texts by. Measured on MovieLens (``python -m
 tastemap.bench.explicit --options``, 50 fine topics): the item text alone (``Title (1995). Genres.
-Tags: ...``) clusters films with genre-set NMI 0.46 and release-year NMI 0.37; joined with the
-genres at weight 1, 0.79 and 0.13, at an unchanged HR@10. Each topic gets
+Tags: ...``) clusters films with genre-set NMI 0.45 and release-year NMI 0.38; joined with the
+genres at weight 1, 0.79 and 0.12, at an unchanged HR@10. Each topic gets
 keywords, its size and its medoid items. Keywords are phrases (:mod:`~tastemap.runtime.interests.labels`):
 candidates from the items' texts scored by class-based TF-IDF (``tf(t, c) * log(1 + A / f(t))``,
 ``A`` the mean number of phrases per topic, ``f(t)`` the frequency of ``t`` over all topics) and
@@ -99,7 +99,7 @@ class TopicTree:
         return np.stack(columns[::-1], axis=1).astype(np.int64)
 
     def to_dict(self, item_ids: Sequence, titles: Sequence[str]) -> dict:
-        """The tree as JSON-ready nested topics (see the ``topics.json`` schema in the README)."""
+        """The tree as JSON-ready nested topics (see the ``topics.json`` schema in ``docs/commands/profile.md``)."""
 
         def node(depth: int, topic: int) -> dict:
             level = self.levels[depth]

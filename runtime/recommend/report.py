@@ -188,16 +188,28 @@ def _segments(segments: pd.DataFrame) -> str:
     if segments is None or segments.empty:
         return "<p>No segments.</p>"
     largest = max(int(segments["size"].max()), 1)
+    described = "top_attributes" in segments  # segments described by user attributes too
     rows = "".join(
         f"<tr><th scope='row'>{int(row['segment'])}</th><td>{int(row['size']):,} ({row['share']:.0%})</td>"
         f"<td><div class='bar' style='width:{100 * int(row['size']) / largest:.1f}%'></div></td>"
-        f"<td>{_lifts(row.get('top_topics'), 'label')}</td><td>{_lifts(row.get('top_categories'), 'category')}</td></tr>"
+        f"<td>{_lifts(row.get('top_topics'), 'label')}</td><td>{_lifts(row.get('top_categories'), 'category')}</td>"
+        + (f"<td>{_attribute_lifts(row['top_attributes'])}</td>" if described else "") + "</tr>"
         for _, row in segments.iterrows()
     )
     return ("<p>Each segment's topics and categories most over-represented against all users: share of the "
-            "segment's interest, and lift (segment share over population share).</p>"
-            "<table><thead><tr><th>segment</th><th>users</th><th class='barcol'></th><th>over-represented topics</th>"
-            f"<th>over-represented categories</th></tr></thead><tbody>{rows}</tbody></table>")
+            "segment's interest, and lift (segment share over population share)"
+            + ("; attributes: share of the segment's users in the group (groups of 10 users or more)" if described else "")
+            + ".</p><table><thead><tr><th>segment</th><th>users</th><th class='barcol'></th><th>over-represented topics</th>"
+            "<th>over-represented categories</th>" + ("<th>over-represented attributes</th>" if described else "")
+            + f"</tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _attribute_lifts(entries) -> str:
+    """A segment's ``top_attributes`` (``occupation student``, share of its users, lift)."""
+    from tastemap.runtime.recommend.attributes import AttributeGroup
+
+    return _lifts([{"label": AttributeGroup(e["attribute"], e["value"]).describe(), "weight": e["share"],
+                    "lift": e["lift"]} for e in (entries if entries is not None else [])], "label")
 
 
 def _lifts(entries, key: str) -> str:

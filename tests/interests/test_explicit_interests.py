@@ -82,7 +82,7 @@ def test_a_topic_without_a_true_phrase_is_named_by_its_medoids():
     titles = catalog["title"].to_numpy()
     for topic, name in enumerate(bare.fine.names):
         assert name == medoid_label([titles[i] for i in bare.fine.medoids[topic]])
-        assert name.startswith("like ") and "(19" not in name
+        assert name.startswith("like “") and "”" in name
     assert not any(is_medoid_label(n) for n in tree.fine.names)
     assert display_title("Barfly (1987)") == "Barfly" and display_title("Heat") == "Heat"
 

@@ -127,7 +127,7 @@ def test_labels_are_phrases_without_noise_and_unique_per_level():
                                  stop_words=["tags"], categories=categories)
     fine, coarse = tree.fine, tree.levels[0]
     assert stats["phrase_vectors"] == "item means"
-    assert coarse.names[0].startswith("like La vie de ")  # three genres, none held by half: named by medoids
+    assert coarse.names[0].startswith("like “La vie de ")  # three genres, none held by half: named by medoids
     phrase_labels = [name for name in fine.names + coarse.names if not name.startswith("like ")]
     words = {w for names in phrase_labels for phrase in names.split(", ") for w in phrase.split()}
     assert not words & {"la", "vie", "de", "netflix", "queue", "fi", "sci", "noir"}
