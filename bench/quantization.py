@@ -16,7 +16,8 @@ Figures: mean and min cosine to fp32 on real texts (the export's validation text
 titles with genres), top-10 nearest-neighbour overlap with fp32 within that set, the Spearman
 correlation of all pairwise similarities with fp32's (an STS-like figure), min cosine
 between a text encoded alone and inside one padded batch of 64, and throughput at ``--threads``
-intra-op threads on batches of ``--batch-size`` texts padded to their own longest, for each ONNX
+intra-op threads on batches of ``--batch-size`` texts (or, with ``--batch-tokens``, cut by padded
+tokens as the runtime cuts them) padded to their own longest, for each ONNX
 Runtime graph optimization level, on three workloads (:mod:`tastemap.bench.workloads`): short
 queries (10-16 tokens), MovieLens item texts and ~256-token documents, each sorted by length as
 the runtime's batching does. Throughput is given per wall second and per CPU second of the
@@ -27,7 +28,7 @@ profiler, item texts, share of kernel time per operator type), and ``--json`` re
 with this CPU's int8 ISA class, so that figures from several machines can be put side by side.
 
 Run: ``python -m tastemap.bench.quantization ~/.cache/tastemap/models/all-MiniLM-L6-v2/model.onnx
---json int8-$(hostname).json``
+--batch-tokens 512 --json int8-$(hostname).json``
 """
 
 from __future__ import annotations
@@ -63,20 +64,36 @@ LEVELS = {
 
 @dataclass(frozen=True)
 class Encoder:
-    """One ONNX session plus its tokenizer; ``encode`` returns ``[n, dim]`` float32."""
+    """One ONNX session plus its tokenizer; ``encode`` returns ``[n, dim]`` float32.
+
+    Batches hold ``batch_size`` consecutive texts or, with ``max_tokens``, are cut as the
+    runtime's :class:`~tastemap.runtime.encode.encoder.Encoder` cuts them (longest first, at most
+    ``max_tokens`` padded tokens and ``batch_size`` texts each), the vectors coming back in input order.
+    """
 
     session: ort.InferenceSession
     tokenizer: Tokenizer
+    max_tokens: int | None = None
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        return np.concatenate(
-            [self._batch(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
-        )
+        if self.max_tokens is None:
+            return np.concatenate([self._batch(self.tokenizer.encode_batch(texts[i : i + batch_size]))
+                                   for i in range(0, len(texts), batch_size)])
+        from tastemap.runtime.encode.batching import plan_batches
 
-    def _batch(self, texts: list[str]) -> np.ndarray:
         encodings = self.tokenizer.encode_batch(texts)
+        lengths = np.array([len(encoding.ids) for encoding in encodings])
+        batches = plan_batches(lengths, max_tokens=self.max_tokens, max_batch_size=batch_size)
+        vectors = [self._batch([encodings[i] for i in batch]) for batch in batches]
+        out = np.empty((len(texts), vectors[0].shape[1]), np.float32)
+        for batch, batch_vectors in zip(batches, vectors):
+            out[batch] = batch_vectors
+        return out
+
+    def _batch(self, encodings: list) -> np.ndarray:
+        """Embeddings of tokenizer ``encodings``, padded to the longest of them."""
         length = max(len(e.ids) for e in encodings)
-        ids = np.zeros((len(texts), length), np.int64)
+        ids = np.zeros((len(encodings), length), np.int64)
         mask = np.zeros_like(ids)
         for row, encoding in enumerate(encodings):
             ids[row, : len(encoding.ids)] = encoding.ids
@@ -125,7 +142,8 @@ def pair_spearman(reference: np.ndarray, vectors: np.ndarray) -> float:
     return float(spearmanr((reference @ reference.T)[upper], (vectors @ vectors.T)[upper]).statistic)
 
 
-def make_encoder(path: Path, tokenizer: Tokenizer, level: str, threads: int, profile_prefix: str = "") -> Encoder:
+def make_encoder(path: Path, tokenizer: Tokenizer, level: str, threads: int, profile_prefix: str = "",
+                 max_tokens: int | None = None) -> Encoder:
     options = ort.SessionOptions()
     if profile_prefix:
         options.enable_profiling = True
@@ -136,7 +154,7 @@ def make_encoder(path: Path, tokenizer: Tokenizer, level: str, threads: int, pro
     # No spin-waiting: on a shared machine spinning threads burn the CPU time measured below.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return Encoder(session, tokenizer)
+    return Encoder(session, tokenizer, max_tokens)
 
 
 def make_variants(fp32_path: Path, folder: Path) -> dict[str, Path]:
@@ -188,9 +206,10 @@ def time_encoders(
 
 
 def op_profile(path: Path, tokenizer: Tokenizer, texts: list[str], batch_size: int, threads: int,
-               folder: Path) -> dict[str, float]:
+               folder: Path, max_tokens: int | None = None) -> dict[str, float]:
     """Share of ONNX Runtime's kernel time per operator type (``extended`` level), largest first."""
-    encoder = make_encoder(path, tokenizer, "extended", threads, profile_prefix=str(folder / "profile"))
+    encoder = make_encoder(path, tokenizer, "extended", threads, profile_prefix=str(folder / "profile"),
+                           max_tokens=max_tokens)
     encoder.encode(texts, batch_size)
     trace = Path(encoder.session.end_profiling())
     events = json.loads(trace.read_text())
@@ -222,7 +241,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("fp32", type=Path, help="fp32 ONNX model with tokenizer.json beside it")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="texts per timed batch (at most, with --batch-tokens)")
+    parser.add_argument("--batch-tokens", type=int, default=None,
+                        help="cut timed batches by padded tokens as the runtime does (its CPU default: 512)")
     parser.add_argument("--movies", type=int, default=200, help="extra MovieLens texts for the quality figures")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--levels", default="basic,extended,all")
@@ -235,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = parse_workloads(args.workloads, parser)
+    if args.batch_tokens is not None and args.batch_tokens < 1:
+        parser.error(f"--batch-tokens {args.batch_tokens} should be >= 1")
 
     manifest = args.fp32.parent / "manifest.json"
     if args.max_seq_len is None:
@@ -266,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
                 "batch_invariance_min_cosine": float((alone * batched).sum(axis=1).min()),
             }
         encoders = {
-            (name, level): make_encoder(path, tokenizer, level, args.threads)
+            (name, level): make_encoder(path, tokenizer, level, args.threads, max_tokens=args.batch_tokens)
             for name, path in variants.items()
             for level in levels
         }
@@ -276,9 +299,11 @@ def main(argv: list[str] | None = None) -> None:
         }
         chosen = f"int8 per-token {DEFAULT_SCHEME}"
         profile = op_profile(variants[chosen], tokenizer, sorted(workloads["items"].texts, key=len)
-                             if "items" in workloads else texts, args.batch_size, args.threads, Path(folder))
+                             if "items" in workloads else texts, args.batch_size, args.threads, Path(folder),
+                             args.batch_tokens)
 
     cpu = cpu_info()
+    batching = f"batches of {args.batch_size}" + (f" within {args.batch_tokens} tokens" if args.batch_tokens else "")
     print_table(
         f"int8 quality vs fp32 ({len(texts)} texts, batches of {args.batch_size}, "
         f"graph optimization {args.quality_level}; {cpu.model}, int8 ISA class {cpu.isa})",
@@ -292,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
             base = speed[workload.name]["fp32", levels[0]][index]
             print_table(
                 f"{workload.name} ({len(workload.texts)} texts, {workload.mean_tokens:.0f} tokens on average): texts "
-                f"per {unit} at {args.threads} intra-op threads, batches of {args.batch_size} (median of "
+                f"per {unit} at {args.threads} intra-op threads, {batching} (median of "
                 f"{args.rounds} interleaved rounds; x = ratio to fp32 at {levels[0]}; int8 ISA class {cpu.isa})",
                 ["variant", *levels],
                 [[name, *(f"{speed[workload.name][name, level][index]:.1f} "
@@ -304,7 +329,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         record = {
             "cpu": cpu.to_dict(), "onnxruntime": ort.__version__, "threads": args.threads,
-            "batch_size": args.batch_size, "rounds": args.rounds, "model": str(args.fp32),
+            "batch_size": args.batch_size, "batch_tokens": args.batch_tokens, "rounds": args.rounds,
+            "model": str(args.fp32), "load_average_at_end": os.getloadavg(),
             "quality": quality,
             "workloads": {workload.name: workload.context() for workload in workloads.values()},
             "speed": {

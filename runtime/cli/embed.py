@@ -26,7 +26,9 @@ def embed_command(
     model: Optional[Path] = typer.Option(None, "--model", help=MODEL_HELP),
     variant: Variant = typer.Option(Variant.auto, help="ONNX variant: auto is fp16 on a GPU, int8 on the CPU."),
     device: Device = typer.Option(Device.auto, help="auto falls back to the CPU with a warning; cuda fails without CUDA."),
-    batch_tokens: int = typer.Option(DEFAULT_MAX_TOKENS, "--batch-tokens", help="Padded tokens per batch."),
+    batch_tokens: Optional[int] = typer.Option(
+        DEFAULT_MAX_TOKENS, "--batch-tokens",
+        help="Padded tokens per batch [default: 512 on the CPU, 2048 on a GPU]."),
     threads: Optional[int] = typer.Option(None, help="ONNX Runtime threads (default: usable cores)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Embedding cache folder: unchanged texts are not re-encoded."),
     chunk_rows: int = typer.Option(DEFAULT_CHUNK_ROWS, "--chunk-rows", help="Rows read and written per chunk."),

@@ -36,9 +36,13 @@ from tastemap.runtime.encode.providers import (
 
 logger = logging.getLogger(__name__)
 
-# Padded tokens per batch. Smaller batches keep each MatMul's activations in the CPU caches:
-# on MiniLM int8 at 2 threads, 1,024-2,048 tokens ran 20% faster than 8,192 (see README).
-DEFAULT_MAX_TOKENS = 2048
+# Padded tokens per batch, by device. On the CPU smaller batches keep each operator's activations
+# in the core's own cache (at 512 tokens a MiniLM layer's widest activation is 3 MB in float): on
+# an AMX Xeon at 2 threads MiniLM int8 ran 1.3-1.4x faster at 512 than at 2,048 on item texts and
+# 1.5x on 256-token documents, fp32 1.0-1.2x (docs/performance/int8.md). A GPU wants larger batches.
+CPU_MAX_TOKENS = 512
+GPU_MAX_TOKENS = 2048
+DEFAULT_MAX_TOKENS = None  # CPU_MAX_TOKENS or GPU_MAX_TOKENS, by the device the encoder runs on
 DEFAULT_CHUNK_ROWS = 8192  # rows read, encoded and written at a time by encode_to_file
 
 
@@ -46,7 +50,8 @@ DEFAULT_CHUNK_ROWS = 8192  # rows read, encoded and written at a time by encode_
 class EncoderConfig:
     """What the caller asked for; validated at construction.
 
-    ``max_tokens`` is the budget of padded tokens per batch, ``max_batch_size`` caps the texts per
+    ``max_tokens`` is the budget of padded tokens per batch (``None``: :data:`CPU_MAX_TOKENS` on
+    the CPU, :data:`GPU_MAX_TOKENS` on a GPU), ``max_batch_size`` caps the texts per
     batch, ``max_padding`` the largest fraction of padding tokens a batch may hold (a batch ends
     where the next text is too short), ``pad_multiple`` rounds each batch's length up (fewer
     distinct shapes), ``window`` is
@@ -59,7 +64,7 @@ class EncoderConfig:
     variant: str = "auto"
     device: str = "auto"
     threads: int | None = None
-    max_tokens: int = DEFAULT_MAX_TOKENS
+    max_tokens: int | None = DEFAULT_MAX_TOKENS
     max_batch_size: int = 256
     max_padding: float = 0.1
     pad_multiple: int = 1
@@ -72,6 +77,8 @@ class EncoderConfig:
         object.__setattr__(self, "device", parse_device(self.device).value)
         for name in ("max_tokens", "max_batch_size", "pad_multiple", "window"):
             value = getattr(self, name)
+            if name == "max_tokens" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"{name}={value!r} should be an integer >= 1")
         if not isinstance(self.max_padding, (int, float)) or not 0 <= self.max_padding <= 1:
@@ -125,8 +132,8 @@ class Encoder:
     logged warning on fallback); ``threads`` defaults to the cores in the process's CPU affinity
     mask. ``cache_dir`` enables the on-disk cache (:mod:`tastemap.runtime.encode.cache`).
 
-    After loading, ``provider``, ``variant``, ``device`` and ``threads`` report what is actually
-    used, and ``stats`` (:class:`EncodeStats`) accumulates counters over calls.
+    After loading, ``provider``, ``variant``, ``device``, ``threads`` and ``max_tokens`` report
+    what is actually used, and ``stats`` (:class:`EncodeStats`) accumulates counters over calls.
     """
 
     def __init__(
@@ -136,7 +143,7 @@ class Encoder:
         variant: str = "auto",
         device: str = "auto",
         threads: int | None = None,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
         max_batch_size: int = 256,
         max_padding: float = 0.1,
         pad_multiple: int = 1,
@@ -193,6 +200,8 @@ class Encoder:
         check_session(package, session)
         self.package = package
         self._plan, self._session, self._threads = plan, session, threads
+        self._max_tokens = self.config.max_tokens or (
+            CPU_MAX_TOKENS if plan.device is Device.cpu else GPU_MAX_TOKENS)
         self._tokenizer = package.load_tokenizer()
         self._output = package.output_name
         self._cache = None
@@ -263,6 +272,11 @@ class Encoder:
         return self.load()._threads
 
     @property
+    def max_tokens(self) -> int:
+        """Padded tokens per batch: the one asked for, else the default of the device used."""
+        return self.load()._max_tokens
+
+    @property
     def dim(self) -> int:
         """Embedding dimension."""
         return self.load().package.embedding_dim
@@ -308,7 +322,7 @@ class Encoder:
             window_rows = rows[start : start + len(encodings)]
             for batch in plan_batches(
                 lengths,
-                max_tokens=config.max_tokens,
+                max_tokens=self._max_tokens,
                 max_batch_size=config.max_batch_size,
                 max_padding=config.max_padding,
                 pad_multiple=config.pad_multiple,

@@ -126,7 +126,7 @@ def embed(
     variant: str = "auto",
     device: str = "auto",
     threads: int | None = None,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
 ):
     """``frame`` with an ``out_col`` column of ``array<float>`` embeddings (unit vectors, ``dim``
     floats) of the string column ``text_col``; lazy, like any Spark transformation.
@@ -183,7 +183,7 @@ def embed_with_spark(
     master: str | None = None,
     variant: str = "auto",
     device: str = "auto",
-    max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
     threads: int | None = None,
     partitions: int | None = None,
 ) -> SparkEmbedResult:

@@ -89,6 +89,22 @@ def test_constructor_does_no_work_and_load_reports_the_choice(tiny_package, tmp_
     assert Encoder(tiny_package, device="cpu", threads=1).threads == 1
 
 
+def test_the_token_budget_defaults_by_device_and_a_given_one_is_kept(tiny_package):
+    from tastemap.runtime.encode.encoder import CPU_MAX_TOKENS
+
+    assert CPU_MAX_TOKENS == 512
+    assert Encoder(tiny_package, device="cpu").max_tokens == CPU_MAX_TOKENS
+    assert Encoder(tiny_package, device="cpu", max_tokens=64).max_tokens == 64
+
+
+def test_session_threads_sleep_instead_of_spinning():
+    from tastemap.runtime.encode.providers import make_session_options
+
+    options = make_session_options(2, cpu_arena=True)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 2
+
+
 @pytest.mark.parametrize(("weight_limit", "isa", "warns"), [
     (None, "avx2", True), (None, "avx512f", True), (None, "avx512_vnni", False), (64, "avx2", False),
 ])

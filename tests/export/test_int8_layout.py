@@ -93,6 +93,17 @@ def test_quantization_bench_records_every_workload_and_the_profile(tiny_package,
     assert "operator profile" in capsys.readouterr().out
 
 
+def test_quantization_bench_batches_by_tokens_and_keeps_the_input_order(tiny_package):
+    from tastemap.bench.quantization import make_encoder
+    from tastemap.package import ModelPackage
+
+    tokenizer = ModelPackage.load(tiny_package).load_tokenizer()
+    texts = ["a", "the dark star rises over the old city", "comedy", "space adventure at night", "b c"]
+    by_count = make_encoder(tiny_package / "model.onnx", tokenizer, "basic", 1).encode(texts, 1)
+    by_tokens = make_encoder(tiny_package / "model.onnx", tokenizer, "basic", 1, max_tokens=16).encode(texts, 8)
+    np.testing.assert_allclose(by_tokens, by_count, atol=1e-5)
+
+
 def test_quantization_bench_refuses_a_bad_workload(capsys):
     from tastemap.bench import quantization
 
