@@ -26,7 +26,9 @@ from tastemap.bench.measure import rss_mib
 
 
 class StageMeter:
-    """Wall time and peak resident memory (MiB) per named stage, sampled by a background thread."""
+    """Wall time, CPU time (every thread's) and peak resident memory (MiB) per named stage,
+    sampled by a background thread; each stage is also printed to stderr when it ends, so that a
+    long run that stops leaves its finished stages."""
 
     def __init__(self, interval: float = 0.02):
         self.interval = interval
@@ -42,11 +44,13 @@ class StageMeter:
         class _Stage:
             def __enter__(self):
                 meter._peak = rss_mib()
-                self.start = time.perf_counter()
+                self.start, self.cpu = time.perf_counter(), time.process_time()
 
             def __exit__(self, *exc):
                 meter.results[name] = {"seconds": round(time.perf_counter() - self.start, 2),
+                                       "cpu_seconds": round(time.process_time() - self.cpu, 2),
                                        "peak_rss_mib": round(max(meter._peak, rss_mib()), 1)}
+                print(f"{name}: {meter.results[name]}", file=sys.stderr, flush=True)
 
         return _Stage()
 

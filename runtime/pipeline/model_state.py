@@ -49,7 +49,7 @@ USER_FILES = ("users.parquet", "profiles.parquet", "segments.parquet", "user_seg
 ITEM_INDEX = "item_index.npy"
 """The serialised IVF item index (a flat index is rebuilt from the item vectors)."""
 ITEM_NEIGHBOURS = "item_neighbours.npy"
-"""Each item's nearest items (int32 ``[n_items, n_candidates]``): the interests' candidates."""
+"""Each item's nearest items (int32 ``[n_items, interest_candidates]``): the interests' candidates."""
 COLLABORATIVE_INDEX = "collaborative_index.npy"
 """The serialised IVF index over the collaborative item factors (a flat one is rebuilt)."""
 COLLABORATIVE_PARTS = ("left", "right", "diagonal")
@@ -235,7 +235,8 @@ def state_files(recommender: TastemapRecommender, categories: list, *, scratch: 
         "params": {
             "recommender": {"l2": recommender.l2, "rank": recommender.rank,
                             "recency_half_life": recommender.recency_half_life,
-                            "n_candidates": recommender.n_candidates, "seed": recommender.seed},
+                            "n_candidates": recommender.n_candidates,
+                            "interest_candidates": recommender.interest_candidates, "seed": recommender.seed},
             "weights": recommender.weights_.as_dict(),
             "profiler": profiler.get_params(),
             "segmenter": segmenter.get_params() if segmenter is not None else None,

@@ -116,6 +116,41 @@ def test_top_per_row_breaks_ties_by_the_lower_item():
     assert items[chosen].tolist() == [9, 2, 1, 4]
 
 
+
+
+@pytest.mark.parametrize("k", [1, 40, 300, 2000])
+def test_best_items_finds_the_exact_index_sets(k):
+    rng = np.random.default_rng(k)
+    vectors = rng.standard_normal((1500, 16)).astype(np.float32)
+    queries = rng.standard_normal((300, 16)).astype(np.float32)
+    queries[0] = 0.0  # every score tied: any k items are the best
+    exact = stage.build_item_index(vectors).search(queries, min(k, 1500))[1]
+    found = stage.best_items(vectors, queries, k)
+    assert found.shape == (300, min(k, 1500))
+    assert all(set(a) == set(b) for a, b in zip(found[1:], exact[1:]))
+    assert len(set(found[0])) == min(k, 1500)
+
+
+def test_max_per_key_keeps_the_largest_value_of_each_pair():
+    rng = np.random.default_rng(0)
+    rows, items = rng.integers(0, 5, 300), rng.integers(0, 40, 300)
+    values = rng.standard_normal(300) + 10.0  # positive: a dense reference with 0 for no pair
+    expected = np.zeros((5, 40))
+    np.maximum.at(expected, (rows, items), values)
+    out = stage.max_per_key(rows, items, values, (5, 40))
+    assert out.has_sorted_indices and out.nnz == np.count_nonzero(expected)
+    np.testing.assert_allclose(out.toarray(), expected.astype(np.float32))
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_top_per_row_equals_a_stable_sort_of_every_entry(k):
+    rng = np.random.default_rng(k)
+    rows = np.sort(rng.integers(0, 20, 600))
+    items = rng.permutation(600)
+    scores = rng.integers(0, 8, 600).astype(float)  # many ties at every rank
+    order = np.lexsort((items, -scores, rows))
+    rank = np.arange(600) - np.searchsorted(rows[order], rows[order])
+    np.testing.assert_array_equal(stage.top_per_row(rows, items, scores, k), order[rank < k])
+
 @pytest.mark.parametrize("settle_users", [1024, 2])
 def test_update_of_known_users_replaces_their_rows_as_a_rebuild_would(planted, settle_users, monkeypatch):
     """The in-place path (known users only, no row of anyone else copied) equals a rebuild,

@@ -190,7 +190,7 @@ def test_cli_recommend_one_user_and_batch(tmp_path):
 def test_constructor_takes_no_data():
     recommender = TastemapRecommender()
     assert sorted(recommender.get_params(deep=False)) == [
-        "l2", "n_candidates", "profiler", "rank", "recency_half_life", "seed", "segmenter", "weights"]
+        "interest_candidates", "l2", "n_candidates", "profiler", "rank", "recency_half_life", "seed", "segmenter", "weights"]
     events, catalog, vectors, _ = make_planted(4)
     with pytest.raises(TypeError):
         TastemapRecommender(catalog=catalog, item_vectors=vectors)
@@ -222,6 +222,8 @@ def test_fit_checks_its_data(fitted):
         make_recommender().fit(data, catalog, vectors, collaborative=small)
     with pytest.raises(InputError, match="rank=0 should be an integer >= 1"):
         make_recommender(rank=0).fit(data, catalog, vectors)
+    with pytest.raises(InputError, match="interest_candidates=0 should be an integer >= 1"):
+        make_recommender(interest_candidates=0).fit(data, catalog, vectors)
     with pytest.raises(InputError, match="weights should be None or a BlendWeights, got dict"):
         make_recommender(weights={"interests": 1}).fit(data, catalog, vectors)
 
@@ -232,3 +234,17 @@ def test_fit_with_a_plain_catalog(fitted):
     model = make_recommender(weights=BlendWeights(long_term=0, short_term=0, interests=1)).fit(data, plain, vectors)
     recs = model.recommend(2, k=6)
     assert all(topic_of(truth, r.item_id) in truth.user_topics[2] for r in recs)
+
+
+def test_interest_candidates_take_the_medoid_and_latest_neighbours_in_turn_without_repeats():
+    rng = np.random.default_rng(0)
+    recommender = TastemapRecommender()
+    for k in (1, 5, 50):
+        neighbours = rng.integers(-1, 30, (40, k)).astype(np.int32)  # -1: an approximate index found fewer
+        recommender.item_neighbours_ = neighbours
+        medoids, latest = rng.integers(0, 40, 200), rng.integers(0, 40, 200)
+        found = recommender._candidates(medoids, latest)
+        for row in range(200):
+            in_turn = [item for pair in zip(neighbours[medoids[row]], neighbours[latest[row]]) for item in pair]
+            distinct = list(dict.fromkeys(in_turn))[:k]
+            assert found[row].tolist() == distinct + [-1] * (k - len(distinct))
