@@ -250,7 +250,7 @@ def _rounds(functions: dict, texts: list[str], rounds: int) -> tuple[dict, dict]
     seconds: dict[str, list[float]] = {key: [] for key in functions}
     outputs: dict = {}
     for _ in range(rounds):
-        once, vectors = compare(functions, texts, 1)
+        once, _, vectors = compare(functions, texts, 1)
         for key, value in once.items():
             seconds[key].append(value)
         outputs = outputs or vectors

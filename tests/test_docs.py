@@ -210,7 +210,7 @@ def test_readme_is_short_and_ci_runs_its_test_command():
     set_up = [line for line in readme.splitlines() if line.startswith("pip install torch")]
     assert len(set_up) == 2, set_up
     demo, tests = set_up
-    assert tests in ci, "the README's test command is not a line of .ci/run"
+    assert f"{tests} || exit 1" in ci, "the README's test command (ending `|| exit 1`) is not a line of .ci/run"
     assert demo.endswith("tastemap demo") and "npm ci --prefix examples/node" in tests
     getting_started = (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
     assert demo in getting_started and tests in getting_started

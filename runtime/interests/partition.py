@@ -26,6 +26,7 @@ together. Finally, while there are more than ``max_interests``, the closest pair
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,38 +85,59 @@ def partition_user(
 
 def _ward_cut(x, gram, prior, threshold, min_affinity, prior_pairs) -> list[np.ndarray]:
     m = x.shape[0]
-    upper = np.triu_indices(m, 1)
+    upper = _upper_triangle(m)
     condensed = np.sqrt(np.maximum(2.0 - 2.0 * (x @ x.T)[upper].astype(np.float64), 0.0))
     tree = linkage(condensed, method="ward")
-    whole: list[np.ndarray | None] = [np.array([i]) for i in range(m)]  # node -> its items, None if cut
-    parts: list[list[np.ndarray]] = [[np.array([i])] for i in range(m)]  # node -> the clusters below it
-    for a, b, height, _ in tree:
+    # plain lists while walking the tree: a user's update pays per NumPy call, and most merges need none
+    whole: list[list[int] | None] = [[i] for i in range(m)]  # node -> its items, None if cut
+    parts: list[list[list[int]]] = [[[i]] for i in range(m)]  # node -> the clusters below it
+    for a, b, height, _ in tree.tolist():
         left, right = whole[int(a)], whole[int(b)]
         joined = left is not None and right is not None and (
-            height <= threshold or affinity(gram, left, right, prior, prior_pairs) >= min_affinity)
+            height <= threshold
+            or affinity(gram, np.array(left), np.array(right), prior, prior_pairs) >= min_affinity)
         if joined:
-            whole.append(np.concatenate([left, right]))
+            whole.append(left + right)
             parts.append([whole[-1]])
         else:
             whole.append(None)
             parts.append(parts[int(a)] + parts[int(b)])
-    return parts[-1]
+    return [np.array(group, np.int64) for group in parts[-1]]
+
+
+@functools.lru_cache(maxsize=64)
+def _upper_triangle(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the strict upper triangle of an ``m × m`` matrix (users' sizes repeat)."""
+    return np.triu_indices(m, 1)
 
 
 def _merge_close(groups, gram, prior, min_affinity, prior_pairs, max_interests) -> list[np.ndarray]:
     groups = list(groups)
+    within_of = [within(gram, group, prior, prior_pairs) for group in groups]
+
+    def pair(i: int, j: int) -> float:  # affinity(groups[i], groups[j]), i < j, from the kept withins
+        return float(gram[np.ix_(groups[i], groups[j])].mean()) / np.sqrt(within_of[i] * within_of[j])
+
+    n = len(groups)
+    # every pair's affinity, kept between merges: a merge changes only the pairs of the merged group
+    scores = np.full((n, n), -np.inf)
+    for i in range(n):
+        for j in range(i + 1, n):
+            scores[i, j] = pair(i, j)
     while len(groups) > 1:
-        best, pair = -np.inf, None
-        for i in range(len(groups)):
-            for j in range(i + 1, len(groups)):
-                value = affinity(gram, groups[i], groups[j], prior, prior_pairs)
-                if value > best:
-                    best, pair = value, (i, j)
+        upper = _upper_triangle(len(groups))
+        values = scores[upper]
+        first = int(np.argmax(values))  # the first best pair in (i, j) order
+        best, (i, j) = values[first], (int(upper[0][first]), int(upper[1][first]))
         if best < min_affinity and len(groups) <= max_interests:
             break
-        i, j = pair
         groups[i] = np.concatenate([groups[i], groups[j]])
-        del groups[j]
+        del groups[j], within_of[j]
+        within_of[i] = within(gram, groups[i], prior, prior_pairs)
+        scores = np.delete(np.delete(scores, j, axis=0), j, axis=1)
+        for k in range(len(groups)):
+            if k != i:
+                scores[min(i, k), max(i, k)] = pair(min(i, k), max(i, k))
     return groups
 
 

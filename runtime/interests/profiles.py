@@ -310,10 +310,9 @@ class InterestProfiler(BaseEstimator):
         a later window. ``events`` as in :meth:`fit`; items must come from the catalog the profiler
         was fitted on."""
         check_fitted(self, "profiles_", "fit(events, catalog, item_vectors)")
-        if not isinstance(events, Interactions):
-            events = as_events(events)
-        catalog = pd.DataFrame({"item_id": self.item_ids_})
-        return self._profile(events, catalog, {})[0]
+        if isinstance(events, Interactions):  # already aligned: no catalogue-sized table to build
+            return self._profile(events, None, {})[0]
+        return self._profile(as_events(events), pd.DataFrame({"item_id": self.item_ids_}), {})[0]
 
     def _onehot(self, level):
         """The items-to-topics one-hot matrix of a topic level, built once per level (an update
@@ -324,7 +323,7 @@ class InterestProfiler(BaseEstimator):
             hit = cache[id(level)] = (level, onehot(level.labels, level.n_topics))
         return hit[1]
 
-    def _profile(self, events, catalog: pd.DataFrame, stats: dict):
+    def _profile(self, events, catalog: pd.DataFrame | None, stats: dict):
         start = time.perf_counter()
         report = None
         if isinstance(events, Interactions):
@@ -364,6 +363,10 @@ class InterestProfiler(BaseEstimator):
             interests=interests,
         )
         return profiles, pairs, report
+
+
+PROGRESS_USERS = 1000
+"""Users from which the interest clustering shows a progress bar on a terminal."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -406,7 +409,10 @@ def cluster_interests(
     counts = np.zeros(pairs.n_users, np.int64)
     scale = scale if scale is not None else interest_scale(item_vectors, item_topics)
     with _blas_threads().limit(limits=1):  # tiny matrices: BLAS threads cost more than they save
-        for user in progress(range(pairs.n_users), total=pairs.n_users, description="interest clusters"):
+        users = range(pairs.n_users)
+        if pairs.n_users >= PROGRESS_USERS:  # a bar for a batch, not for an update of a few users
+            users = progress(users, total=pairs.n_users, description="interest clusters")
+        for user in users:
             _cluster_one(user, indptr, items_all, weight_all, totals, item_vectors, distance_threshold,
                          max_interests, min_affinity, scale, parts, counts)
     flat = {name: np.concatenate(values) if values else np.zeros(0) for name, values in parts.items()}
@@ -458,10 +464,12 @@ def _plurality(item_topics: np.ndarray, members: np.ndarray, sizes: np.ndarray, 
     if sizes.size == 0:
         return np.zeros(0, np.int64)
     owner = np.repeat(np.arange(sizes.size), sizes)
-    n_topics = int(item_topics.max()) + 1
+    member_topics, medoid_topics = item_topics[members], item_topics[medoid]
+    # as wide as the topics that occur (not the catalogue's: an update reads its users' items only)
+    n_topics = int(max(member_topics.max(), medoid_topics.max())) + 1
     counts = np.zeros((sizes.size, n_topics), np.float64)
-    np.add.at(counts, (owner, item_topics[members]), 1.0)
-    counts[np.arange(sizes.size), item_topics[medoid]] += 0.5
+    np.add.at(counts, (owner, member_topics), 1.0)
+    counts[np.arange(sizes.size), medoid_topics] += 0.5
     return np.argmax(counts, axis=1).astype(np.int64)
 
 

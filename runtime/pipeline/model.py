@@ -370,7 +370,8 @@ class TastemapModel:
                 raise InputError("this model was fitted without user attributes; fit it with a users table "
                                  "(TastemapModel.fit(..., users=read_users(path)) or tastemap fit --users users.csv)")
             if isinstance(text_or_items, str):
-                raise InputError("attributes combine with a few item ids, not with a text; give one or the other")
+                return recommend_from_attributes(self.recommender, self.attributes, attributes, k=k,
+                                                 text_vector=self._text_vector(text_or_items))
             return recommend_from_attributes(self.recommender, self.attributes, attributes,
                                              item_ids=list(text_or_items or []), k=k)
         if text_or_items is None:
@@ -378,6 +379,12 @@ class TastemapModel:
         if isinstance(text_or_items, str):
             return self.recommender.recommend_cold(text=text_or_items, encoder=self.encoder, k=k)
         return self.recommender.recommend_cold(item_ids=list(text_or_items), k=k)
+
+    def _text_vector(self, text: str) -> np.ndarray:
+        """``text`` embedded by the model's encoder (the checks of a text cold start)."""
+        if not text.strip():
+            raise InputError("text is empty; describe the user's tastes in a few words")
+        return np.asarray(self.encoder.encode([text]), dtype=np.float32)[0]
 
     def explain(self, user_id, item_id) -> Explanation:
         """Why ``item_id`` would be recommended to ``user_id`` (layer, interest, seed items)."""
@@ -458,7 +465,7 @@ class TastemapModel:
         if catalog is not None:
             catalog = as_catalog(catalog)
             catalog = catalog.assign(item_id=like_model_ids(catalog["item_id"].to_numpy(), self.item_ids, "item"))
-            fresh = pd.Index(self.item_ids).get_indexer(catalog["item_id"].to_numpy()) < 0
+            fresh = self.recommender._item_index().get_indexer(catalog["item_id"].to_numpy()) < 0
             n_known_rows = int((~fresh).sum())
             if item_vectors is not None:
                 item_vectors = self._check_vectors(item_vectors, len(catalog))[fresh]
@@ -468,10 +475,11 @@ class TastemapModel:
                     self.recommender, self._categories, added, self._new_item_vectors(added, item_vectors))
                 self._dirty |= {"items", "users"}
         user_ids, users = np.unique(new_user_ids, return_inverse=True)
-        items = pd.Index(self.item_ids).get_indexer(new_item_ids)
+        items = self.recommender._item_index().get_indexer(new_item_ids)  # hashed once, not per update
         unknown = items < 0
-        examples = pd.unique(frame["item_id"].to_numpy()[unknown])[:10].tolist()
+        examples = []
         if unknown.any():
+            examples = pd.unique(frame["item_id"].to_numpy()[unknown])[:10].tolist()
             logger.warning("%d new events name items the model does not hold (e.g. %s); they are dropped",
                            int(unknown.sum()), examples[:5])
         weights = frame["weight"].to_numpy(np.float32)
@@ -485,7 +493,7 @@ class TastemapModel:
             started, counts, n_events_read=len(frame), n_unknown_items=int(unknown.sum()),
             unknown_item_examples=[_plain(x) for x in examples], n_new_items=n_new_items,
             n_known_catalog_rows=n_known_rows)
-        record = {key: value for key, value in summary.to_dict().items() if key not in ("refreshed", "deferred")}
+        record = summary.record()
         self.meta["updates"] = (self.meta.get("updates", []) + [
             {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **record}])[-MAX_UPDATE_RECORDS:]
         return summary

@@ -11,6 +11,9 @@ adjusted exactly. What waits for the next batch fit is listed in :data:`DEFERRED
 
 The rows of known users go to the recommender's overlay (:mod:`~tastemap.runtime.recommend.user_rows`),
 so that an update costs the touched users' rows; new users are appended to the fitted arrays at once.
+Besides those rows an update reads fitted state only (the profiler's interest scale, the item ids'
+hash index, the event log's index by user, the popularity entries of the users' items), so that
+its cost does not grow with the catalogue or the number of users.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import pandas as pd
 from scipy import sparse
 
 from tastemap.errors import InputError
-from tastemap.runtime.interests.layers import category_levels, onehot
+from tastemap.runtime.interests.layers import category_levels
 from tastemap.runtime.interests.profiles import UserProfiles
 from tastemap.runtime.io.interactions import Interactions
 from tastemap.runtime.pipeline.model_state import EventLog, pad_columns, resize
@@ -33,7 +36,7 @@ from tastemap.runtime.recommend.candidates import nearest_items
 from tastemap.runtime.recommend.recommender import TastemapRecommender, recency_matrix
 from tastemap.runtime.recommend.serving import popularity_changed
 from tastemap.runtime.recommend.user_rows import (assign, concat_interests, concat_profiles, take_interests,
-                                                 take_profiles, take_rows, writable)
+                                                 row_positions, take_profiles, take_rows, writable)
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +82,12 @@ class UpdateSummary:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def record(self) -> dict:
+        """The counts and seconds (not the fixed lists of what is refreshed and what waits), as the
+        model's update history keeps them."""
+        return {f.name: list(value) if isinstance(value := getattr(self, f.name), list) else value
+                for f in dataclasses.fields(self) if f.name not in ("refreshed", "deferred")}
 
 
 def add_items(recommender: TastemapRecommender, categories: list, catalog: pd.DataFrame,
@@ -133,7 +142,8 @@ def fold_events(recommender: TastemapRecommender, log: EventLog, users: np.ndarr
     unseen = np.flatnonzero(rows < 0)
     rows[unseen] = n_old + np.arange(unseen.size)  # provisional rows of new users, in id order
     event_rows = rows[users]
-    keep = _not_stored(log, event_rows, items, timestamps)
+    stored = log.of_users(np.unique(event_rows))  # their stored events, read once
+    keep = _not_stored(stored, event_rows, items, timestamps)
     event_rows, items, timestamps, weights = event_rows[keep], items[keep], timestamps[keep], weights[keep]
     counts = {"n_events_added": int(event_rows.size), "n_duplicates": int((~keep).sum()), "n_users_updated": 0,
               "n_new_users": 0, "n_segment_changes": 0}
@@ -148,10 +158,14 @@ def fold_events(recommender: TastemapRecommender, log: EventLog, users: np.ndarr
         recommender.user_index_ = known_users.append(pd.Index(np.asarray(user_ids)[unseen[arriving - n_old]]))
     log.append(event_rows, items, timestamps, weights)
 
-    user_rows, item_rows, times, event_weights = log.of_users(touched)
+    # the touched users' events in the log's order (what ``log.of_users(touched)`` gives): their
+    # stored events (of old users, whose rows the renumbering keeps), then the ones just appended
+    theirs = np.isin(stored[0], touched)
+    user_rows, item_rows, times, event_weights = (np.concatenate([column[theirs], new]) for column, new in
+                                                  zip(stored, (event_rows, items, timestamps, weights)))
     local = Interactions(users=np.searchsorted(touched, user_rows), items=item_rows, timestamps=times,
-                         weights=event_weights, user_ids=np.asarray(recommender.user_index_)[touched],
-                         item_ids=recommender.item_ids_)
+                         weights=np.asarray(event_weights, np.float32),
+                         user_ids=np.asarray(recommender.user_index_)[touched], item_ids=recommender.item_ids_)
     profiles = recommender.profiler_.transform(local)
     state = recommender.scoring_state(local.matrix(), recency_matrix(local, recommender.recency_half_life), profiles)
     counts["n_segment_changes"] = _move_segments(recommender, touched, n_old, profiles, state.history)
@@ -175,21 +189,23 @@ def fold_events(recommender: TastemapRecommender, log: EventLog, users: np.ndarr
     return counts
 
 
-def _not_stored(log: EventLog, rows: np.ndarray, items: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
-    """True for new events that repeat neither a stored event nor an earlier new one."""
-    users, stored_items, stored_times, _ = log.of_users(np.unique(rows))
-    events = np.stack([np.concatenate(pair) for pair in ((users, rows), (stored_items, items),
-                                                          (stored_times, timestamps))], axis=1)
-    _, first = np.unique(events, axis=0, return_index=True)  # a stable sort: the first occurrence of each event
-    keep = np.zeros(len(events), bool)
-    keep[first] = True
-    return keep[users.size:]
+def _not_stored(stored: tuple, rows: np.ndarray, items: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
+    """True for new events that repeat neither a ``stored`` event (the columns ``users, items,
+    timestamps, weights`` of the users' stored events) nor an earlier new one."""
+    events = [np.concatenate(pair) for pair in ((stored[0], rows), (stored[1], items), (stored[2], timestamps))]
+    order = np.lexsort(events[::-1])  # stable: each event's first occurrence leads its equals, stored ones first
+    ordered = [column[order] for column in events]
+    repeat = np.zeros(order.size, bool)
+    repeat[order[1:]] = np.logical_and.reduce([column[1:] == column[:-1] for column in ordered])
+    return ~repeat[stored[0].size:]
 
 
 def _move_segments(recommender: TastemapRecommender, touched: np.ndarray, n_old: int, profiles: UserProfiles,
                    history: sparse.csr_matrix) -> int:
     """Assign the touched users to their nearest fitted segment and adjust sizes, shares and the
-    per-segment popularity exactly; returns how many users changed segment (new users count)."""
+    per-segment popularity exactly; returns how many users changed segment (new users count).
+    Works on the touched users' rows only: the popularity entries of their items, nothing of
+    catalogue size."""
     segmenter = recommender.segmenter_
     if segmenter is None:
         return 0
@@ -199,25 +215,46 @@ def _move_segments(recommender: TastemapRecommender, touched: np.ndarray, n_old:
     previous = np.full(touched.size, -1, np.int64)
     previous[was_old] = segmenter.labels_[touched[was_old]]
     current, at = recommender.rows_of(touched[was_old])
-    change = (onehot(labels, k).T @ history - onehot(previous[was_old], k).T @ current.history[at]).tocoo()
-    change.sum_duplicates()
+    # the new rows count in the new segment, the replaced rows leave the previous one
+    segments, items, change = _segment_change(labels, history, previous[was_old], current.history, at)
     popularity = writable(recommender.segment_popularity_, np.float32)  # in place: the change touches few entries
-    before = popularity[change.row, change.col]
-    popularity[change.row, change.col] = before + change.data
+    before = popularity[segments, items]
+    popularity[segments, items] = before + change
     recommender.segment_popularity_ = popularity
-    popularity_changed(recommender, change.row, change.col, before)
+    popularity_changed(recommender, segments, items, before)
     n_new = touched.size - int(was_old.sum())
     if n_new:
         segmenter.labels_ = np.concatenate([segmenter.labels_, np.full(n_new, -1, np.int64)])
         segmenter.user_ids_ = np.asarray(recommender.user_index_)
     segmenter.labels_ = assign(segmenter.labels_, touched, labels)
-    sizes = segmenter.segments_["size"].to_numpy(np.int64) + np.bincount(labels, minlength=k) \
-        - np.bincount(previous[was_old], minlength=k)
-    table = segmenter.segments_.copy()
-    table["size"] = sizes
-    table["share"] = sizes / max(segmenter.labels_.size, 1)
-    segmenter.segments_ = table
-    return int((labels != previous).sum())
+    moved = labels != previous
+    if moved.any():  # sizes (and, with new users, shares) change; the table is replaced, not edited
+        sizes = segmenter.segments_["size"].to_numpy(np.int64) + np.bincount(labels[moved], minlength=k) \
+            - np.bincount(previous[moved & was_old], minlength=k)
+        table = segmenter.segments_.copy()
+        table["size"] = sizes
+        table["share"] = sizes / max(segmenter.labels_.size, 1)
+        segmenter.segments_ = table
+    return int(moved.sum())
+
+
+def _segment_change(labels: np.ndarray, history: sparse.csr_matrix, previous: np.ndarray,
+                    old_history: sparse.csr_matrix, old_rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(segments, items, change)``: the non-zero entries of ``onehot(labels).T @ history -
+    onehot(previous).T @ old_history[old_rows]`` (float32), keyed segment-major, from the users'
+    rows alone (a sparse product would allocate arrays as wide as the catalogue)."""
+    old_positions = row_positions(old_history.indptr, old_rows)
+    old_counts = old_history.indptr[old_rows + 1] - old_history.indptr[old_rows]
+    segments = np.concatenate([np.repeat(labels, np.diff(history.indptr)), np.repeat(previous, old_counts)])
+    items = np.concatenate([history.indices, old_history.indices[old_positions]]).astype(np.int64)
+    values = np.concatenate([history.data, -old_history.data[old_positions]]).astype(np.float32)
+    known = segments >= 0  # a user without a segment adds to none
+    keys, where = np.unique(segments[known] * np.int64(history.shape[1]) + items[known], return_inverse=True)
+    change = np.zeros(keys.size, np.float32)
+    np.add.at(change, where, values[known])
+    nonzero = change != 0
+    keys = keys[nonzero]
+    return keys // history.shape[1], keys % history.shape[1], change[nonzero]
 
 
 def _known_paths(paths, known: list[set]) -> list[tuple]:

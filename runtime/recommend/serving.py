@@ -66,14 +66,15 @@ def score_candidates(recommender, users: np.ndarray, state, *, segments: np.ndar
     users = np.asarray(users, np.int64)
     n_items, n_rows = recommender.item_ids_.size, users.size
     weights = recommender.weights_.as_dict()
-    components = _components(recommender, users, state)
+    rows_of = {"history": stage.csr_rows(state.history, users), "recency": stage.csr_rows(state.recency, users)}
+    components = _components(recommender, users, state, rows_of)
     key_sets = [_collaborative_candidates(recommender, components, weights)]
     key_sets += [stage.keys_of(part["raw"]) for part in components.values() if part["kind"] == "sparse"]
     favourites = favourite_items(recommender, segments if boost is None else boost[1], n_rows)
     key_sets.append((np.arange(n_rows, dtype=np.int64)[:, None] * n_items + favourites).ravel())
     keys = stage.sorted_unique(np.concatenate(key_sets))
     if not keep_seen:
-        keys = keys[~np.isin(keys, stage.keys_of(stage.csr_rows(state.history, users)), assume_unique=True)]
+        keys = keys[~np.isin(keys, stage.keys_of(rows_of["history"]), assume_unique=True)]
     if force is not None:
         keys = np.union1d(keys, np.arange(n_rows, dtype=np.int64) * n_items + np.asarray(force, np.int64))
     rows, items = keys // n_items, keys % n_items
@@ -98,14 +99,15 @@ def candidate_scores(recommender, users: np.ndarray, state) -> np.ndarray:
     return out
 
 
-def _components(recommender, users: np.ndarray, state) -> dict:
+def _components(recommender, users: np.ndarray, state, rows_of: dict) -> dict:
     """The weighted components of ``users``, each a dict with its ``kind`` (``lowrank``,
-    ``sparse`` or ``bilinear``), what its values need and its catalogue-wide ``stats``."""
+    ``sparse`` or ``bilinear``), what its values need and its catalogue-wide ``stats``
+    (``rows_of``: the users' rows of ``state.history`` and ``state.recency``)."""
     out = {}
     for name in recommender._weighted():
         if name in ("long_term", "short_term") and recommender.collaborative_ is not None:
             model = recommender.collaborative_
-            history = stage.csr_rows(state.history if name == "long_term" else state.recency, users)
+            history = rows_of["history" if name == "long_term" else "recency"]
             factors = model.user_factors(history)
             total, squares = cached(recommender, "collaborative", model.right, stage.Bilinear.of).sums(factors)
             # the zero diagonal: the user's own items score (u · right_j − x_j · diagonal_j), not u · right_j
@@ -117,7 +119,7 @@ def _components(recommender, users: np.ndarray, state) -> dict:
             out[name] = {"kind": "lowrank", "factors": factors, "history": history,
                          "stats": stage.Stats.from_sums(total, squares, model.n_items)}
         elif name == "interests":
-            raw = recommender._interest_priorities(users, state)
+            raw = recommender._interest_priorities(users, state, rows_of["recency"])
             out[name] = {"kind": "sparse", "raw": raw, "stats": stage.sparse_stats(raw)}
         elif name == "category" and state.categories is not None and recommender.profiler_.category_levels_:
             items = recommender.profiler_.category_levels_[-1].items
@@ -134,8 +136,10 @@ def _components(recommender, users: np.ndarray, state) -> dict:
 
 def pair_products(left: np.ndarray, left_rows: np.ndarray, right: np.ndarray, right_rows: np.ndarray, *,
                   chunk: int = 2048) -> np.ndarray:
-    """``left[left_rows[j]] · right[right_rows[j]]`` for every ``j``, float64, a chunk of pairs at
-    a time (the gathered rows of a whole batch would not stay in the cache)."""
+    """``left[left_rows[j]] · right[right_rows[j]]`` for every ``j``, a chunk of pairs at a time
+    (the gathered rows of a whole batch would not stay in the cache), in float32 like ``right``
+    (a float64 product would first copy the gathered rows) and returned as float64."""
+    left = np.asarray(left, np.float32)
     out = np.empty(left_rows.size)
     for start in range(0, left_rows.size, chunk):
         part = slice(start, start + chunk)
@@ -184,7 +188,12 @@ def _collaborative_candidates(recommender, components: dict, weights: dict) -> n
     query = sum(weights[name] * part["stats"].scale[:, None] * part["factors"] for name, part in parts)
     index = recommender.collaborative_index_
     k = min(recommender.n_candidates, index.ntotal)
-    found = stage.search(index, query[:, : index.d], k)
+    if query.shape[0] >= stage.SINGLE_THREAD_QUERIES and stage.index_kind(index) == "exact":
+        vectors = cached(recommender, "collaborative search", recommender.collaborative_.right,
+                         lambda right: np.ascontiguousarray(right[:, : index.d]))
+        found = stage.best_items(vectors, query[:, : index.d], k)
+    else:
+        found = stage.search(index, query[:, : index.d], k)
     rows = np.repeat(np.arange(found.shape[0], dtype=np.int64), found.shape[1])
     found = found.ravel()
     return rows[found >= 0] * recommender.item_ids_.size + found[found >= 0]
@@ -256,9 +265,17 @@ def popularity_changed(recommender, segments: np.ndarray, items: np.ndarray, bef
         favourites = hit[1]
         for segment in np.unique(segments):
             mine = segments == segment
-            floor = popularity[segment, favourites[segment]].min()
-            if np.isin(items[mine], favourites[segment]).any() or (after[mine] > floor).any():
+            held, changed = favourites[segment], items[mine]
+            if np.isin(changed[after[mine] < before[mine]], held).any():
+                # a favourite fell (a user left the segment): what follows it is known only to a scan
                 favourites[segment] = _top_items(popularity[segment])[0]
+                continue
+            # every other item is at most the floor: the top is among the favourites and the risers
+            risers = changed[after[mine] > popularity[segment, held].min()]
+            if risers.size:
+                pool = np.union1d(held, risers)
+                top = np.argsort(-popularity[segment, pool], kind="stable")[: held.size]
+                favourites[segment] = np.sort(pool[top])
 
 
 def _topic_only_profile(reference: UserProfiles, tree, topic_weights: np.ndarray) -> UserProfiles:

@@ -186,8 +186,8 @@ def concat_interests(*parts: UserInterests) -> UserInterests:
 
 def take_interests(interests: UserInterests, rows: np.ndarray) -> UserInterests:
     """The interests of users ``rows``, in that order."""
-    chosen = _ranges(interests.indptr, rows)
-    members = _ranges(interests.member_indptr, chosen)
+    chosen = row_positions(interests.indptr, rows)
+    members = row_positions(interests.member_indptr, chosen)
     counts = np.diff(interests.indptr)[rows]
     sizes = np.diff(interests.member_indptr)[chosen]
     return UserInterests(
@@ -228,7 +228,7 @@ def take_rows(matrix: sparse.csr_matrix, rows: np.ndarray) -> sparse.csr_matrix:
     return csr_rows(sparse.csr_matrix(matrix), rows)
 
 
-def _ranges(indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def row_positions(indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Concatenated ``arange(indptr[r], indptr[r + 1])`` for every ``r`` in ``rows``."""
     starts, counts = indptr[rows], indptr[np.asarray(rows) + 1] - indptr[rows]
     total = int(counts.sum())

@@ -1,6 +1,6 @@
 """The scale bench of the whole path runs end to end on a tiny catalogue and reports every figure."""
 
-from bench.serving_scale import run_size
+from tastemap.bench.serving_scale import run_size
 
 
 def test_serving_scale_reports_every_stage_and_serving_figure():

@@ -103,3 +103,33 @@ def test_time_windows_validate():
         TimeWindows(short_decay=-1)
     with pytest.raises(InputError, match=r"reference='now' is not supported; use one of \['user', 'global'\]"):
         TimeWindows(reference="now")
+
+
+@pytest.mark.parametrize("groups", ["topics", "categories"])
+def test_a_few_users_layer_is_the_same_bits_as_the_sparse_product(groups, monkeypatch):
+    from tastemap.runtime.interests import layers
+
+    rng = np.random.default_rng(3)
+    n_items, n_groups = 300, 40
+    if groups == "topics":
+        item_groups = onehot(rng.integers(-1, n_groups, n_items), n_groups)  # some items in no group
+    else:  # 1, 2 or 3 paths per item, shares 1/p
+        paths = rng.integers(1, 4, n_items)
+        rows = np.repeat(np.arange(n_items), paths)
+        item_groups = sparse.csr_matrix(((1.0 / paths[rows]).astype(np.float32), (rows, rng.integers(0, n_groups, rows.size))),
+                                        shape=(n_items, n_groups))
+        item_groups.sum_duplicates()
+    user_items = sparse.random(5, n_items, density=0.15, format="csr", dtype=np.float32, random_state=rng)
+    user_items.data *= np.float32(7.3)
+    user_items = sparse.vstack([user_items, sparse.csr_matrix((1, n_items), dtype=np.float32)], format="csr")
+    small = layer_weights(user_items, item_groups)  # 6 users × 40 groups: summed in NumPy
+    monkeypatch.setattr(layers, "SMALL_PRODUCT", 0)
+    product = layer_weights(user_items, item_groups)  # the sparse product
+    for matrix in (small, product):
+        assert matrix.dtype == np.float32 and matrix.has_sorted_indices
+    np.testing.assert_array_equal(small.indptr, product.indptr)
+    np.testing.assert_array_equal(small.indices, product.indices)
+    np.testing.assert_array_equal(small.data, product.data)
+    assert np.diff(small.indptr)[-1] == 0  # the user without items keeps an empty row
+    expected = (user_items @ item_groups).toarray().astype(np.float64)
+    np.testing.assert_allclose(small.toarray()[:5], expected[:5] / expected[:5].sum(axis=1, keepdims=True), rtol=1e-6)

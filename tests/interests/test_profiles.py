@@ -260,3 +260,34 @@ def test_an_interest_is_labelled_by_what_its_members_share(planted_interests):
     spread = np.array([np.flatnonzero(topics[:, 0] == c)[0] for c in range(4)])
     assert shared_topic(spread, topics)[0] == -1
     assert interest_label(spread, topics, tree).startswith("a mix of ")
+
+
+def test_merging_close_interests_keeps_every_pair_it_did_not_merge():
+    from tastemap.runtime.interests import partition
+
+    def reference(groups, gram, prior, min_affinity, max_interests):  # every pair scored again after each merge
+        groups = list(groups)
+        while len(groups) > 1:
+            best, pair = -np.inf, None
+            for i in range(len(groups)):
+                for j in range(i + 1, len(groups)):
+                    value = partition.affinity(gram, groups[i], groups[j], prior)
+                    if value > best:
+                        best, pair = value, (i, j)
+            if best < min_affinity and len(groups) <= max_interests:
+                break
+            i, j = pair
+            groups[i] = np.concatenate([groups[i], groups[j]])
+            del groups[j]
+        return groups
+
+    rng = np.random.default_rng(11)
+    for trial in range(30):
+        x = rng.standard_normal((int(rng.integers(2, 40)), 16))
+        units = x / np.linalg.norm(x, axis=1, keepdims=True)
+        gram = units @ units.T
+        groups = np.array_split(rng.permutation(len(x)), int(rng.integers(1, min(12, len(x)) + 1)))
+        min_affinity, max_interests = rng.uniform(-0.2, 0.6), int(rng.integers(1, 6))
+        mine = partition._merge_close(groups, gram, 0.1, min_affinity, 3.0, max_interests)
+        theirs = reference(groups, gram, 0.1, min_affinity, max_interests)
+        assert [g.tolist() for g in mine] == [g.tolist() for g in theirs], trial
