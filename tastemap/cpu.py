@@ -69,3 +69,20 @@ def _read_cpuinfo() -> tuple[str, set[str]]:
         elif key in ("flags", "Features") and not flags:
             flags = set(value.split())
     return model, flags
+
+
+@lru_cache(maxsize=1)
+def _thread_pools():
+    """The process's BLAS and OpenMP thread pools, found once (a lookup scans the loaded
+    libraries: 4 ms, more than a request or an update of one user costs)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def one_thread():
+    """A context in which BLAS and OpenMP run on the calling thread only, for small work such as
+    one user's request or update: helper threads save nothing on its products and keep spinning
+    after them (a request measured 1.4x its wall time in CPU time without this, 1.0x with it).
+    The limit is process-wide while the context is open; results do not depend on it."""
+    return _thread_pools().limit(limits=1)

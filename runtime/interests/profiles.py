@@ -22,8 +22,6 @@ the :class:`InterestProfiler` docstring. It is a scikit-learn estimator: ``get_p
 
 from __future__ import annotations
 
-import functools
-
 import logging
 import math
 import time
@@ -37,6 +35,7 @@ from scipy.cluster.hierarchy import linkage
 from sklearn.base import BaseEstimator
 
 from tastemap.console import progress
+from tastemap.cpu import one_thread
 from tastemap.errors import InputError
 from tastemap.runtime.interests.base import as_catalog, as_events, check_fitted
 from tastemap.runtime.interests.clustering import BACKENDS
@@ -369,15 +368,6 @@ PROGRESS_USERS = 1000
 """Users from which the interest clustering shows a progress bar on a terminal."""
 
 
-@functools.lru_cache(maxsize=1)
-def _blas_threads():
-    """The process's thread pools, found once (a lookup scans the loaded libraries: 4 ms, which
-    an update of one user would pay every time)."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
 def cluster_interests(
     pairs,
     item_vectors: np.ndarray,
@@ -408,7 +398,7 @@ def cluster_interests(
     parts = {name: [] for name in ("medoid", "importance", "share", "size", "members")}
     counts = np.zeros(pairs.n_users, np.int64)
     scale = scale if scale is not None else interest_scale(item_vectors, item_topics)
-    with _blas_threads().limit(limits=1):  # tiny matrices: BLAS threads cost more than they save
+    with one_thread():  # tiny matrices: BLAS threads cost more than they save
         users = range(pairs.n_users)
         if pairs.n_users >= PROGRESS_USERS:  # a bar for a batch, not for an update of a few users
             users = progress(users, total=pairs.n_users, description="interest clusters")

@@ -57,10 +57,12 @@ import numpy as np
 import pandas as pd
 
 import tastemap
+from tastemap.cpu import one_thread
 from tastemap.errors import FittedModelError, InputError
 from tastemap.runtime.io.interactions import Interactions
 from tastemap.runtime.pipeline import model_attributes, model_io, model_lock, model_state, model_update
 from tastemap.runtime.pipeline.model_input import check_rating_scale, like_model_ids
+from tastemap.runtime.recommend.candidates import SINGLE_THREAD_QUERIES
 from tastemap.runtime.recommend.recommender import Explanation, Recommendation, TastemapRecommender
 
 logger = logging.getLogger(__name__)
@@ -484,9 +486,11 @@ class TastemapModel:
                            int(unknown.sum()), examples[:5])
         weights = frame["weight"].to_numpy(np.float32)
         kept = ~unknown & ~self._weightless_new_users(user_ids, users, ~unknown, weights)
-        counts = model_update.fold_events(
-            self.recommender, self.events, users[kept], items[kept].astype(np.int64),
-            frame["timestamp"].to_numpy(np.int64)[kept], weights[kept], user_ids)
+        few = user_ids.size < SINGLE_THREAD_QUERIES  # a few users' rows: products too small for threads
+        with one_thread() if few else contextlib.nullcontext():
+            counts = model_update.fold_events(
+                self.recommender, self.events, users[kept], items[kept].astype(np.int64),
+                frame["timestamp"].to_numpy(np.int64)[kept], weights[kept], user_ids)
         if counts["n_events_added"]:
             self._dirty.add("users")
         summary = model_update.timed_summary(

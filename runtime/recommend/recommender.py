@@ -34,6 +34,7 @@ text (through the nearest topics and the nearest segment), see :meth:`recommend_
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from dataclasses import asdict, dataclass, field, fields
@@ -44,6 +45,7 @@ import pandas as pd
 from scipy import sparse
 from sklearn.base import BaseEstimator, clone
 
+from tastemap.cpu import one_thread
 from tastemap.errors import InputError
 from tastemap.runtime.interests.base import as_catalog, check_fitted
 from tastemap.runtime.io.interactions import Interactions
@@ -518,13 +520,15 @@ class TastemapRecommender(BaseEstimator):
         (training users), for the favourites among their candidates."""
         if not (isinstance(k, int) and k >= 1):
             raise InputError(f"k={k!r} should be an integer >= 1")
-        scored = serving.score_candidates(self, rows, state, segments=segments, boost=boost)
-        top = scored.top(k)
-        layers = scored.layers(top)
+        few = len(rows) < stage.SINGLE_THREAD_QUERIES  # a request's products are too small for threads
+        with one_thread() if few else contextlib.nullcontext():
+            scored = serving.score_candidates(self, rows, state, segments=segments, boost=boost)
+            top = scored.top(k)
+            layers = scored.layers(top)
+            items = scored.items[top]
+            explanations = explain_items(self, np.asarray(rows)[scored.rows[top]], items, state, list(layers),
+                                         [LAYER_NAMES[c] for c in layers], segment)  # every user's at once
         bounds = np.searchsorted(scored.rows[top], np.arange(len(rows) + 1))
-        items = scored.items[top]
-        explanations = explain_items(self, np.asarray(rows)[scored.rows[top]], items, state, list(layers),
-                                     [LAYER_NAMES[c] for c in layers], segment)  # every user's at once
         ids, titles, scores = self.item_ids_[items].tolist(), self.titles_[items], scored.scores[top].tolist()
         return [[Recommendation(rank=p - a + 1, item_id=ids[p], title=titles[p], score=scores[p],
                                 explanation=explanations[p]) for p in range(a, b)]

@@ -34,3 +34,17 @@ def test_cpu_info_describes_this_machine():
     info = cpu_info()
     assert info.isa == int8_class(set(info.flags)) and set(info.flags) <= set(SIMD_FLAGS)
     assert info.to_dict() == {"model": info.model, "isa": info.isa, "flags": list(info.flags)}
+
+
+def test_one_thread_limits_blas_while_open_and_restores_it():
+    import numpy  # noqa: F401  (loads the BLAS library)
+    from threadpoolctl import threadpool_info
+
+    from tastemap.cpu import one_thread
+
+    blas = lambda: [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]  # noqa: E731
+    before = blas()
+    assert before, "numpy's BLAS is not visible to threadpoolctl"
+    with one_thread():
+        assert blas() == [1] * len(before)
+    assert blas() == before
