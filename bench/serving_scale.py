@@ -9,8 +9,11 @@ precomputed (384-d, 100 planted topics). Stages (time and peak resident memory):
 low-rank EASE, item indexes), ``save`` and ``load``. Then, on the loaded model: one
 ``recommend(user, k=10)`` with explanations (p50, p99 over ``--requests`` users), a
 ``recommend_batch`` of ``--batch`` users (users/s), one ``update`` of one event of a known user
-(p50; every other update also applies the overlay of updated users to the fitted rows at once,
-reported apart as ``update_applied_at_once_ms_p50``: what each update cost before the overlay),
+(p50 over the first half of ``--updates``, back to back as a server applies them; then each
+update of the second half also applies the overlay of updated users to the fitted rows at once,
+reported as ``update_applied_at_once_ms_p50``: what each update cost before the overlay. They
+are not interleaved: an update right after a rewrite of every user's rows reads the model from
+a cold cache, 2x slower at 200k items, which a server meets once in 1,024 updates),
 the folder size, and the recall@10 of the item index and of the collaborative index against
 exact search (1.0 when the index is exact). Threads: the process's (2 on the reference machine).
 Each stage, request and batch also reports its CPU time (every thread's): on a shared machine it
@@ -74,9 +77,9 @@ def run_size(n_items: int, users_per_item: float, events_per_user: int, dim: int
         for user, item, offset in zip(users[requests + batch :], items, range(updates)):
             frame = pd.DataFrame({"user_id": [user], "item_id": [item], "timestamp": [1_800_000_000 + offset],
                                   "weight": [1.0]})
-            # alternately as served (the overlay) and applied at once to the fitted rows (the
-            # rewrite of every user's rows that the overlay defers), side by side
-            mode = "applied" if offset % 2 else "overlay"
+            # as served (the overlay), then applied at once to the fitted rows (the rewrite of
+            # every user's rows that the overlay defers)
+            mode = "applied" if offset >= updates // 2 else "overlay"
             start = time.perf_counter()
             model.update(frame)
             if mode == "applied":
