@@ -1,5 +1,5 @@
-"""The user-attribute parts of ``tastemap recommend --attributes`` and ``tastemap evaluate
---protocol user-cold-start``: build the call, call the library, print."""
+"""The new-user parts of ``tastemap recommend`` (``--attributes``, ``--items``, ``--text``) and
+``tastemap evaluate --protocol user-cold-start``: build the call, call the library, print."""
 
 from __future__ import annotations
 
@@ -12,25 +12,29 @@ USERS_HELP = ("Users table (user_id plus attribute columns such as age, gender, 
 DATA_HELP = "A MovieLens 100K folder (u.data, u.item, u.user) with --protocol user-cold-start, instead of EVENTS, CATALOG and --users."
 
 
-def recommend_from_attributes(model: Optional[Path], attributes: str, *, user: Optional[str], all_users: bool,
-                              items: str | None, k: int) -> None:
-    """``tastemap recommend --model DIR --attributes "age=24,gender=M" [--items 12,40]``."""
+def recommend_new_user(model: Optional[Path], attributes: str | None, *, text: str | None, items: str | None,
+                       user: Optional[str], all_users: bool, k: int) -> None:
+    """``tastemap recommend --model DIR`` for a new user: ``--attributes "age=24,gender=M"``, ``--items
+    12,40`` or ``--text "..."``, the attributes alone or with the items or the text."""
     from tastemap.console import print_table
     from tastemap.errors import InputError
     from tastemap.runtime.io.users import parse_attributes
     from tastemap.runtime.pipeline.model import TastemapModel
     from tastemap.runtime.pipeline.model_io import is_fitted_model
 
-    if not attributes:
-        raise InputError('--items goes with --attributes "age=24,..." (a new user); a known user needs --user only')
     if user is not None or all_users:
-        raise InputError("--attributes describes a new user: drop --user and --all")
+        raise InputError("--attributes, --items and --text describe a new user: drop --user and --all")
+    if text is not None and items is not None:
+        raise InputError("give --text or --items for a new user, not both")
     if not is_fitted_model(model):
-        raise InputError("--attributes needs --model DIR, a model fitted with --users (tastemap fit ... --users users.csv)")
+        raise InputError("a new user (--attributes, --items, --text) needs --model DIR, a model fitted with "
+                         "`tastemap fit` (with --users for --attributes)")
     fitted = TastemapModel.load(model)
-    liked = _item_ids(items, fitted.item_ids) if items else []
-    recs = fitted.recommend_cold(liked, k=k, attributes=parse_attributes(attributes))
-    print_table(f"Recommendations for a new user ({attributes}{', items ' + items if items else ''})",
+    given = text if text is not None else (_item_ids(items, fitted.item_ids) if items is not None else None)
+    recs = fitted.recommend_cold(given, k=k, attributes=parse_attributes(attributes) if attributes is not None else None)
+    described = [part for part in (attributes, f"items {items}" if items else None,
+                                   f"“{text}”" if text is not None else None) if part]
+    print_table(f"Recommendations for a new user ({', '.join(described)})",
                 ["#", "item", "title", "why"], [(r.rank, r.item_id, r.title, r.explanation.describe()) for r in recs])
 
 

@@ -54,7 +54,8 @@ def recommend_command(
     engine: Engine = typer.Option(Engine.local, help="With --model DIR --all: local (this process) or spark (users partitioned over Spark)."),
     master: str = typer.Option("local[2]", help="Spark master with --engine spark (ignored under spark-submit)."),
     attributes: Optional[str] = typer.Option(None, "--attributes", help='A new user\'s attributes, e.g. "age=24,gender=M,occupation=student" (with --model DIR fitted with --users).'),
-    items: Optional[str] = typer.Option(None, "--items", help="With --attributes: item ids the new user liked, e.g. 12,40 (latest last)."),
+    items: Optional[str] = typer.Option(None, "--items", help="A new user's liked item ids, e.g. 12,40 (latest last), alone or with --attributes (with --model DIR)."),
+    text: Optional[str] = typer.Option(None, "--text", help='A new user described in a few words, e.g. "space operas and robots", alone or with --attributes (with --model DIR fitted through an encoder package).'),
 ) -> None:
     """Recommend items with explanations for one user, or for all users to Parquet.
 
@@ -65,11 +66,13 @@ def recommend_command(
     Every user of a fitted model on Spark: tastemap recommend --model model/ --all --out recs.parquet --engine spark
 
     A new user from their attributes: tastemap recommend --model model/ --attributes "age=24,gender=M,occupation=student"
-    """
-    if attributes is not None or items is not None:
-        from tastemap.runtime.cli.attributes import recommend_from_attributes
 
-        return recommend_from_attributes(model, attributes or "", user=user, all_users=all_users, items=items, k=k)
+    A new user from a few words: tastemap recommend --model model/ --text "space operas and robots"
+    """
+    if attributes is not None or items is not None or text is not None:
+        from tastemap.runtime.cli.attributes import recommend_new_user
+
+        return recommend_new_user(model, attributes, text=text, items=items, user=user, all_users=all_users, k=k)
     from tastemap.console import print_table
     from tastemap.errors import InputError
     from tastemap.runtime.cli.model import refuse_inputs, refuse_options

@@ -375,6 +375,14 @@ def test_text_cold_start_and_new_items_use_the_recorded_encoder(planted, tiny_pa
     loaded = TastemapModel.load(path)
     recs = loaded.recommend_cold("space adventure with robots", k=5)
     assert len(recs) == 5 and all(r.explanation.layer == "cold-start" for r in recs)
+    from typer.testing import CliRunner
+
+    from tastemap.cli import app
+
+    result = CliRunner().invoke(app, ["recommend", "--model", str(path), "--text", "space adventure with robots",
+                                      "--k", "5"])
+    assert result.exit_code == 0, result.output
+    assert all(str(r.title) in result.output for r in recs)  # the same five items as the library's
     frame, items, _ = new_events(truth)
     summary = loaded.update(frame, items)  # the new item goes through the recorded package
     assert summary.n_new_items == 1

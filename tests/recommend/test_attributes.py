@@ -288,6 +288,17 @@ def test_command_line_fit_recommend_segment_and_evaluate_with_users(planted_file
     assert "popular with occupation student" in result.output
     result = runner.invoke(app, ["recommend", "--model", str(model), "--attributes", "age=old"])
     assert result.exit_code == 2 and "attribute age='old' is not a number" in result.output
+    liked = ",".join(str(i) for i in range(3))
+    result = runner.invoke(app, ["recommend", "--model", str(model), "--items", liked, "--k", "5"])  # items alone
+    assert result.exit_code == 0, result.output
+    assert f"Recommendations for a new user (items {liked})" in " ".join(result.output.split())
+    assert "popular with" not in result.output
+    result = runner.invoke(app, ["recommend", "--model", str(model), "--items", liked, "--text", "gadgets"])
+    assert result.exit_code == 2 and "give --text or --items for a new user, not both" in result.output
+    result = runner.invoke(app, ["recommend", "--model", str(model), "--text", "gadgets", "--user", "u0"])
+    assert result.exit_code == 2 and "describe a new user: drop --user and --all" in result.output
+    result = runner.invoke(app, ["recommend", "--model", str(model), "--text", "gadgets"])  # fitted on --vectors
+    assert result.exit_code == 2 and "fitted on precomputed item vectors, so it has no encoder package" in result.output
     result = runner.invoke(app, ["segment", str(model)])
     assert result.exit_code == 0, result.output
     flat = " ".join(result.output.split())  # the table wraps its cells at the terminal's width
