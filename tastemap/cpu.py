@@ -7,6 +7,7 @@ records the class its parity gate ran on, and the bench reports it beside every 
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from dataclasses import dataclass
 from functools import lru_cache
@@ -80,9 +81,9 @@ def _thread_pools():
     return ThreadpoolController()
 
 
-def one_thread():
-    """A context in which BLAS and OpenMP run on the calling thread only, for small work such as
-    one user's request or update: helper threads save nothing on its products and keep spinning
-    after them (a request measured 1.4x its wall time in CPU time without this, 1.0x with it).
-    The limit is process-wide while the context is open; results do not depend on it."""
-    return _thread_pools().limit(limits=1)
+def one_thread(when: bool = True):
+    """A context in which BLAS and OpenMP run on the calling thread only (``when`` true), for
+    small work such as one user's request or update: helper threads save nothing on its products
+    and keep spinning after them (a request measured 1.4x its wall time in CPU time without this,
+    1.0x with it). The limit is process-wide while the context is open; results do not depend on it."""
+    return _thread_pools().limit(limits=1) if when else contextlib.nullcontext()

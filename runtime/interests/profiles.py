@@ -29,9 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
-from scipy.cluster.hierarchy import linkage
-
 from sklearn.base import BaseEstimator
 
 from tastemap.console import progress

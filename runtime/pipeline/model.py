@@ -486,8 +486,7 @@ class TastemapModel:
                            int(unknown.sum()), examples[:5])
         weights = frame["weight"].to_numpy(np.float32)
         kept = ~unknown & ~self._weightless_new_users(user_ids, users, ~unknown, weights)
-        few = user_ids.size < SINGLE_THREAD_QUERIES  # a few users' rows: products too small for threads
-        with one_thread() if few else contextlib.nullcontext():
+        with one_thread(user_ids.size < SINGLE_THREAD_QUERIES):  # a few users' rows: products too small for threads
             counts = model_update.fold_events(
                 self.recommender, self.events, users[kept], items[kept].astype(np.int64),
                 frame["timestamp"].to_numpy(np.int64)[kept], weights[kept], user_ids)

@@ -34,7 +34,6 @@ text (through the nearest topics and the nearest segment), see :meth:`recommend_
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 from dataclasses import asdict, dataclass, field, fields
@@ -520,8 +519,7 @@ class TastemapRecommender(BaseEstimator):
         (training users), for the favourites among their candidates."""
         if not (isinstance(k, int) and k >= 1):
             raise InputError(f"k={k!r} should be an integer >= 1")
-        few = len(rows) < stage.SINGLE_THREAD_QUERIES  # a request's products are too small for threads
-        with one_thread() if few else contextlib.nullcontext():
+        with one_thread(len(rows) < stage.SINGLE_THREAD_QUERIES):  # a request's products are too small for threads
             scored = serving.score_candidates(self, rows, state, segments=segments, boost=boost)
             top = scored.top(k)
             layers = scored.layers(top)
