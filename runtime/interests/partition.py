@@ -116,7 +116,7 @@ def _merge_close(groups, gram, prior, min_affinity, prior_pairs, max_interests) 
     within_of = [within(gram, group, prior, prior_pairs) for group in groups]
 
     def pair(i: int, j: int) -> float:  # affinity(groups[i], groups[j]), i < j, from the kept withins
-        return float(gram[np.ix_(groups[i], groups[j])].mean()) / np.sqrt(within_of[i] * within_of[j])
+        return _affinity_given(gram, groups[i], groups[j], within_of[i], within_of[j])
 
     n = len(groups)
     # every pair's affinity, kept between merges: a merge changes only the pairs of the merged group
@@ -144,8 +144,12 @@ def _merge_close(groups, gram, prior, min_affinity, prior_pairs, max_interests) 
 def affinity(gram: np.ndarray, a: np.ndarray, b: np.ndarray, prior: float, prior_pairs: float = 3.0) -> float:
     """``cross(A, B) / sqrt(within(A) * within(B))`` for item index arrays ``a`` and ``b`` into
     the centred similarity matrix ``gram`` ``[m, m]``."""
-    cross = float(gram[np.ix_(a, b)].mean())
-    return cross / np.sqrt(within(gram, a, prior, prior_pairs) * within(gram, b, prior, prior_pairs))
+    return _affinity_given(gram, a, b, within(gram, a, prior, prior_pairs), within(gram, b, prior, prior_pairs))
+
+
+def _affinity_given(gram: np.ndarray, a: np.ndarray, b: np.ndarray, within_a: float, within_b: float) -> float:
+    """:func:`affinity` from the two groups' :func:`within` values."""
+    return float(gram[np.ix_(a, b)].mean()) / np.sqrt(within_a * within_b)
 
 
 def within(gram: np.ndarray, members: np.ndarray, prior: float, prior_pairs: float = 3.0) -> float:

@@ -63,7 +63,8 @@ from tastemap.runtime.io.interactions import Interactions
 from tastemap.runtime.pipeline import model_attributes, model_io, model_lock, model_state, model_update
 from tastemap.runtime.pipeline.model_input import check_rating_scale, like_model_ids
 from tastemap.runtime.recommend.candidates import SINGLE_THREAD_QUERIES
-from tastemap.runtime.recommend.recommender import Explanation, Recommendation, TastemapRecommender
+from tastemap.runtime.recommend.recommender import (Explanation, Recommendation, TastemapRecommender,
+                                                   embed_description)
 
 logger = logging.getLogger(__name__)
 
@@ -373,7 +374,7 @@ class TastemapModel:
                                  "(TastemapModel.fit(..., users=read_users(path)) or tastemap fit --users users.csv)")
             if isinstance(text_or_items, str):
                 return recommend_from_attributes(self.recommender, self.attributes, attributes, k=k,
-                                                 text_vector=self._text_vector(text_or_items))
+                                                 text_vector=embed_description(self.encoder, text_or_items))
             return recommend_from_attributes(self.recommender, self.attributes, attributes,
                                              item_ids=list(text_or_items or []), k=k)
         if text_or_items is None:
@@ -381,12 +382,6 @@ class TastemapModel:
         if isinstance(text_or_items, str):
             return self.recommender.recommend_cold(text=text_or_items, encoder=self.encoder, k=k)
         return self.recommender.recommend_cold(item_ids=list(text_or_items), k=k)
-
-    def _text_vector(self, text: str) -> np.ndarray:
-        """``text`` embedded by the model's encoder (the checks of a text cold start)."""
-        if not text.strip():
-            raise InputError("text is empty; describe the user's tastes in a few words")
-        return np.asarray(self.encoder.encode([text]), dtype=np.float32)[0]
 
     def explain(self, user_id, item_id) -> Explanation:
         """Why ``item_id`` would be recommended to ``user_id`` (layer, interest, seed items)."""

@@ -111,6 +111,13 @@ class _UserState:
     literal: np.ndarray | None = None
 
 
+def embed_description(encoder, text: str) -> np.ndarray:
+    """A new user's description ``text`` embedded by ``encoder`` (float32 ``[dim]``), refused when empty."""
+    if not str(text).strip():
+        raise InputError("text is empty; describe the user's tastes in a few words")
+    return np.asarray(encoder.encode([str(text)]), dtype=np.float32)[0]
+
+
 class TastemapRecommender(BaseEstimator):
     """Interest-based recommender (see the module docstring).
 
@@ -557,9 +564,7 @@ class TastemapRecommender(BaseEstimator):
             return self._cold_from_items(list(item_ids), k, segment_weight)
         if encoder is None:
             raise InputError("text cold start needs an encoder (tastemap.runtime.Encoder) to embed the description")
-        if not str(text).strip():
-            raise InputError("text is empty; describe the user's tastes in a few words")
-        vector = np.asarray(encoder.encode([str(text)]), dtype=np.float32)[0]
+        vector = embed_description(encoder, text)
         return self._cold_from_vector(vector / max(np.linalg.norm(vector), 1e-12), k, n_topics, segment_weight)
 
     def _cold_from_items(self, item_ids: list, k: int, segment_weight: float) -> list[Recommendation]:
