@@ -10,7 +10,9 @@ beside it):
   accurate, but its products saturate on CPUs without VNNI);
 - ``ort per-channel``: ``quantize_dynamic(per_channel=True, op_types_to_quantize=["MatMul"],
   weight_type=QInt8)``;
-- ``ort per-tensor``: ``quantize_dynamic`` with its defaults.
+- ``ort per-tensor``: ``quantize_dynamic`` with its defaults;
+- ``fp32, weight products free`` (timed only, :data:`CEILING`): the fp32 graph with every weight
+  product replaced by a copy, the speed no int8 scheme can pass on this CPU.
 
 Figures: mean and min cosine to fp32 on real texts (the export's validation texts plus MovieLens
 titles with genres), top-10 nearest-neighbour overlap with fp32 within that set, the Spearman
@@ -34,6 +36,7 @@ Run: ``python -m tastemap.bench.quantization ~/.cache/tastemap/models/all-MiniLM
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -180,6 +183,49 @@ def make_variants(fp32_path: Path, folder: Path) -> dict[str, Path]:
     return variants
 
 
+CEILING = "fp32, weight products free"
+"""A timing-only variant: the fp32 graph with every product that int8 quantizes replaced by a
+copy of its input to the product's shape. No int8 scheme can run faster than this graph does
+(its vectors mean nothing): the rest of the graph (attention, softmax, layer norm, GELU, the
+bias additions) costs what it costs in fp32, whatever the products cost."""
+
+
+def products_free(fp32_path: Path, out_path: Path) -> Path:
+    """Write :data:`CEILING`'s graph: each weight ``MatMul`` that :func:`quantize_int8` would
+    quantize becomes an ``Identity``, a ``Concat`` of copies or a ``Slice`` of its input with the
+    product's output width (``[K, N]`` weights with ``N = K``, ``N = rK`` or ``N < K``); the bias
+    additions and everything else stay."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from tastemap.export.quantize import find_targets, load_onnx, remove_unused_constants
+
+    model = load_onnx(fp32_path)
+    graph = model.graph
+    replaced = {}
+    for target in find_targets(graph)[0]:
+        if target.kind != "matmul" or target.node.op_type != "MatMul":
+            continue
+        (k, n), x, y = target.weight.shape, target.node.input[0], target.node.output[0]
+        if n == k:
+            replaced[y] = [helper.make_node("Identity", [x], [y])]
+        elif n % k == 0:
+            replaced[y] = [helper.make_node("Concat", [x] * (n // k), [y], axis=-1)]
+        elif n < k:
+            names = [f"{y}_free_{part}" for part in ("start", "end", "axis")]
+            graph.initializer.extend(numpy_helper.from_array(np.array([value], np.int64), name)
+                                     for name, value in zip(names, (0, n, -1)))
+            replaced[y] = [helper.make_node("Slice", [x, *names], [y])]
+        else:
+            raise ValueError(f"{target.name}: no copy gives width {n} from {k}")
+    nodes = [new for node in graph.node for new in replaced.get(node.output[0], [copy.deepcopy(node)])]
+    del graph.node[:]  # (the kept nodes are copies: the protobuf may reuse the removed ones' memory)
+    graph.node.extend(nodes)
+    remove_unused_constants(graph)
+    onnx.save(model, str(out_path))
+    return out_path
+
+
 def time_encoders(
     encoders: dict[K, Encoder], texts: list[str], batch_size: int, rounds: int
 ) -> dict[K, tuple[float, float]]:
@@ -288,9 +334,10 @@ def main(argv: list[str] | None = None) -> None:
                 "pair_spearman": pair_spearman(reference, vectors),
                 "batch_invariance_min_cosine": float((alone * batched).sum(axis=1).min()),
             }
+        timed = {**variants, CEILING: products_free(args.fp32, Path(folder) / "products_free.onnx")}
         encoders = {
             (name, level): make_encoder(path, tokenizer, level, args.threads, max_tokens=args.batch_tokens)
-            for name, path in variants.items()
+            for name, path in timed.items()
             for level in levels
         }
         speed = {
@@ -322,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
                 ["variant", *levels],
                 [[name, *(f"{speed[workload.name][name, level][index]:.1f} "
                           f"(x{speed[workload.name][name, level][index] / base:.2f})" for level in levels)]
-                 for name in variants],
+                 for name in timed],
             )
     print_table(f"operator profile of {chosen} (extended, item texts): share of kernel time",
                 ["operator", "share"], [[op, f"{share:.1%}"] for op, share in list(profile.items())[:15]])

@@ -298,7 +298,7 @@ def quantize_int8(
     del graph.node[:]
     graph.node.extend(new_nodes)
     graph.initializer.extend(builder.initializers)
-    _remove_unused_constants(graph)
+    remove_unused_constants(graph)
     _save_checked(model, out_path)
 
     report = QuantizeReport(
@@ -582,7 +582,7 @@ class _Builder:
         return self.op(op_type, [x], base, axes=[-1], keepdims=1)
 
 
-def _remove_unused_constants(graph: onnx.GraphProto) -> None:
+def remove_unused_constants(graph: onnx.GraphProto) -> None:
     """Drop initializers and ``Constant`` nodes nothing reads any more (the fp32 weights)."""
     used = {name for node in graph.node for name in node.input}
     used |= {value.name for value in graph.output}

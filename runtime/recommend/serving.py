@@ -104,20 +104,12 @@ def _components(recommender, users: np.ndarray, state, rows_of: dict) -> dict:
     ``sparse`` or ``bilinear``), what its values need and its catalogue-wide ``stats``
     (``rows_of``: the users' rows of ``state.history`` and ``state.recency``)."""
     out = {}
+    histories = {name: rows_of["history" if name == "long_term" else "recency"] for name in recommender._weighted()
+                 if name in ("long_term", "short_term") and recommender.collaborative_ is not None}
+    lowrank = _lowrank_components(recommender, users.size, histories) if histories else {}
     for name in recommender._weighted():
-        if name in ("long_term", "short_term") and recommender.collaborative_ is not None:
-            model = recommender.collaborative_
-            history = rows_of["history" if name == "long_term" else "recency"]
-            factors = model.user_factors(history)
-            total, squares = cached(recommender, "collaborative", model.right, stage.Bilinear.of).sums(factors)
-            # the zero diagonal: the user's own items score (u · right_j − x_j · diagonal_j), not u · right_j
-            rows = np.repeat(np.arange(users.size), np.diff(history.indptr))
-            plain = pair_products(factors, rows, model.right, history.indices)
-            own = plain - history.data * model.diagonal[history.indices]
-            total = total - np.bincount(rows, history.data * model.diagonal[history.indices], minlength=users.size)
-            squares = squares + np.bincount(rows, own**2 - plain**2, minlength=users.size)
-            out[name] = {"kind": "lowrank", "factors": factors, "history": history,
-                         "stats": stage.Stats.from_sums(total, squares, model.n_items)}
+        if name in lowrank:
+            out[name] = lowrank[name]
         elif name == "interests":
             raw = recommender._interest_priorities(users, state, rows_of["recency"])
             out[name] = {"kind": "sparse", "raw": raw, "stats": stage.sparse_stats(raw)}
@@ -131,6 +123,27 @@ def _components(recommender, users: np.ndarray, state, rows_of: dict) -> dict:
             user_side = state.literal[users]
             out[name] = {"kind": "bilinear", "users": user_side, "items": vectors,
                          "stats": cached(recommender, "literal", vectors, stage.Bilinear.of).stats(user_side)}
+    return out
+
+
+def _lowrank_components(recommender, n_rows: int, histories: dict) -> dict:
+    """The low-rank components (name -> the users' rows of its history) of ``n_rows`` users."""
+    model = recommender.collaborative_
+    factors = {name: model.user_factors(history) for name, history in histories.items()}
+    # one product with the Gram matrix of ``right`` for every component: it is read once
+    totals, squares = cached(recommender, "collaborative", model.right, stage.Bilinear.of).sums(
+        np.concatenate(list(factors.values())))
+    out = {}
+    for position, (name, history) in enumerate(histories.items()):
+        part = slice(position * n_rows, (position + 1) * n_rows)
+        # the zero diagonal: the user's own items score (u · right_j − x_j · diagonal_j), not u · right_j
+        rows = np.repeat(np.arange(n_rows), np.diff(history.indptr))
+        plain = pair_products(factors[name], rows, model.right, history.indices)
+        own = plain - history.data * model.diagonal[history.indices]
+        total = totals[part] - np.bincount(rows, history.data * model.diagonal[history.indices], minlength=n_rows)
+        square = squares[part] + np.bincount(rows, own**2 - plain**2, minlength=n_rows)
+        out[name] = {"kind": "lowrank", "factors": factors[name], "history": history,
+                     "stats": stage.Stats.from_sums(total, square, model.n_items)}
     return out
 
 

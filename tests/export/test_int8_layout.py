@@ -86,6 +86,7 @@ def test_quantization_bench_records_every_workload_and_the_profile(tiny_package,
     for figures in record["speed"].values():
         assert figures["fp32 @ extended"]["vs_fp32"] == 1.0
         assert figures["int8 per-token asymmetric @ extended"]["texts_per_cpu_s"] > 0
+        assert figures["fp32, weight products free @ extended"]["texts_per_cpu_s"] > 0
     assert record["quality"]["fp32"]["mean_cosine"] == pytest.approx(1.0, abs=1e-6)
     assert record["quality"]["int8 per-token asymmetric"]["batch_invariance_min_cosine"] > 0.9999
     share = record["profile"]["share"]
@@ -102,6 +103,27 @@ def test_quantization_bench_batches_by_tokens_and_keeps_the_input_order(tiny_pac
     by_count = make_encoder(tiny_package / "model.onnx", tokenizer, "basic", 1).encode(texts, 1)
     by_tokens = make_encoder(tiny_package / "model.onnx", tokenizer, "basic", 1, max_tokens=16).encode(texts, 8)
     np.testing.assert_allclose(by_tokens, by_count, atol=1e-5)
+
+
+def test_ceiling_graph_copies_instead_of_multiplying_and_keeps_the_rest(tiny_package, tmp_path):
+    from tastemap.bench.quantization import make_encoder, products_free
+    from tastemap.export.quantize import find_quantizable_nodes
+    from tastemap.package import ModelPackage
+
+    fp32 = onnx.load(str(tiny_package / "model.onnx"))
+    free = onnx.load(str(products_free(tiny_package / "model.onnx", tmp_path / "free.onnx")))
+    products = [name for name in find_quantizable_nodes(fp32) if not name.endswith("Gather")]
+    assert products and find_quantizable_nodes(free) == [name for name in find_quantizable_nodes(fp32)
+                                                         if name.endswith("Gather")]
+    count = lambda model, op: sum(node.op_type == op for node in model.graph.node)
+    assert count(free, "MatMul") == count(fp32, "MatMul") - len(products)
+    assert count(free, "Add") == count(fp32, "Add")  # the bias additions stay
+    assert len(free.graph.initializer) < len(fp32.graph.initializer)  # the weights are gone
+    tokenizer = ModelPackage.load(tiny_package).load_tokenizer()
+    texts = ["a dark star", "comedy"]
+    vectors = make_encoder(tmp_path / "free.onnx", tokenizer, "extended", 1).encode(texts, 2)
+    reference = make_encoder(tiny_package / "model.onnx", tokenizer, "extended", 1).encode(texts, 2)
+    assert vectors.shape == reference.shape and np.isfinite(vectors).all()
 
 
 def test_quantization_bench_refuses_a_bad_workload(capsys):
