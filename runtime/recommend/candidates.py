@@ -168,9 +168,10 @@ class Stats:
 
 def sparse_stats(raw: sparse.csr_matrix) -> Stats:
     """:class:`Stats` of the rows of a sparse component ``[n_rows, n_items]`` (0 off its support)."""
-    squared = raw.copy()
-    squared.data = squared.data.astype(np.float64) ** 2
-    return Stats.from_sums(raw.sum(axis=1), squared.sum(axis=1), raw.shape[1])
+    rows = np.repeat(np.arange(raw.shape[0]), np.diff(raw.indptr))  # (SciPy's row sums cost 10 times more)
+    values = raw.data.astype(np.float64)
+    return Stats.from_sums(np.bincount(rows, values, minlength=raw.shape[0]),
+                           np.bincount(rows, values**2, minlength=raw.shape[0]), raw.shape[1])
 
 
 @dataclass(frozen=True)
