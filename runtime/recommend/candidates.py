@@ -30,7 +30,10 @@ from scipy import sparse
 EXACT_LIMIT = 20_000
 """Largest catalogue searched exhaustively (a flat index); above it an IVF index. One flat
 search reads every vector: at 50k items 7 ms a request for the collaborative candidates alone
-(2 cores under load), where IVF reads the 32 nearest of its 894 lists."""
+(2 cores under load), where IVF reads the 32 nearest of its 894 lists. Measured and not kept:
+an IVF collaborative index from 5k items on took 0.5 ms off a request at 10k synthetic items
+(p50 3.81 → 3.28 ms, the same top 10), but on MovieLens (9.7k items, 394 lists) the two-stage
+top 10 held 88% of the exhaustive one (99% exact) and HR@10 fell from 0.1262 to 0.1197."""
 N_PROBE = 32
 """Inverted lists searched per query by the IVF index."""
 SEARCH_DIMS = 256
