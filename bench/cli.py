@@ -43,7 +43,7 @@ def bench(
     from tastemap.bench.runner import DEFAULT_SUITES, BenchConfig, default_cache_dir, run_bench
     from tastemap.bench.schema import write_result
     from tastemap.console import stderr
-    from tastemap.runtime.encode.providers import usable_cores
+    from tastemap.cpu import usable_cores
 
     chosen = {
         "quick": quick,

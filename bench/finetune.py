@@ -79,7 +79,7 @@ def run_cold_start_bench(
     from tastemap.bench.machine import machine_info
     from tastemap.export.finetune import FinetuneConfig, FinetuneResult, config_dict, finetune_encoder, read_record
     from tastemap.export.source import SourceModel
-    from tastemap.runtime.encode.providers import usable_cores
+    from tastemap.cpu import usable_cores
     from tastemap.runtime.io.events import load_movielens, render_item_texts
     from tastemap.runtime.recommend.cold_start import (
         AGGREGATES,
@@ -138,7 +138,7 @@ def run_warm_bench(*, work: Path, config_overrides: dict | None = None, seed: in
     from tastemap.bench.machine import machine_info
     from tastemap.export.finetune import FinetuneConfig, config_dict, finetune_encoder
     from tastemap.export.source import SourceModel
-    from tastemap.runtime.encode.providers import usable_cores
+    from tastemap.cpu import usable_cores
     from tastemap.runtime.io.events import align_events, load_movielens, render_item_texts
     from tastemap.runtime.recommend.baselines import ContentSingleVector
     from tastemap.runtime.recommend.evaluate import evaluate_model, multi_interest_content, split_events

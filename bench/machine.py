@@ -8,7 +8,7 @@ import shutil
 import subprocess
 
 from tastemap.cpu import cpu_info
-from tastemap.runtime.encode.providers import usable_cores
+from tastemap.cpu import usable_cores
 from tastemap.versions import installed_versions
 
 PACKAGES = ("tastemap", "numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "tokenizers", "torch", "transformers",

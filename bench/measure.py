@@ -6,6 +6,7 @@ units (:mod:`tastemap.bench.schema`).
 
 from __future__ import annotations
 
+import os
 import resource
 import threading
 import time
@@ -43,13 +44,60 @@ def time_calls(function: Callable[[object], object], inputs: Sequence, *, warmup
 
 
 def rss_mib() -> float:
-    """Resident set size of this process in MiB (from ``/proc/self/statm``)."""
+    """Resident memory of this process and of its worker processes in MiB: this process's
+    resident set (``/proc/self/statm``) plus each descendant's proportional set size (``Pss`` in
+    ``/proc/PID/smaps_rollup``: pages shared between workers, such as a memory-mapped array, count
+    once in all)."""
     try:
         with open("/proc/self/statm") as handle:
             pages = int(handle.read().split()[1])
-        return pages * resource.getpagesize() / 2**20
     except OSError:  # no procfs: fall back to the lifetime peak
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return pages * resource.getpagesize() / 2**20 + sum(_pss_mib(pid) for pid in _descendants(os.getpid()))
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process (every thread) and of its worker processes, running or ended."""
+    ended = os.times()
+    ticks = os.sysconf("SC_CLK_TCK")
+    running = 0.0
+    for pid in _descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            running += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        except (OSError, IndexError, ValueError):  # the process has ended
+            continue
+    return time.process_time() + ended.children_user + ended.children_system + running
+
+
+def _descendants(pid: int) -> list[int]:
+    """The child processes of ``pid``, theirs, and so on (none where procfs lists no children)."""
+    found = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                children = [int(child) for child in handle.read().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *_descendants(child)]
+    return found
+
+
+def _pss_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # the process has ended
+        pass
+    return 0.0
 
 
 class PeakMemory:

@@ -22,12 +22,13 @@ import threading
 import time
 from pathlib import Path
 
-from tastemap.bench.measure import rss_mib
+from tastemap.bench.measure import cpu_seconds, rss_mib
 
 
 class StageMeter:
-    """Wall time, CPU time (every thread's) and peak resident memory (MiB) per named stage,
-    sampled by a background thread; each stage is also printed to stderr when it ends, so that a
+    """Wall time, CPU time (every thread's) and peak resident memory (MiB) per named stage, of
+    this process and its worker processes (:func:`~tastemap.bench.measure.rss_mib`), sampled by a
+    background thread; each stage is also printed to stderr when it ends, so that a
     long run that stops leaves its finished stages."""
 
     def __init__(self, interval: float = 0.02):
@@ -44,11 +45,11 @@ class StageMeter:
         class _Stage:
             def __enter__(self):
                 meter._peak = rss_mib()
-                self.start, self.cpu = time.perf_counter(), time.process_time()
+                self.start, self.cpu = time.perf_counter(), cpu_seconds()
 
             def __exit__(self, *exc):
                 meter.results[name] = {"seconds": round(time.perf_counter() - self.start, 2),
-                                       "cpu_seconds": round(time.process_time() - self.cpu, 2),
+                                       "cpu_seconds": round(cpu_seconds() - self.cpu, 2),
                                        "peak_rss_mib": round(max(meter._peak, rss_mib()), 1)}
                 print(f"{name}: {meter.results[name]}", file=sys.stderr, flush=True)
 
@@ -91,7 +92,8 @@ def run_size(n_users: int, n_items: int, events_per_user: int, dim: int, seed: i
         "n_users": n_users, "n_items": n_items, "n_events": int(len(data.events)), "dim": dim,
         "stages": meter.results, "profile_breakdown": profiler.stats_,
         "seconds_excluding_generate": round(budget, 2),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib": round(max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
+                                   + [stage["peak_rss_mib"] for stage in meter.results.values()]), 1),
         "interests_per_user": round(float(profiles.interests.counts().mean()), 3),
         "n_segments": segmenter.n_segments_, "backend": profiler.backend_, "file_mib": sizes,
     }

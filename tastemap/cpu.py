@@ -8,6 +8,7 @@ records the class its parity gate ran on, and the bench reports it beside every 
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 from dataclasses import dataclass
 from functools import lru_cache
@@ -87,3 +88,11 @@ def one_thread(when: bool = True):
     and keep spinning after them (a request measured 1.4x its wall time in CPU time without this,
     1.0x with it). The limit is process-wide while the context is open; results do not depend on it."""
     return _thread_pools().limit(limits=1) if when else contextlib.nullcontext()
+
+
+def usable_cores() -> int:
+    """Number of CPU cores this process may run on, honouring its CPU affinity mask."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # platforms without sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1

@@ -20,7 +20,7 @@ from typing import Iterable
 
 import numpy as np
 
-from tastemap.cpu import SATURATING_INT8_CLASSES, cpu_info
+from tastemap.cpu import SATURATING_INT8_CLASSES, cpu_info, usable_cores
 from tastemap.errors import DeviceError, InputError, ModelPackageError
 from tastemap.runtime.encode.batching import dedupe, pad_batch, plan_batches, tokenize_ahead
 from tastemap.runtime.encode.providers import (
@@ -31,7 +31,6 @@ from tastemap.runtime.encode.providers import (
     parse_device,
     parse_variant,
     plan_execution,
-    usable_cores,
 )
 
 logger = logging.getLogger(__name__)

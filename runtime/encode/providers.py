@@ -11,7 +11,6 @@ provider on a machine without a driver), and that must never go unnoticed.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -64,14 +63,6 @@ class ExecutionPlan:
     providers: tuple[str, ...]
     variant: str
     fallback: str = ""
-
-
-def usable_cores() -> int:
-    """Number of CPU cores this process may run on, honouring its CPU affinity mask."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # platforms without sched_getaffinity (macOS, Windows)
-        return os.cpu_count() or 1
 
 
 def available_providers() -> list[str]:

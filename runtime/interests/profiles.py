@@ -32,7 +32,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from tastemap.console import progress
-from tastemap.cpu import one_thread
+from tastemap.cpu import one_thread, usable_cores
 from tastemap.errors import InputError
 from tastemap.runtime.interests.base import as_catalog, as_events, check_fitted
 from tastemap.runtime.interests.clustering import BACKENDS
@@ -363,6 +363,12 @@ class InterestProfiler(BaseEstimator):
 
 PROGRESS_USERS = 1000
 """Users from which the interest clustering shows a progress bar on a terminal."""
+PARALLEL_USERS = 20_000
+"""Users from which the interest clustering runs in one worker process per core by default: the
+loop is Python-bound (threads would share one interpreter), and below this size starting the
+workers costs more than they save."""
+CHUNK_USERS = 2_000
+"""Users per task of the interest clustering (and per step of its progress bar)."""
 
 
 def cluster_interests(
@@ -375,6 +381,7 @@ def cluster_interests(
     max_interests: int = 8,
     min_affinity: float = 0.5,
     scale: InterestScale | None = None,
+    n_jobs: int | None = None,
 ) -> UserInterests:
     """Each user's ``max_items`` most recent items (unit ``item_vectors`` ``[n_items, dim]``)
     split into at most ``max_interests`` interests by
@@ -386,23 +393,33 @@ def cluster_interests(
 
     The medoid of a cluster is the member with the largest summed cosine similarity to the other
     members. Importance is the members' summed long-term importance (``pairs.long``). The loop over
-    users works on matrices of at most ``max_items`` rows.
+    users works on matrices of at most ``max_items`` rows, :data:`CHUNK_USERS` users per task;
+    ``n_jobs`` worker processes run the tasks (None: one per core from :data:`PARALLEL_USERS`
+    users on, else none). The result does not depend on ``n_jobs``.
     """
     indptr, positions = pairs.recent(max_items)
     items_all = pairs.items[positions]
     weight_all = pairs.long[positions].astype(np.float64)
     totals = np.add.reduceat(weight_all, indptr[:-1]) if weight_all.size else np.zeros(0)
-    parts = {name: [] for name in ("medoid", "importance", "share", "size", "members")}
-    counts = np.zeros(pairs.n_users, np.int64)
     scale = scale if scale is not None else interest_scale(item_vectors, item_topics)
-    with one_thread():  # tiny matrices: BLAS threads cost more than they save
-        users = range(pairs.n_users)
-        if pairs.n_users >= PROGRESS_USERS:  # a bar for a batch, not for an update of a few users
-            users = progress(users, total=pairs.n_users, description="interest clusters")
-        for user in users:
-            _cluster_one(user, indptr, items_all, weight_all, totals, item_vectors, distance_threshold,
-                         max_interests, min_affinity, scale, parts, counts)
-    flat = {name: np.concatenate(values) if values else np.zeros(0) for name, values in parts.items()}
+    settings = (distance_threshold, max_interests, min_affinity, scale)
+    chunks = [(start, min(start + CHUNK_USERS, pairs.n_users)) for start in range(0, pairs.n_users, CHUNK_USERS)]
+    workers = (usable_cores() if pairs.n_users >= PARALLEL_USERS else 1) if n_jobs is None else n_jobs
+    if workers > 1 and len(chunks) > 1:
+        from joblib import Parallel, delayed
+
+        done = Parallel(n_jobs=workers, return_as="generator")(
+            delayed(_cluster_users)(start, stop, indptr, items_all, weight_all, totals, item_vectors, settings)
+            for start, stop in chunks)
+    else:
+        done = (_cluster_users(start, stop, indptr, items_all, weight_all, totals, item_vectors, settings)
+                for start, stop in chunks)
+    if pairs.n_users >= PROGRESS_USERS:  # a bar for a batch, not for an update of a few users
+        done = progress(done, total=len(chunks), description="interest clusters")
+    results = list(done)
+    flat = {name: np.concatenate([part[name] for part in results]) if results else np.zeros(0)
+            for name in ("medoid", "importance", "share", "size", "members", "counts")}
+    counts = flat["counts"].astype(np.int64)
     sizes = flat["size"].astype(np.int64)
     medoid = flat["medoid"].astype(np.int64)
     return UserInterests(
@@ -417,13 +434,26 @@ def cluster_interests(
     )
 
 
+def _cluster_users(start, stop, indptr, items_all, weight_all, totals, item_vectors, settings) -> dict:
+    """The interests of users ``start`` to ``stop`` (see :func:`cluster_interests`), as flat arrays
+    plus each user's number of interests (``counts``)."""
+    distance_threshold, max_interests, min_affinity, scale = settings
+    parts = {name: [np.zeros(0)] for name in ("medoid", "importance", "share", "size", "members")}
+    counts = np.zeros(stop - start, np.int64)
+    with one_thread():  # tiny matrices: BLAS threads cost more than they save
+        for user in range(start, stop):
+            counts[user - start] = _cluster_one(user, indptr, items_all, weight_all, totals, item_vectors,
+                                                distance_threshold, max_interests, min_affinity, scale, parts)
+    return {**{name: np.concatenate(values) for name, values in parts.items()}, "counts": counts}
+
+
 def _cluster_one(user, indptr, items_all, weight_all, totals, item_vectors, distance_threshold, max_interests,
-                 min_affinity, scale, parts, counts) -> None:
-    """Ward-cluster one user's items and append the ranked interests to ``parts``."""
+                 min_affinity, scale, parts) -> int:
+    """Ward-cluster one user's items, append the ranked interests to ``parts`` and return their number."""
     lo, hi = indptr[user], indptr[user + 1]
     items, weight, m = items_all[lo:hi], weight_all[lo:hi], hi - lo
     if m == 0:
-        return
+        return 0
     x = item_vectors[items]
     gram = x @ x.T
     labels = partition_user(x, scale, distance_threshold=distance_threshold, max_interests=max_interests,
@@ -443,7 +473,7 @@ def _cluster_one(user, indptr, items_all, weight_all, totals, item_vectors, dist
     parts["share"].append(np.sort(importance)[::-1] / max(totals[user], 1e-12))
     parts["size"].append(sizes)
     parts["members"].append(items[order])
-    counts[user] = k
+    return k
 
 
 def _plurality(item_topics: np.ndarray, members: np.ndarray, sizes: np.ndarray, medoid: np.ndarray) -> np.ndarray:

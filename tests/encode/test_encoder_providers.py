@@ -12,7 +12,8 @@ import pytest
 from tastemap.errors import DeviceError
 from tastemap.runtime import Encoder
 from tastemap.runtime.encode import encoder as encoder_module
-from tastemap.runtime.encode.providers import CPU, CUDA, TENSORRT, Device, plan_execution, usable_cores
+from tastemap.cpu import usable_cores
+from tastemap.runtime.encode.providers import CPU, CUDA, TENSORRT, Device, plan_execution
 
 BOTH = ("fp32", "int8", "fp16")
 

@@ -78,6 +78,19 @@ def test_fit_is_deterministic_and_transform_matches(planted, fitted):
     assert [i.medoid for i in partial.interests.of_user(1)] == [i.medoid for i in fitted.profiles_.interests.of_user(6)]
 
 
+def test_interest_clustering_in_worker_processes_equals_the_clustering_in_process(planted, fitted, monkeypatch):
+    from tastemap.runtime.interests import profiles
+
+    monkeypatch.setattr(profiles, "CHUNK_USERS", 16)  # 8 tasks
+    monkeypatch.setattr(profiles, "PARALLEL_USERS", 1)
+    monkeypatch.setattr(profiles, "usable_cores", lambda: 2)
+    parallel = InterestProfiler(n_topics=6, n_coarse_topics=2, backend="sklearn", seed=0).fit(
+        planted.events, planted.catalog, planted.item_vectors)
+    for name in ("indptr", "medoid", "importance", "share", "size", "topic", "member_indptr", "members"):
+        np.testing.assert_array_equal(getattr(parallel.profiles_.interests, name),
+                                      getattr(fitted.profiles_.interests, name))
+
+
 def test_encoder_objects_are_called_with_item_texts(planted):
     class FakeEncoder:
         def __init__(self):
