@@ -438,7 +438,9 @@ def _cluster_users(start, stop, indptr, items_all, weight_all, totals, item_vect
     """The interests of users ``start`` to ``stop`` (see :func:`cluster_interests`), as flat arrays
     plus each user's number of interests (``counts``)."""
     distance_threshold, max_interests, min_affinity, scale = settings
-    parts = {name: [np.zeros(0)] for name in ("medoid", "importance", "share", "size", "members")}
+    parts = {name: [np.zeros(0, dtype)] for name, dtype in  # typed: an empty task keeps the integers integers
+             (("medoid", np.int64), ("importance", np.float64), ("share", np.float64), ("size", np.int64),
+              ("members", np.int64))}
     counts = np.zeros(stop - start, np.int64)
     with one_thread():  # tiny matrices: BLAS threads cost more than they save
         for user in range(start, stop):
