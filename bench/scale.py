@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -101,9 +102,16 @@ def run_size(n_users: int, n_items: int, events_per_user: int, dim: int, seed: i
 
 def run_in_process(module: str, *options) -> dict:
     """Run ``python -m module --single *options`` in a process of its own (so that its peak memory
-    is its own) and return the JSON figures it prints last."""
+    is its own) and return the JSON figures it prints last. Its stderr passes through, so a run
+    that stops leaves its finished stages on the terminal; a run that fails ends this one with a
+    message naming the run and how it ended."""
     command = [sys.executable, "-m", module, "--single", *map(str, options)]
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        how = (f"was killed by signal {-done.returncode}" + (" (the system's out-of-memory killer sends it)"
+                                                               if done.returncode == -signal.SIGKILL else "")
+               if done.returncode < 0 else f"exited with code {done.returncode}")
+        raise SystemExit(f"the run {' '.join(map(str, options))} {how}; the stages above are the ones it finished")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -128,9 +128,20 @@ def _index_recall(recommender, rng: np.random.Generator, n_queries: int = 200) -
     return out
 
 
+def _sizes(text: str) -> list[int]:
+    """``"10000,200000"`` -> ``[10000, 200000]``; anything else is a usage error."""
+    try:
+        sizes = [int(n) for n in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} should be comma-separated item counts >= 1, e.g. 10000,200000")
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", default="10000,200000", help="Comma-separated catalogue sizes.")
+    parser.add_argument("--items", type=_sizes, default="10000,200000", help="Comma-separated catalogue sizes.")
     parser.add_argument("--users-per-item", type=float, default=1.5)
     parser.add_argument("--events-per-user", type=int, default=50)
     parser.add_argument("--dim", type=int, default=384)
@@ -141,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="JSON file for the figures.")
     parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    sizes = [int(n) for n in args.items.split(",")]
+    sizes = args.items
     options = [args.users_per_item, args.events_per_user, args.dim, args.requests, args.batch, args.updates, args.seed]
     if args.single:
         print(json.dumps(run_size(sizes[0], *options)))

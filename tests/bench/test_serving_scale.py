@@ -16,3 +16,31 @@ def test_serving_scale_reports_every_stage_and_serving_figure():
     assert result["index_recall_at_10"] == {"items": {"kind": "exact", "recall": 1.0},
                                             "collaborative": {"kind": "exact", "recall": 1.0}}
     assert result["collaborative"] == {"rank": 400, "exact": True}
+
+
+def test_a_size_that_fails_ends_the_bench_naming_the_run_and_how_it_ended():
+    import pytest
+
+    from tastemap.bench.scale import run_in_process
+
+    with pytest.raises(SystemExit) as stopped:
+        run_in_process("tastemap.bench.serving_scale", "--items", "many")
+    assert str(stopped.value) == ("the run --items many exited with code 2; "
+                                  "the stages above are the ones it finished")
+
+
+def test_workers_count_in_the_memory_and_cpu_figures():
+    import multiprocessing
+    import time
+
+    from tastemap.bench.measure import cpu_seconds, rss_mib
+
+    alone, cpu_before = rss_mib(), cpu_seconds()
+    worker = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(3,))
+    worker.start()
+    try:
+        time.sleep(1.5)  # the worker has started its interpreter
+        assert rss_mib() > alone + 1  # its proportional set size is counted
+    finally:
+        worker.join()
+    assert cpu_seconds() > cpu_before  # and its CPU time, once it has ended
