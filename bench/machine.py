@@ -7,8 +7,7 @@ import platform
 import shutil
 import subprocess
 
-from tastemap.cpu import cpu_info
-from tastemap.cpu import usable_cores
+from tastemap.cpu import cpu_info, usable_cores
 from tastemap.versions import installed_versions
 
 PACKAGES = ("tastemap", "numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "tokenizers", "torch", "transformers",

@@ -56,6 +56,11 @@ class StageMeter:
 
         return _Stage()
 
+    def peak_mib(self) -> float:
+        """The peak over every stage, and over this process's whole life (workers included)."""
+        return round(max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
+                         + [stage["peak_rss_mib"] for stage in self.results.values()]), 1)
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
@@ -93,8 +98,7 @@ def run_size(n_users: int, n_items: int, events_per_user: int, dim: int, seed: i
         "n_users": n_users, "n_items": n_items, "n_events": int(len(data.events)), "dim": dim,
         "stages": meter.results, "profile_breakdown": profiler.stats_,
         "seconds_excluding_generate": round(budget, 2),
-        "peak_rss_mib": round(max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
-                                   + [stage["peak_rss_mib"] for stage in meter.results.values()]), 1),
+        "peak_rss_mib": meter.peak_mib(),
         "interests_per_user": round(float(profiles.interests.counts().mean()), 3),
         "n_segments": segmenter.n_segments_, "backend": profiler.backend_, "file_mib": sizes,
     }

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import tempfile
 import time
@@ -94,8 +93,7 @@ def run_size(n_items: int, users_per_item: float, events_per_user: int, dim: int
         "n_items": n_items, "n_users": n_users, "n_events": int(interactions.n_events), "dim": dim,
         "stages": meter.results,
         "fit_seconds": meter.results["fit"]["seconds"],
-        "peak_rss_mib": round(max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
-                                   + [stage["peak_rss_mib"] for stage in meter.results.values()]), 1),
+        "peak_rss_mib": meter.peak_mib(),
         "folder_mib": round(folder_mib, 1),
         "recommend_ms": {"p50": round(float(np.percentile(latency, 50)) * 1e3, 2),
                          "p99": round(float(np.percentile(latency, 99)) * 1e3, 2)},

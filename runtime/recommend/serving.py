@@ -139,8 +139,9 @@ def _lowrank_components(recommender, n_rows: int, histories: dict) -> dict:
         # the zero diagonal: the user's own items score (u · right_j − x_j · diagonal_j), not u · right_j
         rows = np.repeat(np.arange(n_rows), np.diff(history.indptr))
         plain = pair_products(factors[name], rows, model.right, history.indices)
-        own = plain - history.data * model.diagonal[history.indices]
-        total = totals[part] - np.bincount(rows, history.data * model.diagonal[history.indices], minlength=n_rows)
+        on_diagonal = history.data * model.diagonal[history.indices]
+        own = plain - on_diagonal
+        total = totals[part] - np.bincount(rows, on_diagonal, minlength=n_rows)
         square = squares[part] + np.bincount(rows, own**2 - plain**2, minlength=n_rows)
         out[name] = {"kind": "lowrank", "factors": factors[name], "history": history,
                      "stats": stage.Stats.from_sums(total, square, model.n_items)}
