@@ -31,16 +31,22 @@ def test_a_size_that_fails_ends_the_bench_naming_the_run_and_how_it_ended():
 
 def test_workers_count_in_the_memory_and_cpu_figures():
     import multiprocessing
+    import os
     import time
+
+    import pytest
 
     from tastemap.bench.measure import cpu_seconds, rss_mib
 
-    alone, cpu_before = rss_mib(), cpu_seconds()
-    worker = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(3,))
+    if not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"):
+        pytest.skip("this kernel's procfs does not list child processes")
+    alone, others = rss_mib(), cpu_seconds() - time.process_time()
+    worker = multiprocessing.get_context("spawn").Process(target=sum, args=(range(10**9),))  # busy for seconds
     worker.start()
     try:
-        time.sleep(1.5)  # the worker has started its interpreter
-        assert rss_mib() > alone + 1  # its proportional set size is counted
+        time.sleep(2.0)
+        assert rss_mib() > alone + 1  # the worker's proportional set size is counted
+        assert cpu_seconds() - time.process_time() - others > 0.2  # and its CPU time while it runs
     finally:
+        worker.terminate()
         worker.join()
-    assert cpu_seconds() > cpu_before  # and its CPU time, once it has ended
