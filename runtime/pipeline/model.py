@@ -355,9 +355,10 @@ class TastemapModel:
         """The top ``k`` unseen items for a known user, with explanations."""
         return self.recommender.recommend(user_id, k=k)
 
-    def recommend_batch(self, user_ids: Sequence | None = None, k: int = 20) -> pd.DataFrame:
-        """Recommendations for many users (default: all), one row per (user, rank)."""
-        return self.recommender.recommend_batch(user_ids, k=k)
+    def recommend_batch(self, user_ids: Sequence | None = None, k: int = 20, *, n_jobs: int | None = None) -> pd.DataFrame:
+        """Recommendations for many users (default: all), one row per (user, rank), on ``n_jobs``
+        threads (None: one per core)."""
+        return self.recommender.recommend_batch(user_ids, k=k, n_jobs=n_jobs)
 
     def recommend_cold(self, text_or_items: str | Sequence | None = None, k: int = 20, *,
                        attributes: dict | None = None) -> list[Recommendation]:

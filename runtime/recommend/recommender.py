@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from typing import Sequence
 
@@ -44,7 +45,7 @@ import pandas as pd
 from scipy import sparse
 from sklearn.base import BaseEstimator, clone
 
-from tastemap.cpu import one_thread
+from tastemap.cpu import one_thread, usable_cores
 from tastemap.errors import InputError
 from tastemap.runtime.interests.base import as_catalog, check_fitted
 from tastemap.runtime.io.interactions import Interactions
@@ -474,11 +475,15 @@ class TastemapRecommender(BaseEstimator):
         state, rows = self.rows_of([position])
         return self._recommend_rows(rows, state, k, segments=self._segments_of([position]))[0]
 
-    def recommend_batch(self, user_ids: Sequence | None = None, *, k: int = 20, batch_size: int = 256) -> pd.DataFrame:
+    def recommend_batch(self, user_ids: Sequence | None = None, *, k: int = 20, batch_size: int = 256,
+                        n_jobs: int | None = None) -> pd.DataFrame:
         """Recommendations for many users (default: all) as one row per (user, rank): ``user_id,
         rank, item_id, title, score, interest, interest_label, topic, layer, seed_item_ids,
-        seed_titles, explanation``."""
+        seed_titles, explanation``. Batches of ``batch_size`` users run on ``n_jobs`` threads
+        (None: one per core), with the same rows whatever ``n_jobs``."""
         self._check_fitted()
+        if not (n_jobs is None or (isinstance(n_jobs, int) and n_jobs >= 1)):
+            raise InputError(f"n_jobs={n_jobs!r} should be None (one thread per core) or an integer >= 1")
         if user_ids is None:
             positions = np.arange(self.user_index_.size)
         else:
@@ -486,11 +491,21 @@ class TastemapRecommender(BaseEstimator):
             if (positions < 0).any():
                 unknown = list(np.asarray(list(user_ids), dtype=object)[positions < 0][:5])
                 raise InputError(f"{int((positions < 0).sum())} user ids are not in the training events (first: {unknown})")
+        state = self.state_  # the overlay settled once, before the threads read it
+        batches = [positions[start : start + batch_size] for start in range(0, positions.size, batch_size)]
+
+        def run(batch: np.ndarray) -> list[list[Recommendation]]:
+            with one_thread():  # OpenMP's limit is per thread: set in each worker
+                return self._recommend_rows(batch, state, k, segments=self._segments_of(batch))
+
+        threads = max(1, min(usable_cores() if n_jobs is None else n_jobs, len(batches)))
+        # NumPy, BLAS and faiss release the GIL: a thread per core, each batch's products on its
+        # own thread (BLAS's helper threads sped a batch of 256 users by under 5% at twice the CPU)
+        with one_thread(), ThreadPoolExecutor(threads, thread_name_prefix="recommend") as pool:
+            results = list(pool.map(run, batches))
         users, recs = [], []
-        for start in range(0, positions.size, batch_size):
-            batch = positions[start : start + batch_size]
-            for position, mine in zip(batch, self._recommend_rows(batch, self.state_, k,
-                                                                  segments=self._segments_of(batch))):
+        for batch, result in zip(batches, results):
+            for position, mine in zip(batch, result):
                 users.append(np.full(len(mine), position))
                 recs += mine
         return _table(self.user_index_.to_numpy()[np.concatenate(users or [np.zeros(0, np.int64)])], recs)

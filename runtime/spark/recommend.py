@@ -87,7 +87,7 @@ def recommend_rows(rows: np.ndarray, positions: np.ndarray, *, home: Path, versi
     users) as record batches of ``schema``. Runs on the executors."""
     model = worker_model(home, version)
     users = model.user_ids[positions[rows]]
-    frame = model.recommend_batch(list(users), k=k)
+    frame = model.recommend_batch(list(users), k=k, n_jobs=1)  # Spark runs a task per core
     return pa.Table.from_pandas(frame, schema=schema, preserve_index=False).to_batches()
 
 

@@ -107,6 +107,16 @@ def test_batch_mode_has_one_row_per_user_and_rank(fitted):
     assert frame[frame.user_id == 0]["item_id"].tolist() == [r.item_id for r in first]
 
 
+def test_batch_rows_do_not_depend_on_threads_or_batch_size(fitted):
+    recommender, data, _, _, _ = fitted
+    alone = recommender.recommend_batch(k=6, batch_size=7, n_jobs=1)
+    pd.testing.assert_frame_equal(recommender.recommend_batch(k=6, batch_size=3, n_jobs=3), alone)
+    pd.testing.assert_frame_equal(recommender.recommend_batch(k=6), alone)
+    assert len(alone) == data.n_users * 6
+    with pytest.raises(InputError, match=r"^n_jobs=0 should be None \(one thread per core\) or an integer >= 1$"):
+        recommender.recommend_batch(k=6, n_jobs=0)
+
+
 def test_cold_start_from_items(fitted):
     recommender, truth = fitted[0], fitted[4]
     liked = np.flatnonzero(truth.item_topics == 2)[:4].tolist()  # four items of topic 2
