@@ -14,7 +14,7 @@ seed the weights equal the single-machine ones up to float rounding (the sum run
 order). Up to ``rank`` active items, ``XᵀX`` itself is summed and decomposed exactly.
 
 Cost: one pass over the cached blocks per product (``N_POWER_ITERATIONS + 2`` of them); each
-task returns, and the driver holds, a few float64 ``[n_active, rank + OVERSAMPLE]`` arrays.
+task returns, and the driver holds, a few float32 ``[n_active, rank + OVERSAMPLE]`` arrays.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def spark_collaborative(*, l2: float = 500.0, rank: int = 512, seed: int = 0, ma
 
 
 def user_blocks(pairs, column_of, n_active: int, n_parts: int):
-    """A cached RDD of CSR float64 blocks ``[n_users_p, n_active]``, one per non-empty partition
+    """A cached RDD of CSR float32 blocks ``[n_users_p, n_active]``, one per non-empty partition
     of ``n_parts`` by user: 1 where the user has the item (``pairs``: ``_user``, ``_item`` catalog
     index; ``column_of``: a broadcast int32 ``[n_items]``, each item's active column)."""
     n_active = int(n_active)
@@ -150,9 +150,10 @@ def partition_block(batches: list[pa.RecordBatch], column_of: np.ndarray, n_acti
 
 
 def _csr(row, n_columns: int) -> sparse.csr_matrix:
-    """A block row of :func:`partition_block` as CSR float64 ``[n_rows, n_columns]`` of ones."""
+    """A block row of :func:`partition_block` as CSR float32 ``[n_rows, n_columns]`` of ones (the
+    range finder's products stay float32, as on one machine)."""
     indices = np.frombuffer(row["indices"], np.int32).copy()
-    return sparse.csr_matrix((np.ones(indices.size), indices, np.frombuffer(row["indptr"], np.int64).copy()),
+    return sparse.csr_matrix((np.ones(indices.size, np.float32), indices, np.frombuffer(row["indptr"], np.int64).copy()),
                              shape=(row["n_rows"], n_columns))
 
 
@@ -162,7 +163,7 @@ def _eigen(context, blocks, n_active: int, rank: int, seed: int) -> tuple[np.nda
     with spark_errors():
         if n_active <= rank:
             gram = blocks.map(lambda block: (block.T @ block).toarray()).treeReduce(np.add, depth=TREE_DEPTH)
-            return np.linalg.eigh(gram)
+            return np.linalg.eigh(gram.astype(np.float64))
 
         def gram_times(q: np.ndarray) -> np.ndarray:
             shared = context.broadcast(q)
