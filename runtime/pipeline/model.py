@@ -19,7 +19,7 @@ however many versions writers publish meanwhile. A :meth:`~TastemapModel.save` t
 model was loaded from is refused when another writer published a version since (its changes would
 be lost); :meth:`~TastemapModel.locked` holds the lock from the load to the save instead.
 
-A version (schema version 2; every file's sha256 and size in ``model.json``, the files required
+A version (schema version 3; every file's sha256 and size in ``model.json``, the files required
 by the schema in :func:`~tastemap.runtime.pipeline.model_state.required_files`):
 
 - ``model.json``: format, schema version, version number, parameters, fitted scalars, the encoder

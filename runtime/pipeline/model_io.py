@@ -53,7 +53,7 @@ from tastemap.runtime.pipeline import model_lock
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FORMAT = "tastemap-fitted-model"
 MODEL_FILE = "model.json"
 POINTER = "current"

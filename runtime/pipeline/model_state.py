@@ -52,7 +52,7 @@ ITEM_NEIGHBOURS = "item_neighbours.npy"
 """Each item's nearest items (int32 ``[n_items, interest_candidates]``): the interests' candidates."""
 COLLABORATIVE_INDEX = "collaborative_index.npy"
 """The serialised IVF index over the collaborative item factors (a flat one is rebuilt)."""
-COLLABORATIVE_PARTS = ("left", "right", "diagonal")
+COLLABORATIVE_PARTS = ("right", "diagonal", "shrink")
 """The low-rank EASE weights: ``collaborative.<part>.npy``."""
 ITEM_FILES = (ITEM_INDEX, ITEM_NEIGHBOURS, "items.parquet", "item_vectors.npy", "item_topics.npy", "topic_tree.json", "topics.json")
 

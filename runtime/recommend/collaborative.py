@@ -8,8 +8,10 @@ EASE (Steck, 2019) has weights ``B = I − P·diag(1/diag(P))`` with ``P = (G + 
 
 exactly when ``V`` holds every eigenvector. :func:`low_rank_ease` keeps the ``rank`` leading ones
 (:func:`randomized_eigh`, O(nnz · rank) per pass over ``X``, never an ``n × n`` array) and every item's
-``h`` from them: the weights are two ``[n_items, rank]`` factors, ``left = V D`` for the items a
-user has and ``right = V / (1 − h)`` for the items scored, plus the zero diagonal. A user's
+``h`` from them: the weights are ``B = left · rightᵀ`` less a zero diagonal, ``left = V D`` for
+the items a user has and ``right = V / (1 − h)`` for the items scored. Only ``right`` is stored,
+with ``D`` and ``h``: ``left = diag(1 − h) · right · D`` (one ``[n_items, rank]`` array, not
+two: 2 GB less at a million items). A user's
 scores ``x · B`` are then ``(x · left) · rightᵀ`` minus the diagonal on the items they have, a
 bilinear form whose catalogue-wide mean and variance need no full row (see
 :mod:`~tastemap.runtime.recommend.candidates`), and whose best items an inner-product index over
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import sparse
@@ -50,26 +53,40 @@ OVERSAMPLE = 16
 
 @dataclass(frozen=True)
 class LowRankEASE:
-    """EASE weights ``B = left · rightᵀ − diag(diagonal)`` with ``left``, ``right`` float32
-    ``[n_items, rank]`` and ``diagonal`` float32 ``[n_items]`` (so that ``B`` has a zero
-    diagonal); ``exact`` when every eigenvector was kept (``B`` is then dense EASE's)."""
+    """EASE weights ``B = left · rightᵀ − diag(diagonal)``, ``left = diag(1 / (1 + diagonal)) ·
+    right · diag(shrink)``, with ``right`` float32 ``[n_items, rank]``, ``shrink`` float32
+    ``[rank]`` (the eigenvalues' ``σ² / (σ² + λ)``) and ``diagonal`` float32 ``[n_items]`` (so that
+    ``B`` has a zero diagonal); ``exact`` when every eigenvector was kept (``B`` is then dense EASE's)."""
 
-    left: np.ndarray
     right: np.ndarray
     diagonal: np.ndarray
+    shrink: np.ndarray
     exact: bool
 
     @property
     def n_items(self) -> int:
-        return int(self.left.shape[0])
+        return int(self.right.shape[0])
 
     @property
     def rank(self) -> int:
-        return int(self.left.shape[1])
+        return int(self.right.shape[1])
+
+    @cached_property
+    def keep(self) -> np.ndarray:
+        """``1 − h`` per item ``[n_items]`` float32: ``left``'s row scale."""
+        return (1.0 / (1.0 + self.diagonal.astype(np.float64))).astype(np.float32)
+
+    @property
+    def left(self) -> np.ndarray:
+        """``[n_items, rank]`` float32, computed at each call (serving uses ``right`` and the scales)."""
+        return self.right * self.keep[:, None] * self.shrink
 
     def user_factors(self, history) -> np.ndarray:
         """``history · left`` ``[n_users, rank]`` float64 of (weighted) histories ``[n_users, n_items]``."""
-        return np.asarray(history @ self.left, np.float64)
+        history = sparse.csr_matrix(history)
+        scaled = sparse.csr_matrix((history.data * self.keep[history.indices], history.indices, history.indptr),
+                                   shape=history.shape)
+        return np.asarray(scaled @ self.right, np.float64) * self.shrink
 
     def scores(self, history) -> np.ndarray:
         """``history · B`` ``[n_users, n_items]`` float32, every item (for evaluation)."""
@@ -82,7 +99,7 @@ class LowRankEASE:
     def weights(self, sources: np.ndarray, item: int) -> np.ndarray:
         """``B[sources, item]`` ``[len(sources)]`` float32."""
         sources = np.asarray(sources)
-        out = self.left[sources] @ self.right[item]
+        out = (self.right[sources] @ (self.right[item] * self.shrink)) * self.keep[sources]
         return np.where(sources == item, 0.0, out).astype(np.float32)
 
     def padded(self, n_items: int) -> "LowRankEASE":
@@ -90,9 +107,9 @@ class LowRankEASE:
         extra = n_items - self.n_items
         if extra == 0:
             return self
-        zeros = np.zeros((extra, self.rank), np.float32)
-        return LowRankEASE(left=np.vstack([self.left, zeros]), right=np.vstack([self.right, zeros]),
-                           diagonal=np.concatenate([self.diagonal, np.zeros(extra, np.float32)]), exact=self.exact)
+        return LowRankEASE(right=np.vstack([self.right, np.zeros((extra, self.rank), np.float32)]),
+                           diagonal=np.concatenate([self.diagonal, np.zeros(extra, np.float32)]),
+                           shrink=self.shrink, exact=self.exact)
 
 
 def low_rank_ease(user_items: sparse.spmatrix, *, l2: float = 500.0, rank: int = 512, seed: int = 0) -> LowRankEASE:
@@ -145,17 +162,19 @@ def _orthonormal(block: np.ndarray) -> np.ndarray:
 
 
 def from_eigen(squares: np.ndarray, vectors: np.ndarray, active: np.ndarray, n_items: int, *, l2: float,
-               exact: bool) -> LowRankEASE:
+               exact: bool, block: int = 65_536) -> LowRankEASE:
     """:class:`LowRankEASE` from eigenpairs ``(squares [r], vectors [len(active), r])`` of the
-    Gram matrix of the ``active`` items (the rest get no weight)."""
+    Gram matrix of the ``active`` items (the rest get no weight), a block of items at a time
+    (no temporary as large as ``vectors``)."""
     shrink = np.maximum(squares, 0.0) / (np.maximum(squares, 0.0) + l2)
-    leverage = np.minimum((vectors**2) @ shrink, 1.0 - 1e-9)
-    out = LowRankEASE(left=np.zeros((n_items, vectors.shape[1]), np.float32),
-                      right=np.zeros((n_items, vectors.shape[1]), np.float32),
-                      diagonal=np.zeros(n_items, np.float32), exact=exact)
-    out.left[active] = vectors * shrink
-    out.right[active] = vectors / (1.0 - leverage)[:, None]
-    out.diagonal[active] = leverage / (1.0 - leverage)
+    out = LowRankEASE(right=np.zeros((n_items, vectors.shape[1]), np.float32), diagonal=np.zeros(n_items, np.float32),
+                      shrink=shrink.astype(np.float32), exact=exact)
+    for start in range(0, active.size, block):
+        part = np.asarray(vectors[start : start + block], np.float64)
+        leverage = np.minimum((part**2) @ shrink, 1.0 - 1e-9)
+        items = active[start : start + block]
+        out.right[items] = part / (1.0 - leverage)[:, None]
+        out.diagonal[items] = leverage / (1.0 - leverage)
     logger.info("low-rank EASE: %d items with events, rank %d%s", active.size, vectors.shape[1],
                 " (every eigenvector: exact)" if exact else "")
     return out

@@ -196,7 +196,9 @@ class _Block:
         strengths = np.maximum.reduceat(contributions, interest_start, axis=0)
         model = recommender.collaborative_
         if model is not None and kinds.any():
-            weights = np.matmul(model.left[padded], model.right[rec_items].transpose(0, 2, 1))[user, slot]
+            # left[padded] · right[rec]ᵀ with ``left`` as :class:`LowRankEASE` stores it: the scales on the small sides
+            scaled = (model.right[rec_items] * model.shrink).transpose(0, 2, 1)
+            weights = np.matmul(model.right[padded], scaled)[user, slot] * model.keep[members][:, None]
             weights = np.where(members[:, None] == rec_items[user], 0.0, weights)
             recency = _row_values(state.recency, users[user], members)  # the members' recency weights
             weights = weights * np.where(short[user], recency[:, None], 1.0)

@@ -72,7 +72,7 @@ def test_directory_is_safe_formats_with_recorded_hashes(saved):
     assert manifest["format"] == "tastemap-fitted-model" and manifest["schema_version"] == model_io.SCHEMA_VERSION
     assert manifest["version"] == 1 and path.name == "00000001"
     files = manifest["files"]
-    for name in ("items.parquet", "item_vectors.npy", "collaborative.left.npy", "collaborative.right.npy",
+    for name in ("items.parquet", "item_vectors.npy", "collaborative.right.npy", "collaborative.shrink.npy",
                  "collaborative.diagonal.npy", "item_neighbours.npy", "topic_tree.json", "users.parquet",
                  "profiles.parquet", "topics.json", "segments.parquet", "user_segments.parquet", "holdout.parquet",
                  "events/part-00000.parquet", "state/interests.members.npy"):
@@ -104,7 +104,7 @@ def test_load_refuses_changed_files_and_other_schemas(saved, tmp_path):
     manifest_path = current(copy) / "model.json"
     manifest = json.loads(manifest_path.read_text())
     manifest_path.write_text(json.dumps({**manifest, "schema_version": 99}))
-    with pytest.raises(FittedModelError, match=r"schema_version=99; this tastemap reads schema_version=2"):
+    with pytest.raises(FittedModelError, match=r"schema_version=99; this tastemap reads schema_version=3"):
         TastemapModel.load(copy)
     manifest_path.unlink()
     with pytest.raises(FittedModelError, match="has no model.json"):
@@ -272,10 +272,10 @@ def test_updated_model_round_trips_and_keeps_unchanged_files(saved, planted, tmp
     model = TastemapModel.load(copy)
     frame, items, item_vectors = new_events(truth)
     model.update(frame, items, item_vectors=item_vectors)
-    ease_inode = (current(copy) / "collaborative.left.npy").stat().st_ino
+    ease_inode = (current(copy) / "collaborative.right.npy").stat().st_ino
     model.save()
     assert current(copy).name == "00000002"
-    assert (current(copy) / "collaborative.left.npy").stat().st_ino == ease_inode  # linked, not rewritten
+    assert (current(copy) / "collaborative.right.npy").stat().st_ino == ease_inode  # linked, not rewritten
     manifest = json.loads((current(copy) / "model.json").read_text())
     assert manifest["event_parts"] == ["events/part-00000.parquet", "events/part-00001.parquet"]
     assert manifest["updates"][-1]["n_events_added"] == 7 and manifest["data"]["n_items"] == 121

@@ -374,9 +374,9 @@ def test_a_directory_of_the_earlier_schema_asks_for_a_new_fit(model_dir, tmp_pat
     old = tmp_path / "old"
     shutil.copytree(current(model_dir), old)
     manifest = json.loads((old / "model.json").read_text())
-    (old / "model.json").write_text(json.dumps({**manifest, "schema_version": 1}))
+    (old / "model.json").write_text(json.dumps({**manifest, "schema_version": 2}))
     assert model_io.is_fitted_model(old)
-    with pytest.raises(FittedModelError, match="schema_version=1; this tastemap reads schema_version=2: fit the model"):
+    with pytest.raises(FittedModelError, match="schema_version=2; this tastemap reads schema_version=3: fit the model"):
         TastemapModel.load(old)
 
 
