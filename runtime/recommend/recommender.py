@@ -45,6 +45,7 @@ import pandas as pd
 from scipy import sparse
 from sklearn.base import BaseEstimator, clone
 
+from tastemap.console import progress
 from tastemap.cpu import one_thread, usable_cores
 from tastemap.errors import InputError
 from tastemap.runtime.interests.base import as_catalog, check_fitted
@@ -502,7 +503,7 @@ class TastemapRecommender(BaseEstimator):
         # NumPy, BLAS and faiss release the GIL: a thread per core, each batch's products on its
         # own thread (BLAS's helper threads sped a batch of 256 users by under 5% at twice the CPU)
         with one_thread(), ThreadPoolExecutor(threads, thread_name_prefix="recommend") as pool:
-            results = list(pool.map(run, batches))
+            results = list(progress(pool.map(run, batches), total=len(batches), description="recommendations"))
         users, recs = [], []
         for batch, result in zip(batches, results):
             for position, mine in zip(batch, result):
