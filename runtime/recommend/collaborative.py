@@ -123,11 +123,14 @@ def low_rank_ease(user_items: sparse.spmatrix, *, l2: float = 500.0, rank: int =
     ``rank`` leading eigenvectors of ``XᵀX`` (all of them, exactly, when the items with events
     are no more than ``rank``); see the module docstring. Items without events get no weight."""
     check_parameters(l2, rank)
-    # float32 ones: the products of the range finder stay float32 (a float64 matrix would upcast them)
-    binary = sparse.csr_matrix(user_items, dtype=np.float32, copy=True)
-    binary.sum_duplicates()
-    binary.eliminate_zeros()
-    binary.data[:] = 1.0
+    # float32 ones: the products of the range finder stay float32 (a float64 matrix would upcast
+    # them); a matrix that is binary already is used as it is (no copy of the whole log)
+    binary = sparse.csr_matrix(user_items, dtype=np.float32)
+    if not (binary.has_canonical_format and (binary.data == 1).all()):
+        binary = binary.copy()
+        binary.sum_duplicates()
+        binary.eliminate_zeros()
+        binary.data[:] = 1.0
     active = np.flatnonzero(np.bincount(binary.indices, minlength=binary.shape[1]))
     sub = binary if active.size == binary.shape[1] else binary[:, active]
     if active.size <= rank:

@@ -31,6 +31,15 @@ def test_low_rank_ease_keeping_every_eigenvector_is_dense_ease(planted):
     np.testing.assert_allclose(model.weights(np.array([3, 5, 9]), 5), dense[[3, 5, 9], 5], atol=2e-6)
 
 
+def test_low_rank_ease_binarises_a_weighted_log_without_changing_it(planted):
+    weighted = planted[0].matrix(binary=False)
+    weighted.data *= 3.0
+    before = weighted.data.copy()
+    model = low_rank_ease(weighted, l2=10.0, rank=40)
+    np.testing.assert_array_equal(weighted.data, before)
+    np.testing.assert_array_equal(model.right, low_rank_ease(planted[0].matrix(), l2=10.0, rank=40).right)
+
+
 def test_items_without_events_get_no_weight(planted):
     data = planted[0]
     history = data.matrix().tolil()
