@@ -184,7 +184,7 @@ def _interests(profiles: UserProfiles, item_ids: np.ndarray, titles: np.ndarray,
                                        pa.array(item_ids[found.members]))
     struct = pa.StructArray.from_arrays(
         [pa.array(item_ids[found.medoid]),
-         pa.array(np.asarray(titles)[found.medoid].astype(str)),
+         strings(np.asarray(titles)[found.medoid]),
          pa.array(found.importance.astype(np.float32)),
          pa.array(found.share.astype(np.float32)),
          pa.array(found.size.astype(np.int32)),
@@ -194,6 +194,12 @@ def _interests(profiles: UserProfiles, item_ids: np.ndarray, titles: np.ndarray,
         names=["medoid_item_id", "medoid_title", "importance", "share", "size", "topic", "topic_label", "item_ids"],
     )
     return pa.ListArray.from_arrays(pa.array(found.indptr.astype(np.int32)), struct)
+
+
+def strings(values) -> pa.StringArray:
+    """``values`` as text in one Arrow array (from a NumPy unicode array of about a million
+    strings on, ``pa.array`` returns a chunked array, which a struct field cannot hold)."""
+    return pa.array(np.asarray(values).astype(str).astype(object), pa.string())
 
 
 def _write_jsonl(table: pa.Table, path: Path) -> None:

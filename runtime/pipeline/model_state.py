@@ -168,7 +168,7 @@ def state_files(recommender: TastemapRecommender, categories: list, *, scratch: 
     the files written through the profile and segment writers (same formats as ``tastemap
     profile`` and ``tastemap segment``).
     """
-    from tastemap.runtime.interests.profile_io import write_profiles
+    from tastemap.runtime.interests.profile_io import strings, write_profiles
     from tastemap.runtime.interests.segments import write_segments
 
     recommender.settle()
@@ -178,7 +178,7 @@ def state_files(recommender: TastemapRecommender, categories: list, *, scratch: 
     writers = {
         "items.parquet": _table_writer(pa.table({
             "item_id": pa.array(recommender.item_ids_),
-            "title": pa.array(np.asarray(profiler.item_titles_).astype(str)),
+            "title": strings(profiler.item_titles_),
             "text": pa.array(list(profiler.item_texts_), pa.string()),
             "categories": pa.array([[list(path) for path in paths] for paths in categories],
                                    pa.list_(pa.list_(pa.string()))),

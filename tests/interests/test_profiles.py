@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sklearn.base import clone
@@ -14,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from tastemap.runtime.io.synthetic import make_synthetic
 from tastemap.errors import InputError
-from tastemap.runtime.interests.profile_io import read_profiles, write_atomically, write_profiles
+from tastemap.runtime.interests.profile_io import read_profiles, strings, write_atomically, write_profiles
 from tastemap.runtime.interests.profiles import InterestProfiler
 
 
@@ -304,3 +305,12 @@ def test_merging_close_interests_keeps_every_pair_it_did_not_merge():
         mine = partition._merge_close(groups, gram, 0.1, min_affinity, 3.0, max_interests)
         theirs = reference(groups, gram, 0.1, min_affinity, max_interests)
         assert [g.tolist() for g in mine] == [g.tolist() for g in theirs], trial
+
+
+def test_titles_become_one_arrow_array_however_many():
+    """pyarrow chunks a NumPy unicode array of a million strings, which a struct field of the
+    profiles table cannot hold (a model of a million users failed to save)."""
+    titles = np.array(["a title of twenty-three"] * 1_000_000)
+    found = strings(titles)
+    assert isinstance(found, pa.StringArray) and len(found) == 1_000_000 and found[0].as_py() == titles[0]
+    assert strings(np.array([12, "x", 3.5], dtype=object)).to_pylist() == ["12", "x", "3.5"]
