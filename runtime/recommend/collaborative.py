@@ -33,7 +33,7 @@ the system and numba and configures the root logger at import.
 
 The range finder runs in float32 (:func:`randomized_eigh`). On the generator's 200k items, 300k
 users and 15M events, rank 512, 2 cores: 184 s and a peak of 1.7 GiB for the whole
-:func:`low_rank_ease` (the log's matrix included), against 267 s and 5.3 GiB in float64 with
+:func:`low_rank_ease` (the log's matrix included), against 267 s and 5.2 GiB in float64 with
 NumPy's QR; on MovieLens the two-stage HR@10 / NDCG@10 stay 0.1262 / 0.0609 (0.0610 in float64)
 and the top 10 holds 98.9% of the exhaustive one (99.0%).
 """
