@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -33,10 +35,14 @@ def new_files(truth, folder):
     second = [(3, items[0][6], later + 50), (1001, items[1][1], later + 8), (1001, items[1][0], later),
               (1002, items[3][2], later + 1)]
     frames = []
-    for name, rows in (("part-0.parquet", first), ("part-1.parquet", second)):
+    for offset, (name, rows) in enumerate((("part-0.parquet", first), ("part-1.parquet", second))):
         frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).astype("int64")
         frame["weight"] = 1.0
         frame.to_parquet(folder / name, index=False)
+        # Spark reads the oldest file first, by modification time in milliseconds: two files
+        # written within one millisecond came in either order (and 1001's row of the second
+        # batch is a duplicate when part-1 comes first)
+        os.utime(folder / name, (later - 60 + offset, later - 60 + offset))
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
