@@ -86,7 +86,9 @@ def one_thread(when: bool = True):
     """A context in which BLAS and OpenMP run on the calling thread only (``when`` true), for
     small work such as one user's request or update: helper threads save nothing on its products
     and keep spinning after them (a request measured 1.4x its wall time in CPU time without this,
-    1.0x with it). The limit is process-wide while the context is open; results do not depend on it."""
+    1.0x with it). OpenBLAS's limit is process-wide while the context is open; OpenMP's holds for
+    the calling thread only, so a worker thread that wants it opens the context itself. Results do
+    not depend on it."""
     return _thread_pools().limit(limits=1) if when else contextlib.nullcontext()
 
 

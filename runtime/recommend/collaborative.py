@@ -152,7 +152,7 @@ def randomized_eigh(gram_times, n: int, rank: int, *, seed: int = 0) -> tuple[np
     basis = np.random.default_rng(seed).standard_normal((n, width), dtype=np.float32)
     for _ in range(N_POWER_ITERATIONS + 1):
         product = gram_times(basis)
-        basis = None  # freed before the factorisation
+        del basis  # freed before the factorisation, and the product once factorised
         basis = _orthonormal(product)
         del product
     small = np.asarray(basis.T @ gram_times(basis), np.float64)
