@@ -575,8 +575,10 @@ def _encoder_record(encoder) -> dict | None:
 
 
 def _is_canonical(events) -> bool:
-    return (isinstance(events, pd.DataFrame) and list(events.columns) == ["user_id", "item_id", "timestamp", "weight"]
-            and pd.api.types.is_integer_dtype(events["timestamp"]) and pd.api.types.is_float_dtype(events["weight"]))
+    if not (isinstance(events, pd.DataFrame) and list(events.columns) == ["user_id", "item_id", "timestamp", "weight"]):
+        return False
+    dtypes = events.dtypes  # one lookup: selecting columns costs more than an update's arithmetic
+    return pd.api.types.is_integer_dtype(dtypes.iloc[2]) and pd.api.types.is_float_dtype(dtypes.iloc[3])
 
 
 def _plain(value):

@@ -151,9 +151,8 @@ def fold_events(recommender: TastemapRecommender, log: EventLog, users: np.ndarr
         return counts
     touched = np.unique(event_rows)
     arriving = touched[touched >= n_old]  # new users left with events, renumbered densely
-    renumber = np.arange(n_old + unseen.size)
-    renumber[arriving] = n_old + np.arange(arriving.size)
-    event_rows, touched = renumber[event_rows], renumber[touched]
+    event_rows, touched = (np.where(row < n_old, row, n_old + np.searchsorted(arriving, row))  # no users-wide table
+                           for row in (event_rows, touched))
     if arriving.size:
         recommender.user_index_ = known_users.append(pd.Index(np.asarray(user_ids)[unseen[arriving - n_old]]))
     log.append(event_rows, items, timestamps, weights)
