@@ -54,6 +54,9 @@ COLLABORATIVE_INDEX = "collaborative_index.npy"
 """The serialised IVF index over the collaborative item factors (a flat one is rebuilt)."""
 COLLABORATIVE_PARTS = ("right", "diagonal", "shrink")
 """The low-rank EASE weights: ``collaborative.<part>.npy``."""
+COLLABORATIVE_SUMS = ("right_total", "right_gram")
+"""The sums of ``right`` that serving needs, saved with the weights when they have them
+(``fitted.collaborative.sums``; a model saved before them sums ``right`` at its first request)."""
 ITEM_FILES = (ITEM_INDEX, ITEM_NEIGHBOURS, "items.parquet", "item_vectors.npy", "item_topics.npy", "topic_tree.json", "topics.json")
 
 
@@ -212,7 +215,7 @@ def state_files(recommender: TastemapRecommender, categories: list, *, scratch: 
         writers[f"state/interests.{name}.npy"] = array_writer(getattr(profiles.interests, name))
     writers[ITEM_NEIGHBOURS] = array_writer(recommender.item_neighbours_)
     if recommender.collaborative_ is not None:
-        for part in COLLABORATIVE_PARTS:
+        for part in _collaborative_parts(recommender.collaborative_.right_gram is not None):
             writers[f"{COLLABORATIVE}.{part}.npy"] = array_writer(getattr(recommender.collaborative_, part))
     for name, index in ((ITEM_INDEX, recommender.index_), (COLLABORATIVE_INDEX, recommender.collaborative_index_)):
         serialised = index_bytes(index) if index is not None else None
@@ -247,7 +250,8 @@ def state_files(recommender: TastemapRecommender, categories: list, *, scratch: 
             COLLABORATIVE: None if recommender.collaborative_ is None else {
                 "method": "ease-exact" if recommender.collaborative_.exact else "ease-low-rank",
                 "rank": recommender.collaborative_.rank,
-                "index": index_kind(recommender.collaborative_index_)},
+                "index": index_kind(recommender.collaborative_index_),
+                "sums": recommender.collaborative_.right_gram is not None},
             "item_index": index_kind(recommender.index_),
             "segments": None if segmenter is None else {
                 "n_segments": int(segmenter.n_segments_), "criterion": segmenter.criterion_,
@@ -320,7 +324,8 @@ def restore_recommender(root: Path, manifest: dict) -> tuple[TastemapRecommender
     n_items = item_ids.size
     recommender.collaborative_, recommender.collaborative_index_ = None, None
     if fitted[COLLABORATIVE] is not None:
-        parts = {part: np.asarray(load_array(root / f"{COLLABORATIVE}.{part}.npy")) for part in COLLABORATIVE_PARTS}
+        parts = {part: np.asarray(load_array(root / f"{COLLABORATIVE}.{part}.npy"))
+                 for part in _collaborative_parts(fitted[COLLABORATIVE].get("sums", False))}
         recommender.collaborative_ = LowRankEASE(**parts, exact=fitted[COLLABORATIVE]["method"] == "ease-exact")
         recommender.collaborative_index_ = _restore_index(root, COLLABORATIVE_INDEX, fitted[COLLABORATIVE]["index"],
                                                           parts["right"][:, :SEARCH_DIMS])
@@ -452,5 +457,9 @@ def _collaborative_files(manifest: dict) -> set[str]:
     record = manifest["fitted"][COLLABORATIVE]
     if record is None:
         return set()
-    return {f"{COLLABORATIVE}.{part}.npy" for part in COLLABORATIVE_PARTS} | (
+    return {f"{COLLABORATIVE}.{part}.npy" for part in _collaborative_parts(record.get("sums", False))} | (
         {COLLABORATIVE_INDEX} if record["index"] != "exact" else set())
+
+
+def _collaborative_parts(sums: bool) -> tuple[str, ...]:
+    return COLLABORATIVE_PARTS + (COLLABORATIVE_SUMS if sums else ())

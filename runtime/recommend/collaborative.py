@@ -40,6 +40,7 @@ and the top 10 holds 98.9% of the exhaustive one (99.0%).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from functools import cached_property
@@ -62,12 +63,18 @@ class LowRankEASE:
     """EASE weights ``B = left · rightᵀ − diag(diagonal)``, ``left = diag(1 / (1 + diagonal)) ·
     right · diag(shrink)``, with ``right`` float32 ``[n_items, rank]``, ``shrink`` float32
     ``[rank]`` (the eigenvalues' ``σ² / (σ² + λ)``) and ``diagonal`` float32 ``[n_items]`` (so that
-    ``B`` has a zero diagonal); ``exact`` when every eigenvector was kept (``B`` is then dense EASE's)."""
+    ``B`` has a zero diagonal); ``exact`` when every eigenvector was kept (``B`` is then dense EASE's).
+    ``right_total`` ``Σ_i right_i`` ``[rank]`` and ``right_gram`` ``rightᵀ·right`` ``[rank, rank]``
+    (float64, summed at fit) give a user's scores' catalogue-wide mean and variance; None for
+    weights built without them (serving then sums ``right`` at its first request: 2.4 s at 200k
+    items)."""
 
     right: np.ndarray
     diagonal: np.ndarray
     shrink: np.ndarray
     exact: bool
+    right_total: np.ndarray | None = None
+    right_gram: np.ndarray | None = None
 
     @property
     def n_items(self) -> int:
@@ -113,9 +120,8 @@ class LowRankEASE:
         extra = n_items - self.n_items
         if extra == 0:
             return self
-        return LowRankEASE(right=np.vstack([self.right, np.zeros((extra, self.rank), np.float32)]),
-                           diagonal=np.concatenate([self.diagonal, np.zeros(extra, np.float32)]),
-                           shrink=self.shrink, exact=self.exact)
+        return dataclasses.replace(self, right=np.vstack([self.right, np.zeros((extra, self.rank), np.float32)]),
+                                   diagonal=np.concatenate([self.diagonal, np.zeros(extra, np.float32)]))  # zero rows: same sums
 
 
 def low_rank_ease(user_items: sparse.spmatrix, *, l2: float = 500.0, rank: int = 512, seed: int = 0) -> LowRankEASE:
@@ -174,16 +180,22 @@ def from_eigen(squares: np.ndarray, vectors: np.ndarray, active: np.ndarray, n_i
                exact: bool, block: int = 65_536) -> LowRankEASE:
     """:class:`LowRankEASE` from eigenpairs ``(squares [r], vectors [len(active), r])`` of the
     Gram matrix of the ``active`` items (the rest get no weight), a block of items at a time
-    (no temporary as large as ``vectors``)."""
+    (no temporary as large as ``vectors``), with the sums of ``right`` that serving needs."""
     shrink = np.maximum(squares, 0.0) / (np.maximum(squares, 0.0) + l2)
-    out = LowRankEASE(right=np.zeros((n_items, vectors.shape[1]), np.float32), diagonal=np.zeros(n_items, np.float32),
-                      shrink=shrink.astype(np.float32), exact=exact)
+    rank = vectors.shape[1]
+    out = LowRankEASE(right=np.zeros((n_items, rank), np.float32), diagonal=np.zeros(n_items, np.float32),
+                      shrink=shrink.astype(np.float32), exact=exact, right_total=np.zeros(rank),
+                      right_gram=np.zeros((rank, rank)))
     for start in range(0, active.size, block):
         part = np.asarray(vectors[start : start + block], np.float64)
         leverage = np.minimum((part**2) @ shrink, 1.0 - 1e-9)
         items = active[start : start + block]
-        out.right[items] = part / (1.0 - leverage)[:, None]
+        rows = (part / (1.0 - leverage)[:, None]).astype(np.float32)
+        out.right[items] = rows
         out.diagonal[items] = leverage / (1.0 - leverage)
+        rows = rows.astype(np.float64)  # the sums of the stored float32 rows
+        out.right_total[:] += rows.sum(axis=0)
+        out.right_gram[:] += rows.T @ rows
     logger.info("low-rank EASE: %d items with events, rank %d%s", active.size, vectors.shape[1],
                 " (every eigenvector: exact)" if exact else "")
     return out

@@ -131,7 +131,7 @@ def _lowrank_components(recommender, n_rows: int, histories: dict) -> dict:
     model = recommender.collaborative_
     factors = {name: model.user_factors(history) for name, history in histories.items()}
     # one product with the Gram matrix of ``right`` for every component: it is read once
-    totals, squares = cached(recommender, "collaborative", model.right, stage.Bilinear.of).sums(
+    totals, squares = cached(recommender, "collaborative", model, _right_sums).sums(
         np.concatenate(list(factors.values())))
     out = {}
     for position, (name, history) in enumerate(histories.items()):
@@ -146,6 +146,14 @@ def _lowrank_components(recommender, n_rows: int, histories: dict) -> dict:
         out[name] = {"kind": "lowrank", "factors": factors[name], "history": history,
                      "stats": stage.Stats.from_sums(total, square, model.n_items)}
     return out
+
+
+def _right_sums(model) -> stage.Bilinear:
+    """The :class:`~tastemap.runtime.recommend.candidates.Bilinear` of the low-rank EASE ``right``:
+    the sums summed at fit, else summed now (weights built without them)."""
+    if model.right_gram is None:
+        return stage.Bilinear.of(model.right)
+    return stage.Bilinear(total=model.right_total, gram=model.right_gram, n_items=model.n_items)
 
 
 def pair_products(left: np.ndarray, left_rows: np.ndarray, right: np.ndarray, right_rows: np.ndarray, *,

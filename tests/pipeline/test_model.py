@@ -73,6 +73,7 @@ def test_directory_is_safe_formats_with_recorded_hashes(saved):
     assert manifest["version"] == 1 and path.name == "00000001"
     files = manifest["files"]
     for name in ("items.parquet", "item_vectors.npy", "collaborative.right.npy", "collaborative.shrink.npy",
+                 "collaborative.right_total.npy", "collaborative.right_gram.npy",
                  "collaborative.diagonal.npy", "item_neighbours.npy", "topic_tree.json", "users.parquet",
                  "profiles.parquet", "topics.json", "segments.parquet", "user_segments.parquet", "holdout.parquet",
                  "events/part-00000.parquet", "state/interests.members.npy"):

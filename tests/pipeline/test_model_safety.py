@@ -370,6 +370,27 @@ def test_a_symbolic_link_inside_a_version_is_refused(model_dir, tmp_path):
         TastemapModel.load(model_dir)
 
 
+def test_a_model_saved_without_the_sums_of_its_ease_factors_sums_them_and_serves_the_same(model_dir):
+    fitted = TastemapModel.load(model_dir)
+    users = fitted.user_ids[:5]
+    expected = [fitted.recommend(user, k=5) for user in users]
+    sums = ("collaborative.right_total.npy", "collaborative.right_gram.npy")
+
+    def as_before(manifest):
+        del manifest["fitted"]["collaborative"]["sums"]
+        for name in sums:
+            manifest["files"].pop(name)
+    edit_manifest(model_dir, as_before)
+    for name in sums:
+        (current(model_dir) / name).unlink()
+    older = TastemapModel.load(model_dir)
+    assert older.recommender.collaborative_.right_gram is None
+    for user, recommendations in zip(users, expected):
+        got = older.recommend(user, k=5)
+        assert [r.item_id for r in got] == [r.item_id for r in recommendations]
+        np.testing.assert_allclose([r.score for r in got], [r.score for r in recommendations], rtol=1e-9)
+
+
 def test_a_directory_of_the_earlier_schema_asks_for_a_new_fit(model_dir, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(current(model_dir), old)

@@ -48,6 +48,15 @@ def test_items_without_events_get_no_weight(planted):
     assert model.rank == 119 and not model.left[7].any() and not model.right[7].any() and model.diagonal[7] == 0
 
 
+def test_the_sums_of_right_are_summed_at_fit_and_kept_for_new_items(planted):
+    model = low_rank_ease(planted[0].matrix(), l2=10.0, rank=40)
+    reference = stage.Bilinear.of(model.right)  # what serving summed at its first request before
+    np.testing.assert_allclose(model.right_total, reference.total, rtol=1e-12)
+    np.testing.assert_allclose(model.right_gram, reference.gram, rtol=1e-12, atol=1e-12)
+    padded = model.padded(model.n_items + 5)
+    assert padded.right_gram is model.right_gram and padded.n_items == 125
+
+
 def test_randomized_eigh_finds_the_leading_eigenpairs():
     rng = np.random.default_rng(1)
     basis, _ = np.linalg.qr(rng.standard_normal((300, 300)))
