@@ -122,7 +122,15 @@ def best_items(vectors: np.ndarray, queries: np.ndarray, k: int, *, step: int = 
 def nearest_items(index, vectors: np.ndarray, k: int, *, batch: int = 4096) -> np.ndarray:
     """The ``k`` nearest items of each of ``vectors`` ``[m, dim]`` in ``index``, ``[m, k]`` int32
     (nearest first; -1 pads where an approximate index finds fewer): each interest's candidates,
-    looked up at serving time instead of searched."""
+    looked up at serving time instead of searched.
+
+    Measured and not kept for the fit's table of every item's 100 neighbours (200k random
+    clustered unit vectors, 384-d, the IVF index, 2 cores): faiss's search took 58–61 s. One
+    matrix product per inverted list, its items against the items of the 32 lists nearest its
+    centroid, took 11 s at the same recall@100 against exact search on well-clustered vectors
+    (1.00), but 0.714 against faiss's 0.743 on weakly clustered ones: an item near its list's
+    edge needs lists other than its centroid's. Scanning list by list every item that probes the
+    list (faiss's candidates, merged into a running top 100) took 40 s."""
     k = min(k, index.ntotal)
     out = np.empty((vectors.shape[0], k), np.int32)
     for start in range(0, vectors.shape[0], batch):
