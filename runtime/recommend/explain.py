@@ -70,7 +70,7 @@ LEADING_SHARE = 0.1
 MAJORITY = 0.5  # an interest is named by the categories more than half of its members carry
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Explanation:
     """Why an item was recommended.
 

@@ -89,7 +89,7 @@ class BlendWeights:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # not asdict: no deep copies per request
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Recommendation:
     """One recommended item for one user, with its explanation."""
 
@@ -98,6 +98,19 @@ class Recommendation:
     title: str
     score: float
     explanation: Explanation = field(repr=False)
+
+
+@dataclass(frozen=True)
+class _Top:
+    """The recommendations of several users as columns: user ``u``'s are ``bounds[u]`` to
+    ``bounds[u + 1]``, best first (batches build their table from these, not from one object per
+    recommendation: a batch's objects set off Python's full garbage collections)."""
+
+    bounds: np.ndarray
+    item_ids: list
+    titles: np.ndarray
+    scores: list
+    explanations: list[Explanation]
 
 
 @dataclass(frozen=True)
@@ -495,21 +508,17 @@ class TastemapRecommender(BaseEstimator):
         state = self.state_  # the overlay settled once, before the threads read it
         batches = [positions[start : start + batch_size] for start in range(0, positions.size, batch_size)]
 
-        def run(batch: np.ndarray) -> list[list[Recommendation]]:
+        def run(batch: np.ndarray) -> _Top:
             with one_thread():  # OpenMP's limit is per thread: set in each worker
-                return self._recommend_rows(batch, state, k, segments=self._segments_of(batch))
+                return self._top(batch, state, k, segments=self._segments_of(batch))
 
         threads = max(1, min(usable_cores() if n_jobs is None else n_jobs, len(batches)))
         # NumPy, BLAS and faiss release the GIL: a thread per core, each batch's products on its
         # own thread (BLAS's helper threads sped a batch of 256 users by under 5% at twice the CPU)
         with one_thread(), ThreadPoolExecutor(threads, thread_name_prefix="recommend") as pool:
             results = list(progress(pool.map(run, batches), total=len(batches), description="recommendations"))
-        users, recs = [], []
-        for batch, result in zip(batches, results):
-            for position, mine in zip(batch, result):
-                users.append(np.full(len(mine), position))
-                recs += mine
-        return _table(self.user_index_.to_numpy()[np.concatenate(users or [np.zeros(0, np.int64)])], recs)
+        users = [np.repeat(batch, np.diff(top.bounds)) for batch, top in zip(batches, results)]
+        return _table(self.user_index_.to_numpy()[np.concatenate(users or [np.zeros(0, np.int64)])], results)
 
     def explain(self, user_id, item_id) -> Explanation:
         """Why ``item_id`` would be recommended to training user ``user_id``: the layer whose
@@ -538,8 +547,16 @@ class TastemapRecommender(BaseEstimator):
     def _recommend_rows(self, rows: np.ndarray, state: _UserState, k: int, *, segment: str | None = None,
                         boost: tuple[float, np.ndarray] | None = None,
                         segments: np.ndarray | None = None) -> list[list[Recommendation]]:
-        """Recommendations for rows ``rows`` of ``state``; ``segments``: their fitted segments
-        (training users), for the favourites among their candidates."""
+        """Recommendations for rows ``rows`` of ``state`` (see :meth:`_top`), one list per row."""
+        top = self._top(rows, state, k, segment=segment, boost=boost, segments=segments)
+        return [[Recommendation(rank=p - a + 1, item_id=top.item_ids[p], title=top.titles[p], score=top.scores[p],
+                                explanation=top.explanations[p]) for p in range(a, b)]
+                for a, b in zip(top.bounds[:-1], top.bounds[1:])]
+
+    def _top(self, rows: np.ndarray, state: _UserState, k: int, *, segment: str | None = None,
+             boost: tuple[float, np.ndarray] | None = None, segments: np.ndarray | None = None) -> "_Top":
+        """The ``k`` best items of rows ``rows`` of ``state``, as columns; ``segments``: their fitted
+        segments (training users), for the favourites among their candidates."""
         if not (isinstance(k, int) and k >= 1):
             raise InputError(f"k={k!r} should be an integer >= 1")
         with one_thread(len(rows) < stage.SINGLE_THREAD_QUERIES):  # a request's products are too small for threads
@@ -550,10 +567,8 @@ class TastemapRecommender(BaseEstimator):
             explanations = explain_items(self, np.asarray(rows)[scored.rows[top]], items, state, list(layers),
                                          [LAYER_NAMES[c] for c in layers], segment)  # every user's at once
         bounds = np.searchsorted(scored.rows[top], np.arange(len(rows) + 1))
-        ids, titles, scores = self.item_ids_[items].tolist(), self.titles_[items], scored.scores[top].tolist()
-        return [[Recommendation(rank=p - a + 1, item_id=ids[p], title=titles[p], score=scores[p],
-                                explanation=explanations[p]) for p in range(a, b)]
-                for a, b in zip(bounds[:-1], bounds[1:])]
+        return _Top(bounds=bounds, item_ids=self.item_ids_[items].tolist(), titles=self.titles_[items],
+                    scores=scored.scores[top].tolist(), explanations=explanations)
 
     def _explain(self, user: int, item: int, state: _UserState, component: str, segment: str | None) -> Explanation:
         """Attribute ``item`` to one of the user's interests, name its seed items and a label that
@@ -675,15 +690,16 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _table(user_ids: np.ndarray, recs: list[Recommendation]) -> pd.DataFrame:
-    """One row per recommendation of ``recs`` (``user_ids`` aligned), built column by column."""
-    explanations = [rec.explanation for rec in recs]
+def _table(user_ids: np.ndarray, tops: list[_Top]) -> pd.DataFrame:
+    """One row per recommendation of ``tops`` (``user_ids`` aligned), built column by column."""
+    explanations = [e for top in tops for e in top.explanations]
     return pd.DataFrame({
         "user_id": user_ids,
-        "rank": np.array([rec.rank for rec in recs], np.int64),
-        "item_id": [rec.item_id for rec in recs],
-        "title": [rec.title for rec in recs],
-        "score": np.array([rec.score for rec in recs], np.float64),
+        "rank": np.concatenate([np.zeros(0, np.int64)] + [np.arange(top.bounds[-1]) - np.repeat(top.bounds[:-1], np.diff(
+            top.bounds)) + 1 for top in tops]),
+        "item_id": [item for top in tops for item in top.item_ids],
+        "title": [title for top in tops for title in top.titles],
+        "score": np.array([score for top in tops for score in top.scores], np.float64),
         "interest": np.array([e.interest for e in explanations], np.int64),
         "interest_label": [e.interest_label for e in explanations],
         "topic": [e.topic for e in explanations],
