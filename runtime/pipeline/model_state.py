@@ -36,6 +36,7 @@ from tastemap.runtime.pipeline.model_io import (
 )
 from tastemap.runtime.recommend.candidates import SEARCH_DIMS, build_item_index, index_bytes, index_kind, read_index
 from tastemap.runtime.recommend.collaborative import LowRankEASE
+from tastemap.runtime.recommend.ground import SAVED_PHRASES, item_terms
 from tastemap.runtime.recommend.recommender import BlendWeights, TastemapRecommender
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ COLLABORATIVE_INDEX = "collaborative_index.npy"
 """The serialised IVF index over the collaborative item factors (a flat one is rebuilt)."""
 COLLABORATIVE_PARTS = ("right", "diagonal", "shrink")
 """The low-rank EASE weights: ``collaborative.<part>.npy``."""
+ITEM_PHRASES = "item_phrases"
+"""The explanations' phrase table (``item_phrases.{indptr,indices,data,keys}.npy``): which topic
+keywords each item's text holds outside its title."""
 COLLABORATIVE_SUMS = ("right_total", "right_gram")
 """The sums of ``right`` that serving needs, saved with the weights when they have them
 (``fitted.collaborative.sums``; a model saved before them sums ``right`` at its first request)."""
@@ -63,7 +67,7 @@ ITEM_FILES = (ITEM_INDEX, ITEM_NEIGHBOURS, "items.parquet", "item_vectors.npy", 
 def file_group(name: str) -> str:
     """``items`` (rewritten when items are added), ``users`` (rewritten when events are added)
     or ``fixed`` (written by the batch fit only)."""
-    if name in ITEM_FILES:
+    if name in ITEM_FILES or name.startswith(f"{ITEM_PHRASES}."):
         return "items"
     if name in USER_FILES or name.startswith("state/"):
         return "users"
@@ -214,6 +218,10 @@ def state_files(recommender: TastemapRecommender, categories: list, *, scratch: 
     for name in INTEREST_FIELDS:
         writers[f"state/interests.{name}.npy"] = array_writer(getattr(profiles.interests, name))
     writers[ITEM_NEIGHBOURS] = array_writer(recommender.item_neighbours_)
+    terms = item_terms(profiler)  # the explanations' phrase table: a scan of every item's text, saved
+    writers.update(sparse_writers(ITEM_PHRASES, terms.phrases))
+    writers[f"{ITEM_PHRASES}.keys.npy"] = array_writer(terms.keys.astype(str))
+    shapes[ITEM_PHRASES] = list(terms.phrases.shape)
     if recommender.collaborative_ is not None:
         for part in _collaborative_parts(recommender.collaborative_.right_gram is not None):
             writers[f"{COLLABORATIVE}.{part}.npy"] = array_writer(getattr(recommender.collaborative_, part))
@@ -293,6 +301,9 @@ def restore_recommender(root: Path, manifest: dict) -> tuple[TastemapRecommender
     profiler.backend_, profiler.stats_, profiler.data_report_, profiler.user_items_ = fitted["topics"]["backend"], {}, None, None
     profiler.interest_scale_ = InterestScale(centre=np.asarray(fitted["interest_scale"]["centre"], np.float32),
                                              prior=float(fitted["interest_scale"]["prior"]))
+    if ITEM_PHRASES in shapes:  # folders saved before it hold none: scanned at the first explanation
+        profiler.__dict__[SAVED_PHRASES] = (np.asarray(load_array(root / f"{ITEM_PHRASES}.keys.npy")),
+                                            load_sparse(root, ITEM_PHRASES, shapes[ITEM_PHRASES]))
 
     users = pq.read_table(root / "users.parquet")
     user_ids = users["user_id"].to_numpy()
@@ -437,6 +448,8 @@ def required_files(manifest: dict) -> set[str]:
     matrices = set(BASE_MATRICES) | {f"state/topics_{depth}" for depth in range(n_levels)} | set(shapes)
     files |= {f"{name}.{part}.npy" for name in matrices for part in CSR_PARTS}
     files |= _collaborative_files(manifest)
+    if ITEM_PHRASES in shapes:
+        files.add(f"{ITEM_PHRASES}.keys.npy")
     files |= attribute_files(manifest)
     if manifest["fitted"]["item_index"] != "exact":
         files.add(ITEM_INDEX)

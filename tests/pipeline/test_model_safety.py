@@ -391,6 +391,23 @@ def test_a_model_saved_without_the_sums_of_its_ease_factors_sums_them_and_serves
         np.testing.assert_allclose([r.score for r in got], [r.score for r in recommendations], rtol=1e-9)
 
 
+def test_a_model_saved_without_its_phrase_table_scans_the_texts_and_explains_the_same(model_dir):
+    fitted = TastemapModel.load(model_dir)
+    users = fitted.user_ids[:5]
+    expected = [[r.explanation for r in fitted.recommend(user, k=5)] for user in users]
+
+    def as_before(manifest):
+        del manifest["shapes"]["item_phrases"]
+        for part in ("indptr", "indices", "data", "keys"):
+            manifest["files"].pop(f"item_phrases.{part}.npy")
+    edit_manifest(model_dir, as_before)
+    for part in ("indptr", "indices", "data", "keys"):
+        (current(model_dir) / f"item_phrases.{part}.npy").unlink()
+    older = TastemapModel.load(model_dir)
+    assert "_saved_phrases" not in older.recommender.profiler_.__dict__
+    assert [[r.explanation for r in older.recommend(user, k=5)] for user in users] == expected
+
+
 def test_a_directory_of_the_earlier_schema_asks_for_a_new_fit(model_dir, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(current(model_dir), old)

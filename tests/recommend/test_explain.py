@@ -122,3 +122,20 @@ def test_interest_names_match_one_at_a_time(fitted):
     assert sum(map(bool, by_categories)) > len(groups) / 2
     for name, expected in zip(names, by_categories):
         assert name == expected if expected else (", " in name or name.startswith("like “")), name
+
+
+def test_a_saved_model_keeps_the_phrase_table_a_scan_of_the_texts_gives(tmp_path, monkeypatch):
+    from tastemap.runtime.pipeline.model import TastemapModel
+    from tastemap.runtime.recommend import ground
+
+    events, catalog, vectors, _ = make_planted(40)
+    data, _ = align_events(events, tagged_catalog(catalog))
+    model = TastemapModel.fit(data, tagged_catalog(catalog), vectors, recommender=make_recommender())
+    scanned = item_terms(model.recommender.profiler_)
+    assert scanned.phrases.shape == (120, 4) and scanned.phrases.nnz == 80
+    loaded = TastemapModel.load(model.save(tmp_path / "model"))
+    monkeypatch.setattr(ground, "phrase_matrix", lambda *args: pytest.fail("the texts were scanned again"))
+    terms = item_terms(loaded.recommender.profiler_)
+    assert terms.keys.tolist() == scanned.keys.tolist() and (terms.phrases != scanned.phrases).nnz == 0
+    for user in model.user_ids[:5]:
+        assert [r.explanation for r in loaded.recommend(user, k=5)] == [r.explanation for r in model.recommend(user, k=5)]
