@@ -10,10 +10,12 @@ low-rank EASE, item indexes), ``save`` and ``load``. Then, on the loaded model: 
 ``recommend(user, k=10)`` with explanations: the first ``--warmup`` requests after the load
 (``first_requests_ms``: they read the memory-mapped arrays from disk or the page cache and build
 the serving caches), then p50 and p99 over ``--requests`` more users (a server past its start), a
-``recommend_batch`` of ``--batch`` users (users/s), one ``update`` of one event of a known user
-(p50 over the first half of ``--updates``, back to back as a server applies them; then each
-update of the second half also applies the overlay of updated users to the fitted rows at once,
-reported as ``update_applied_at_once_ms_p50``: what each update cost before the overlay. They
+``recommend_batch`` of ``--batch`` users (users/s), one ``update`` of one event of a known user,
+back to back as a server applies them, in thirds of ``--updates``: the first third right after
+the load and the batch (``first_updates_ms``: the first reads the event log, the next ones the
+pages of the users' rows), p50 over the second (``update_ms_p50``), then each update of the last
+third also applies the overlay of updated users to the fitted rows at once, reported as
+``update_applied_at_once_ms_p50``: what each update cost before the overlay. They
 are not interleaved: an update right after a rewrite of every user's rows reads the model from
 a cold cache, 2x slower at 200k items, which a server meets once in 1,024 updates),
 the folder size, and the recall@10 of the item index and of the collaborative index against
@@ -78,14 +80,15 @@ def run_size(n_items: int, users_per_item: float, events_per_user: int, dim: int
         start, start_cpu = time.perf_counter(), time.process_time()
         model.recommend_batch(users[requests : requests + batch], k=10)
         batch_seconds, batch_cpu = time.perf_counter() - start, time.process_time() - start_cpu
-        update_seconds = {"overlay": [], "applied": []}
+        update_seconds = {"first": [], "overlay": [], "applied": []}
         items = rng.choice(model.item_ids, updates)
+        third = updates // 3
         for user, item, offset in zip(users[requests + batch :], items, range(updates)):
             frame = pd.DataFrame({"user_id": [user], "item_id": [item], "timestamp": [1_800_000_000 + offset],
                                   "weight": [1.0]})
             # as served (the overlay), then applied at once to the fitted rows (the rewrite of
             # every user's rows that the overlay defers)
-            mode = "applied" if offset >= updates // 2 else "overlay"
+            mode = "first" if offset < third else "overlay" if offset < 2 * third else "applied"
             start = time.perf_counter()
             model.update(frame)
             if mode == "applied":
@@ -110,6 +113,9 @@ def run_size(n_items: int, users_per_item: float, events_per_user: int, dim: int
         "recommend_cpu_ms_p50": round(float(np.percentile(cpu, 50)) * 1e3, 2),
         "batch_users_per_s": round(batch / batch_seconds, 1),
         "batch_users_per_cpu_s": round(batch / batch_cpu, 1),
+        "first_updates_ms": None if not update_seconds["first"] else {
+            "first": round(update_seconds["first"][0] * 1e3, 2),
+            "p50": round(float(np.percentile(update_seconds["first"], 50)) * 1e3, 2)},
         "update_ms_p50": round(float(np.percentile(update_seconds["overlay"], 50)) * 1e3, 2),
         "update_applied_at_once_ms_p50": round(float(np.percentile(update_seconds["applied"], 50)) * 1e3, 2),
         "index_recall_at_10": recall,
@@ -156,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=200, help="Requests after the load before --requests are timed.")
     parser.add_argument("--batch", type=int, default=2000)
-    parser.add_argument("--updates", type=int, default=100)
+    parser.add_argument("--updates", type=int, default=150, help="Updates, in thirds: first, timed, applied at once.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="JSON file for the figures.")
     parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)

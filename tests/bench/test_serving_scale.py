@@ -4,7 +4,7 @@ from tastemap.bench.serving_scale import run_size
 
 
 def test_serving_scale_reports_every_stage_and_serving_figure():
-    result = run_size(400, 1.5, 20, 32, requests=20, warmup=5, batch=50, updates=10, seed=0)
+    result = run_size(400, 1.5, 20, 32, requests=20, warmup=5, batch=50, updates=12, seed=0)
     assert (result["n_items"], result["n_users"], result["n_events"]) == (400, 600, 12_000)
     assert list(result["stages"]) == ["generate", "fit", "save", "load"]
     for stage in result["stages"].values():
@@ -13,6 +13,7 @@ def test_serving_scale_reports_every_stage_and_serving_figure():
     assert 0 < result["first_requests_ms"]["p50"] <= result["first_requests_ms"]["p99"]
     assert result["recommend_cpu_ms_p50"] > 0 and result["batch_users_per_cpu_s"] > 0
     assert result["update_ms_p50"] > 0 and result["update_applied_at_once_ms_p50"] > 0
+    assert result["first_updates_ms"]["first"] > 0 and result["first_updates_ms"]["p50"] > 0
     # below the exact limit both indexes are exact, so their recall is 1
     assert result["index_recall_at_10"] == {"items": {"kind": "exact", "recall": 1.0},
                                             "collaborative": {"kind": "exact", "recall": 1.0}}
