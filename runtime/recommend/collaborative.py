@@ -187,15 +187,15 @@ def from_eigen(squares: np.ndarray, vectors: np.ndarray, active: np.ndarray, n_i
                       shrink=shrink.astype(np.float32), exact=exact, right_total=np.zeros(rank),
                       right_gram=np.zeros((rank, rank)))
     for start in range(0, active.size, block):
-        part = np.asarray(vectors[start : start + block], np.float64)
+        part = np.array(vectors[start : start + block], np.float64)  # a copy: changed in place below
         leverage = np.minimum((part**2) @ shrink, 1.0 - 1e-9)
         items = active[start : start + block]
-        rows = (part / (1.0 - leverage)[:, None]).astype(np.float32)
-        out.right[items] = rows
+        part /= (1.0 - leverage)[:, None]
+        out.right[items] = part
         out.diagonal[items] = leverage / (1.0 - leverage)
-        rows = rows.astype(np.float64)  # the sums of the stored float32 rows
-        out.right_total[:] += rows.sum(axis=0)
-        out.right_gram[:] += rows.T @ rows
+        part[:] = out.right[items]  # the sums of the stored float32 rows, in the same buffer
+        out.right_total[:] += part.sum(axis=0)
+        out.right_gram[:] += part.T @ part
     logger.info("low-rank EASE: %d items with events, rank %d%s", active.size, vectors.shape[1],
                 " (every eigenvector: exact)" if exact else "")
     return out
