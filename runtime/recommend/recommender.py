@@ -112,6 +112,11 @@ class _Top:
     scores: list
     explanations: list[Explanation]
 
+    @property
+    def ranks(self) -> np.ndarray:
+        """Each recommendation's rank among its user's, from 1."""
+        return np.arange(self.bounds[-1]) - np.repeat(self.bounds[:-1], np.diff(self.bounds)) + 1
+
 
 @dataclass(frozen=True)
 class _UserState:
@@ -695,8 +700,7 @@ def _table(user_ids: np.ndarray, tops: list[_Top]) -> pd.DataFrame:
     explanations = [e for top in tops for e in top.explanations]
     return pd.DataFrame({
         "user_id": user_ids,
-        "rank": np.concatenate([np.zeros(0, np.int64)] + [np.arange(top.bounds[-1]) - np.repeat(top.bounds[:-1], np.diff(
-            top.bounds)) + 1 for top in tops]),
+        "rank": np.concatenate([np.zeros(0, np.int64)] + [top.ranks for top in tops]),
         "item_id": [item for top in tops for item in top.item_ids],
         "title": [title for top in tops for title in top.titles],
         "score": np.array([score for top in tops for score in top.scores], np.float64),
