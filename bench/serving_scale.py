@@ -105,22 +105,24 @@ def run_size(n_items: int, users_per_item: float, events_per_user: int, dim: int
         "fit_seconds": meter.results["fit"]["seconds"],
         "peak_rss_mib": meter.peak_mib(),
         "folder_mib": round(folder_mib, 1),
-        "recommend_ms": {"p50": round(float(np.percentile(latency, 50)) * 1e3, 2),
-                         "p99": round(float(np.percentile(latency, 99)) * 1e3, 2)},
-        "first_requests_ms": None if not first else {
-            "first": round(first[0] * 1e3, 2), "p50": round(float(np.percentile(first, 50)) * 1e3, 2),
-            "p99": round(float(np.percentile(first, 99)) * 1e3, 2)},
-        "recommend_cpu_ms_p50": round(float(np.percentile(cpu, 50)) * 1e3, 2),
+        "recommend_ms": {"p50": _ms(latency, 50), "p99": _ms(latency, 99)},
+        "first_requests_ms": None if not first else {"first": _ms(first[:1], 50), "p50": _ms(first, 50),
+                                                     "p99": _ms(first, 99)},
+        "recommend_cpu_ms_p50": _ms(cpu, 50),
         "batch_users_per_s": round(batch / batch_seconds, 1),
         "batch_users_per_cpu_s": round(batch / batch_cpu, 1),
         "first_updates_ms": None if not update_seconds["first"] else {
-            "first": round(update_seconds["first"][0] * 1e3, 2),
-            "p50": round(float(np.percentile(update_seconds["first"], 50)) * 1e3, 2)},
-        "update_ms_p50": round(float(np.percentile(update_seconds["overlay"], 50)) * 1e3, 2),
-        "update_applied_at_once_ms_p50": round(float(np.percentile(update_seconds["applied"], 50)) * 1e3, 2),
+            "first": _ms(update_seconds["first"][:1], 50), "p50": _ms(update_seconds["first"], 50)},
+        "update_ms_p50": _ms(update_seconds["overlay"], 50),
+        "update_applied_at_once_ms_p50": _ms(update_seconds["applied"], 50),
         "index_recall_at_10": recall,
         "collaborative": None if collaborative is None else {"rank": collaborative.rank, "exact": collaborative.exact},
     }
+
+
+def _ms(seconds: list[float], percentile: float) -> float:
+    """The ``percentile`` of durations in seconds, in milliseconds to two decimals."""
+    return round(float(np.percentile(seconds, percentile)) * 1e3, 2)
 
 
 def _index_recall(recommender, rng: np.random.Generator, n_queries: int = 200) -> dict:

@@ -255,12 +255,12 @@ def item_terms(profiler) -> ItemTerms:
 
 SAVED_PHRASES = "_saved_phrases"
 """Where a loaded model puts the phrase table its folder holds: ``(keys, phrases)`` on the
-profiler (:func:`item_terms` uses it while the keywords and the items are the ones it was saved
-with; scanning every item's text costs 1.4 s at 200k items)."""
+profiler. :func:`item_terms` takes it once (its terms are then cached), if the keywords and the
+items are still the ones it was saved with; scanning every item's text costs 1.4 s at 200k items."""
 
 
 def _saved_phrases(profiler, keys: np.ndarray) -> sparse.csr_matrix | None:
-    saved = profiler.__dict__.get(SAVED_PHRASES)
+    saved = profiler.__dict__.pop(SAVED_PHRASES, None)
     if saved is None or saved[1].shape != (len(profiler.item_texts_), keys.size) \
             or not np.array_equal(saved[0], keys.astype(str)):
         return None
