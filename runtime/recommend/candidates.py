@@ -234,16 +234,23 @@ def sorted_unique(keys: np.ndarray) -> np.ndarray:
     return keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if keys.size else keys
 
 
+def _row_entries(matrix: sparse.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(indptr, positions)`` of rows ``rows`` of a CSR ``matrix``: where each row's entries start
+    among the picked ones, and where the picked entries are in ``matrix.data`` and ``matrix.indices``."""
+    rows = np.asarray(rows, np.int64)
+    starts = matrix.indptr[rows]
+    counts = matrix.indptr[rows + 1] - starts
+    indptr = np.zeros(rows.size + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return indptr, np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1])
+
+
 def csr_rows(matrix: sparse.csr_matrix, rows: np.ndarray) -> sparse.csr_matrix:
     """Rows ``rows`` of ``matrix`` (CSR with sorted indices), in that order: the slices of its
     arrays, without SciPy's indexing machinery (a request takes a few rows of several matrices)."""
-    rows = np.asarray(rows, np.int64)
-    starts, ends = matrix.indptr[rows], matrix.indptr[rows + 1]
-    counts = ends - starts
-    indptr = np.concatenate([[0], np.cumsum(counts)])
-    positions = np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1])
+    indptr, positions = _row_entries(matrix, rows)
     out = sparse.csr_matrix((matrix.data[positions], matrix.indices[positions], indptr),
-                            shape=(rows.size, matrix.shape[1]), copy=False)
+                            shape=(indptr.size - 1, matrix.shape[1]), copy=False)
     if matrix.has_sorted_indices:  # checked once on the whole matrix, then kept by SciPy
         out.has_sorted_indices = True
     else:
@@ -255,6 +262,14 @@ def keys_of(matrix: sparse.csr_matrix) -> np.ndarray:
     """``row * n_columns + column`` of every stored entry (sorted when the indices are)."""
     rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
     return rows * matrix.shape[1] + matrix.indices
+
+
+def row_keys(matrix: sparse.csr_matrix, rows: np.ndarray) -> np.ndarray:
+    """``keys_of(csr_rows(matrix, rows))`` for a ``matrix`` with sorted indices, without building
+    the rows as a SciPy matrix (its constructor's checks cost more than the keys at a request's size)."""
+    indptr, positions = _row_entries(matrix, rows)
+    local = np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
+    return local * matrix.shape[1] + matrix.indices[positions]
 
 
 def gather(matrix: sparse.csr_matrix, keys: np.ndarray) -> np.ndarray:

@@ -96,7 +96,8 @@ class LowRankEASE:
 
     def user_factors(self, history) -> np.ndarray:
         """``history · left`` ``[n_users, rank]`` float64 of (weighted) histories ``[n_users, n_items]``."""
-        history = sparse.csr_matrix(history)
+        if not (sparse.issparse(history) and history.format == "csr"):  # a request's rows are CSR already
+            history = sparse.csr_matrix(history)
         scaled = sparse.csr_matrix((history.data * self.keep[history.indices], history.indices, history.indptr),
                                    shape=history.shape)
         return np.asarray(scaled @ self.right, np.float64) * self.shrink

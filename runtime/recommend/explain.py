@@ -55,7 +55,8 @@ the cost (25 µs of CPU an item for 512 users at 10,000 items, against 95 µs; s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -101,21 +102,67 @@ class Explanation:
     """For a cold start from user attributes: the groups the item is popular with."""
 
     def describe(self) -> str:
-        if self.audience:
-            liked = f" (and you liked {', '.join(map(str, self.seed_titles))})" if self.seed_titles else ""
-            return f"popular with {self.audience}{liked}"
-        seeds = " and ".join(display_title(t) for t in self.seed_titles)
-        if self.seed_titles and self.agrees:
-            text = f"because you like {self.topic}, as in {seeds}"
-        elif self.seed_titles:
-            text = f"because you liked {seeds}"
-        elif is_medoid_label(self.topic):
-            text = f"because it is {self.topic}"
-        else:
-            text = f"because you like {self.topic}"
-        if self.segment:
-            text += f"; people like you: {self.segment}"
-        return text
+        return describe(self.topic, self.seed_titles, self.agrees, self.segment, self.audience)
+
+
+def describe(topic: str, seed_titles: tuple, agrees: bool, segment: str | None, audience: str = "") -> str:
+    """The sentence of an :class:`Explanation` with these fields."""
+    if audience:
+        liked = f" (and you liked {', '.join(map(str, seed_titles))})" if seed_titles else ""
+        return f"popular with {audience}{liked}"
+    seeds = " and ".join(display_title(t) for t in seed_titles)
+    if seed_titles and agrees:
+        text = f"because you like {topic}, as in {seeds}"
+    elif seed_titles:
+        text = f"because you liked {seeds}"
+    elif is_medoid_label(topic):
+        text = f"because it is {topic}"
+    else:
+        text = f"because you like {topic}"
+    if segment:
+        text += f"; people like you: {segment}"
+    return text
+
+
+@dataclass(frozen=True)
+class Explanations(Sequence):
+    """The explanations of many recommendations as columns, each a list (each one's seeds a
+    list; ``segment`` and ``topic_level`` shared): a batch builds its table from these, not from one
+    :class:`Explanation` per recommendation (the objects cost more than the rule at a batch's size,
+    and their construction holds the interpreter lock that the batch's threads share).
+    ``explanations[r]`` is recommendation ``r``'s as an :class:`Explanation`."""
+
+    interest: list
+    topic: list
+    layer: list
+    seed_item_ids: list
+    seed_titles: list
+    interest_label: list
+    topic_id: list
+    agrees: list
+    segment: str | None = None
+    topic_level: int = -1
+
+    def __len__(self) -> int:
+        return len(self.interest)
+
+    def __getitem__(self, r: int) -> Explanation:
+        return Explanation(self.interest[r], self.topic[r], self.layer[r], tuple(self.seed_item_ids[r]),
+                           tuple(self.seed_titles[r]),
+                           self.segment, self.interest_label[r], self.topic_level, self.topic_id[r], self.agrees[r])
+
+    def texts(self) -> list[str]:
+        """Every explanation's :meth:`Explanation.describe`."""
+        return [describe(topic, seeds, agrees, self.segment)
+                for topic, seeds, agrees in zip(self.topic, self.seed_titles, self.agrees)]
+
+    @classmethod
+    def concatenate(cls, parts: list["Explanations"]) -> "Explanations":
+        """The columns of ``parts`` (the same ``segment`` and ``topic_level``) one after another."""
+        columns = [f.name for f in fields(cls) if f.name not in ("segment", "topic_level")]
+        first = parts[0] if parts else cls(*([] for _ in columns))
+        return cls(*([v for part in parts for v in getattr(part, name)] for name in columns),
+                   segment=first.segment, topic_level=first.topic_level)
 
 
 def explain_item(recommender, user: int, item: int, state, component: str, layer: str,
@@ -377,7 +424,7 @@ class _Pairs:
 
 
 def explain_items(recommender, users: np.ndarray, items: np.ndarray, state, components: list[str],
-                  layers: list[str], segment: str | None) -> list[Explanation]:
+                  layers: list[str], segment: str | None) -> Explanations:
     """:func:`explain_user_items` for the recommendations of many users at once: recommendation ``r``
     is item ``items[r]`` for user row ``users[r]`` (``components``, ``layers`` aligned). The
     contributions are computed for blocks of users (one batched product per kind, :class:`_Block`),
@@ -486,45 +533,46 @@ def _set_first(target: np.ndarray, pairs: _Pairs, where: np.ndarray) -> None:
 
 
 def _assemble(recommender, terms: ItemTerms, state, users, items, layers, segment, pairs: _Pairs, first, second,
-              ground, topical, topics) -> list[Explanation]:
-    """The :class:`Explanation` objects of :func:`explain_items`."""
+              ground, topical, topics) -> Explanations:
+    """The :class:`Explanations` of :func:`explain_items`."""
     profiler = recommender.profiler_
     names = profiler.topic_tree_.fine.names
-    fine = len(profiler.topic_tree_.levels) - 1
     seeds = np.where(second >= 0, pairs.member[np.maximum(second, 0)], -1)
     firsts = pairs.member[np.maximum(first, 0)]
     ids, titles = recommender.item_ids_, recommender.titles_
     first_ids, first_titles = ids[firsts].tolist(), titles[firsts].tolist()
     second_ids, second_titles = ids[np.maximum(seeds, 0)].tolist(), titles[np.maximum(seeds, 0)].tolist()
-    interests = pairs.owner[np.maximum(first, 0)].tolist()
+    interests = np.where(first >= 0, pairs.owner[np.maximum(first, 0)], -1).tolist()
     words = pairs.shared.words[np.maximum(first, 0)].tolist()
-    grounds: dict[tuple, str] = {}
-    named = sorted({(user, interest) for user, interest, f in zip(users.tolist(), interests, first.tolist()) if f >= 0})
+    explained, two = (first >= 0).tolist(), (seeds >= 0).tolist()
+    users, topics, ground, topical = users.tolist(), topics.tolist(), ground.tolist(), topical.tolist()
+    named = sorted({(user, interest) for user, interest, has in zip(users, interests, explained) if has})
     indptr, members, member_indptr = state.interests.indptr, state.interests.members, state.interests.member_indptr
-    ids = [indptr[u] + i for u, i in named]
-    groups = [members[member_indptr[g]:member_indptr[g + 1]] for g in ids]
+    groups = [members[member_indptr[indptr[u] + i]:member_indptr[indptr[u] + i + 1]] for u, i in named]
     labels = dict(zip(named, interest_names(groups, profiler, terms)))
-    out = []
-    for r, (user, layer, topic) in enumerate(zip(users.tolist(), layers, topics.tolist())):
-        if first[r] < 0:
-            out.append(Explanation(-1, names[topic], layer, segment=segment, topic_level=fine, topic_id=topic))
-            continue
-        if ground[r]:
-            key = tuple(words[r])
-            text = grounds.get(key)
-            if text is None:
-                text = grounds[key] = join_words(terms.term_names(key))
-        else:
-            text = names[topic] if topical[r] else ""
-        interest = interests[r]
-        two = seeds[r] >= 0
-        out.append(Explanation(
-            interest=interest, topic=text, layer=layer,
-            seed_item_ids=(first_ids[r], second_ids[r]) if two else (first_ids[r],),
-            seed_titles=(first_titles[r], second_titles[r]) if two else (first_titles[r],),
-            segment=segment, interest_label=labels[user, interest], topic_level=fine, topic_id=topic,
-            agrees=bool(text)))
-    return out
+    grounds: dict[tuple, str] = {}
+
+    def text(r: int) -> str:
+        if not explained[r]:
+            return names[topics[r]]
+        if not ground[r]:
+            return names[topics[r]] if topical[r] else ""
+        key = tuple(words[r])
+        if key not in grounds:
+            grounds[key] = join_words(terms.term_names(key))
+        return grounds[key]
+
+    n = len(users)
+    topic = [text(r) for r in range(n)]
+    return Explanations(
+        interest=interests, topic=topic, layer=list(layers),
+        seed_item_ids=[[] if not has else [a, b] if both else [a]
+                       for has, both, a, b in zip(explained, two, first_ids, second_ids)],
+        seed_titles=[[] if not has else [a, b] if both else [a]
+                     for has, both, a, b in zip(explained, two, first_titles, second_titles)],
+        interest_label=[labels[u, i] if has else "" for u, i, has in zip(users, interests, explained)],
+        topic_id=topics, agrees=[bool(t) or not has for t, has in zip(topic, explained)],
+        segment=segment, topic_level=len(profiler.topic_tree_.levels) - 1)
 
 
 def interest_name(members: np.ndarray, profiler, terms: ItemTerms | None = None) -> str:

@@ -54,7 +54,7 @@ from tastemap.runtime.recommend import candidates as stage
 from tastemap.runtime.recommend import serving
 from tastemap.runtime.recommend.collaborative import LowRankEASE, low_rank_ease
 from tastemap.runtime.recommend.user_rows import SETTLE_USERS, Overlay, replace_users
-from tastemap.runtime.recommend.explain import Explanation, explain_item, explain_items, item_topic_explanation
+from tastemap.runtime.recommend.explain import Explanation, Explanations, explain_item, explain_items, item_topic_explanation
 from tastemap.runtime.interests.profiles import InterestProfiler, UserInterests, UserProfiles
 from tastemap.runtime.interests.segments import UserSegmenter
 
@@ -110,7 +110,7 @@ class _Top:
     item_ids: list
     titles: np.ndarray
     scores: list
-    explanations: list[Explanation]
+    explanations: Explanations
 
     @property
     def ranks(self) -> np.ndarray:
@@ -697,18 +697,18 @@ def _plain(value):
 
 def _table(user_ids: np.ndarray, tops: list[_Top]) -> pd.DataFrame:
     """One row per recommendation of ``tops`` (``user_ids`` aligned), built column by column."""
-    explanations = [e for top in tops for e in top.explanations]
+    explanations = Explanations.concatenate([top.explanations for top in tops])
     return pd.DataFrame({
         "user_id": user_ids,
         "rank": np.concatenate([np.zeros(0, np.int64)] + [top.ranks for top in tops]),
         "item_id": [item for top in tops for item in top.item_ids],
         "title": [title for top in tops for title in top.titles],
         "score": np.array([score for top in tops for score in top.scores], np.float64),
-        "interest": np.array([e.interest for e in explanations], np.int64),
-        "interest_label": [e.interest_label for e in explanations],
-        "topic": [e.topic for e in explanations],
-        "layer": [e.layer for e in explanations],
-        "seed_item_ids": [list(e.seed_item_ids) for e in explanations],
-        "seed_titles": [list(e.seed_titles) for e in explanations],
-        "explanation": [e.describe() for e in explanations],
+        "interest": np.array(explanations.interest, np.int64),
+        "interest_label": explanations.interest_label,
+        "topic": explanations.topic,
+        "layer": explanations.layer,
+        "seed_item_ids": explanations.seed_item_ids,
+        "seed_titles": explanations.seed_titles,
+        "explanation": explanations.texts(),
     })
