@@ -13,6 +13,7 @@ features. :func:`score_candidates` returns every candidate of a batch of users a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy import sparse
@@ -22,11 +23,6 @@ from tastemap.runtime.recommend import candidates as stage
 
 SEGMENT = "segment"
 """The pseudo-component of a cold start's segment boost (not a layer of the explanation)."""
-SHARED_CANDIDATES = 16
-"""A batch's low-rank values come from one product of its distinct candidates with every user's
-factors when that product is at most this many times the candidate pairs (a BLAS product does
-several times the arithmetic of gathering each user's rows in the same time: 256 users over 10k
-items, 184k pairs, 14 times as many products, took 171–182 ms against 231–238 ms gathered)."""
 OUTSIDE = -1e30
 """The score :func:`candidate_scores` gives an item that is not a candidate."""
 
@@ -34,13 +30,15 @@ OUTSIDE = -1e30
 @dataclass(frozen=True)
 class Scored:
     """The candidates of ``n_rows`` users: ``rows``, ``items`` int64 ``[m]`` (sorted by row, then
-    item), ``scores`` float64 ``[m]`` and ``values`` name -> float64 ``[m]`` (weighted standardised
-    component values; ``scores`` is their sum)."""
+    item) and ``scores`` float64 ``[m]``, the sum of the weighted standardised component values
+    that :meth:`values` gives at chosen positions (the low-rank ones are summed through one
+    query per user, so each is computed only where it is asked for)."""
 
     rows: np.ndarray
     items: np.ndarray
     scores: np.ndarray
-    values: dict
+    values: Callable[[np.ndarray], dict]
+    """``values(positions)``: name -> float64 values at ``positions``, in the blend's order."""
 
     def top(self, k: int) -> np.ndarray:
         """Positions of each row's ``k`` best candidates, best first, rows in order."""
@@ -48,8 +46,9 @@ class Scored:
 
     def layers(self, positions: np.ndarray) -> list[str]:
         """The component that contributes most at each candidate position."""
-        names = [name for name in self.values if name != SEGMENT]
-        table = np.stack([self.values[name][positions] for name in names], axis=1)
+        values = self.values(positions)
+        names = [name for name in values if name != SEGMENT]
+        table = np.stack([values[name] for name in names], axis=1)
         return [names[i] for i in np.argmax(table, axis=1)]
 
 
@@ -78,15 +77,24 @@ def score_candidates(recommender, users: np.ndarray, state, *, segments: np.ndar
     if force is not None:
         keys = np.union1d(keys, np.arange(n_rows, dtype=np.int64) * n_items + np.asarray(force, np.int64))
     rows, items = keys // n_items, keys % n_items
-    raw = _raw_values(recommender, components, keys, rows, items)
-    values = {name: weights[name] * (raw[name] - part["stats"].mean[rows]) * part["stats"].scale[rows]
-              for name, part in components.items()}
+    values = {name: weights[name] * (_raw_values(part, keys, rows, items) - part["stats"].mean[rows])
+              * part["stats"].scale[rows] for name, part in components.items() if part["kind"] != "lowrank"}
     if boost is not None:
         popularity, stats = segment_popularity(recommender)
         segment = boost[1][rows]
         values[SEGMENT] = boost[0] * (popularity[segment, items] - stats.mean[segment]) * stats.scale[segment]
-    scores = np.sum(list(values.values()), axis=0) if values else np.zeros(keys.size)
-    return Scored(rows=rows, items=items, scores=scores, values=values)
+    lowrank = {name: part for name, part in components.items() if part["kind"] == "lowrank"}
+    scores = sum(values.values(), np.zeros(keys.size))
+    if lowrank:
+        scores += _lowrank_sum(recommender.collaborative_, lowrank, weights, keys, rows, items)
+
+    def values_at(positions: np.ndarray) -> dict:
+        at = {name: _lowrank_values(recommender.collaborative_, lowrank[name], weights[name], keys[positions],
+                                    rows[positions], items[positions]) if name in lowrank else values[name][positions]
+              for name in components}
+        return at | ({SEGMENT: values[SEGMENT][positions]} if SEGMENT in values else {})
+
+    return Scored(rows=rows, items=items, scores=scores, values=values_at)
 
 
 def candidate_scores(recommender, users: np.ndarray, state) -> np.ndarray:
@@ -169,35 +177,34 @@ def pair_products(left: np.ndarray, left_rows: np.ndarray, right: np.ndarray, ri
     return out
 
 
-def _raw_values(recommender, components: dict, keys: np.ndarray, rows: np.ndarray, items: np.ndarray) -> dict:
-    """Every component's raw values at the candidate pairs (``keys`` = ``rows * n_items + items``,
-    sorted). The low-rank ones share one gather of ``right``: of the batch's distinct candidates
-    in one product with every user's factors when users share candidates (a batch over a small
-    catalogue), else of each user's candidates with that user's."""
-    out = {}
-    lowrank = [name for name, part in components.items() if part["kind"] == "lowrank"]
-    if lowrank:
-        model = recommender.collaborative_
-        # float32 products (the factors are float32): a float64 product would first copy ``right``
-        factors = np.stack([components[name]["factors"] for name in lowrank], axis=2).astype(np.float32)
-        n_rows, rank, n_parts = factors.shape
-        distinct, where = np.unique(items, return_inverse=True)
-        if distinct.size * n_rows <= SHARED_CANDIDATES * items.size:
-            table = model.right[distinct] @ factors.transpose(1, 0, 2).reshape(rank, n_rows * n_parts)
-            products = table[where[:, None], rows[:, None] * n_parts + np.arange(n_parts)]
-        else:
-            products = np.empty((items.size, n_parts))
-            bounds = np.searchsorted(rows, np.arange(n_rows + 1))
-            for row in np.flatnonzero(np.diff(bounds)):
-                products[bounds[row] : bounds[row + 1]] = model.right[items[bounds[row] : bounds[row + 1]]] @ factors[row]
-        for column, name in enumerate(lowrank):
-            out[name] = products[:, column] - stage.gather(components[name]["history"], keys) * model.diagonal[items]
-    for name, part in components.items():
-        if part["kind"] == "sparse":
-            out[name] = stage.gather(part["raw"], keys)
-        elif part["kind"] == "bilinear":
-            out[name] = stage.row_values(part["users"], part["items"], rows, items)
+def _raw_values(part: dict, keys: np.ndarray, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """A sparse or bilinear component's raw values at the candidate pairs (``keys`` = ``rows *
+    n_items + items``, sorted)."""
+    if part["kind"] == "sparse":
+        return stage.gather(part["raw"], keys)
+    return stage.row_values(part["users"], part["items"], rows, items)
+
+
+def _lowrank_sum(model, parts: dict, weights: dict, keys: np.ndarray, rows: np.ndarray,
+                 items: np.ndarray) -> np.ndarray:
+    """The sum of the weighted standardised low-rank components at the candidate pairs: one
+    inner product per pair with the user's query ``Σ_c w_c scale_c f_c`` (the components share
+    ``right``), less the zero diagonal on the user's own items and the means."""
+    query = sum(weights[name] * part["stats"].scale[:, None] * part["factors"] for name, part in parts.items())
+    out = stage.pair_inner_products(np.asarray(query, np.float32), rows, model.right, items)
+    for name, part in parts.items():
+        stats = part["stats"]
+        on_diagonal = stage.gather(part["history"], keys) * model.diagonal[items]
+        out -= weights[name] * stats.scale[rows] * (on_diagonal + stats.mean[rows])
     return out
+
+
+def _lowrank_values(model, part: dict, weight: float, keys: np.ndarray, rows: np.ndarray,
+                    items: np.ndarray) -> np.ndarray:
+    """One low-rank component's weighted standardised values at the pairs ``keys`` (sorted)."""
+    raw = pair_products(part["factors"], rows, model.right, items) \
+        - stage.gather(part["history"], keys) * model.diagonal[items]
+    return weight * (raw - part["stats"].mean[rows]) * part["stats"].scale[rows]
 
 
 def _collaborative_candidates(recommender, components: dict, weights: dict) -> np.ndarray:
