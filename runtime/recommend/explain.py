@@ -63,7 +63,7 @@ import numpy as np
 from tastemap.runtime.interests.labels import display_title, is_medoid_label, quoted_title
 from tastemap.runtime.interests.profiles import shared_topic
 from tastemap.runtime.recommend.ground import ItemTerms, SharedTerms, item_terms, join_words
-from tastemap.runtime.recommend.candidates import csr_rows, gather
+from tastemap.runtime.recommend.candidates import csr_rows, gather, inner_products_by_index
 
 CANDIDATE_SHARE = 0.5
 LEADING = 5
@@ -238,14 +238,19 @@ class _Block:
         kinds = np.array([c in ("long_term", "short_term") for c in components] + [False])[recs]
         short = np.array([c == "short_term" for c in components] + [False])[recs]
         vectors = recommender.profiler_.item_vectors_
-        cosines = np.matmul(vectors[padded], vectors[rec_items].transpose(0, 2, 1))[user, slot]  # [m, k]
+        # each recommendation against its user's members, [n_users * k, width] -> [m, k]
+        by_rec = np.repeat(padded, rec_items.shape[1], axis=0)
+        n_users, k = rec_items.shape
+        cosines = inner_products_by_index(vectors[rec_items.ravel()], vectors, by_rec).reshape(
+            n_users, k, -1)[user, :, slot]
         contributions = cosines.astype(np.float64)
         strengths = np.maximum.reduceat(contributions, interest_start, axis=0)
         model = recommender.collaborative_
         if model is not None and kinds.any():
             # left[padded] · right[rec]ᵀ with ``left`` as :class:`LowRankEASE` stores it: the scales on the small sides
-            scaled = (model.right[rec_items] * model.shrink).transpose(0, 2, 1)
-            weights = np.matmul(model.right[padded], scaled)[user, slot] * model.keep[members][:, None]
+            scaled = model.right[rec_items.ravel()] * model.shrink
+            weights = inner_products_by_index(scaled, model.right, by_rec).reshape(n_users, k, -1)[user, :, slot] \
+                * model.keep[members][:, None]
             weights = np.where(members[:, None] == rec_items[user], 0.0, weights)
             recency = _row_values(state.recency, users[user], members)  # the members' recency weights
             weights = weights * np.where(short[user], recency[:, None], 1.0)
@@ -271,8 +276,11 @@ class _Block:
         strongest = np.minimum.reduceat(position, self.user_interest_start, axis=0)  # [n_users, k]
         candidate = np.where(top > 0, self.strengths >= CANDIDATE_SHARE * top,
                              np.arange(self.strengths.shape[0])[:, None] == strongest[self.interest_user])
-        order = np.argsort(-self.contributions, axis=0, kind="stable")
-        order = np.take_along_axis(order, np.argsort(self.interest[order], axis=0, kind="stable"), axis=0)
+        # sorted along rows of the transpose (contiguous: 1.4x faster than along columns), the
+        # interests' small integers by radix sort
+        order = np.argsort(-self.contributions.T, axis=1, kind="stable")
+        groups = self.interest.astype(np.uint16 if self.interest.size < 1 << 16 else np.int64)
+        order = np.take_along_axis(order, np.argsort(groups[order], axis=1, kind="stable"), axis=1).T
         ranked = np.take_along_axis(self.contributions, order, axis=0)  # by interest, then by contribution
         group = self.interest[order]
         start = self.interest_start[group]

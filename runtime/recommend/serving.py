@@ -146,7 +146,7 @@ def _lowrank_components(recommender, n_rows: int, histories: dict) -> dict:
         part = slice(position * n_rows, (position + 1) * n_rows)
         # the zero diagonal: the user's own items score (u · right_j − x_j · diagonal_j), not u · right_j
         rows = np.repeat(np.arange(n_rows), np.diff(history.indptr))
-        plain = pair_products(factors[name], rows, model.right, history.indices)
+        plain = stage.pair_inner_products(factors[name], rows, model.right, history.indices)
         on_diagonal = history.data * model.diagonal[history.indices]
         own = plain - on_diagonal
         total = totals[part] - np.bincount(rows, on_diagonal, minlength=n_rows)
@@ -162,19 +162,6 @@ def _right_sums(model) -> stage.Bilinear:
     if model.right_gram is None:
         return stage.Bilinear.of(model.right)
     return stage.Bilinear(total=model.right_total, gram=model.right_gram, n_items=model.n_items)
-
-
-def pair_products(left: np.ndarray, left_rows: np.ndarray, right: np.ndarray, right_rows: np.ndarray, *,
-                  chunk: int = 2048) -> np.ndarray:
-    """``left[left_rows[j]] · right[right_rows[j]]`` for every ``j``, a chunk of pairs at a time
-    (the gathered rows of a whole batch would not stay in the cache), in float32 like ``right``
-    (a float64 product would first copy the gathered rows) and returned as float64."""
-    left = np.asarray(left, np.float32)
-    out = np.empty(left_rows.size)
-    for start in range(0, left_rows.size, chunk):
-        part = slice(start, start + chunk)
-        out[part] = np.einsum("ij,ij->i", left[left_rows[part]], right[right_rows[part]])
-    return out
 
 
 def _raw_values(part: dict, keys: np.ndarray, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -202,7 +189,7 @@ def _lowrank_sum(model, parts: dict, weights: dict, keys: np.ndarray, rows: np.n
 def _lowrank_values(model, part: dict, weight: float, keys: np.ndarray, rows: np.ndarray,
                     items: np.ndarray) -> np.ndarray:
     """One low-rank component's weighted standardised values at the pairs ``keys`` (sorted)."""
-    raw = pair_products(part["factors"], rows, model.right, items) \
+    raw = stage.pair_inner_products(part["factors"], rows, model.right, items) \
         - stage.gather(part["history"], keys) * model.diagonal[items]
     return weight * (raw - part["stats"].mean[rows]) * part["stats"].scale[rows]
 
