@@ -498,7 +498,7 @@ def explain_items(recommender, users: np.ndarray, items: np.ndarray, state, comp
                      topical, fine_topics[items])
 
 
-MEMBER_BUDGET = 1 << 15  # padded member rows per block: bounds the gathered vectors (about 70 MB at 512 dims)
+MEMBER_BUDGET = 1 << 15  # padded member rows per block: bounds its [rows, k] products (a few MB at k = 10)
 
 
 def _blocks(recommender, state, users: np.ndarray, items: np.ndarray, components: list[str]):

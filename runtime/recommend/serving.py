@@ -7,7 +7,9 @@ low-rank EASE, ``s = (x · left) · rightᵀ`` less the zero diagonal on the use
 candidates are the best items of their weighted sum in the index over ``right``. ``interests`` is
 sparse (each interest's nearest items). ``category`` and ``literal`` are bilinear in fitted item
 features. :func:`score_candidates` returns every candidate of a batch of users as parallel arrays
-(row, item, blended score, weighted standardised value per component).
+(row, item, blended score) and each component's weighted standardised value where asked. The
+low-rank components share ``right``, so their weighted sum is one inner product per candidate
+with one query per user; each one alone is computed only for the recommendations' layers.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ def score_candidates(recommender, users: np.ndarray, state, *, segments: np.ndar
     lowrank = {name: part for name, part in components.items() if part["kind"] == "lowrank"}
     scores = sum(values.values(), np.zeros(keys.size))
     if lowrank:
-        scores += _lowrank_sum(recommender.collaborative_, lowrank, weights, keys, rows, items)
+        scores += _lowrank_sum(recommender.collaborative_, lowrank, weights, keys, rows, items,
+                               own_items=keep_seen or force is not None)
 
     def values_at(positions: np.ndarray) -> dict:
         at = {name: _lowrank_values(recommender.collaborative_, lowrank[name], weights[name], keys[positions],
@@ -172,16 +175,17 @@ def _raw_values(part: dict, keys: np.ndarray, rows: np.ndarray, items: np.ndarra
     return stage.row_values(part["users"], part["items"], rows, items)
 
 
-def _lowrank_sum(model, parts: dict, weights: dict, keys: np.ndarray, rows: np.ndarray,
-                 items: np.ndarray) -> np.ndarray:
+def _lowrank_sum(model, parts: dict, weights: dict, keys: np.ndarray, rows: np.ndarray, items: np.ndarray, *,
+                 own_items: bool) -> np.ndarray:
     """The sum of the weighted standardised low-rank components at the candidate pairs: one
     inner product per pair with the user's query ``Σ_c w_c scale_c f_c`` (the components share
-    ``right``), less the zero diagonal on the user's own items and the means."""
+    ``right``), less the means and, where the pairs may hold the users' own items
+    (``own_items``), the zero diagonal on them."""
     query = sum(weights[name] * part["stats"].scale[:, None] * part["factors"] for name, part in parts.items())
     out = stage.pair_inner_products(np.asarray(query, np.float32), rows, model.right, items)
     for name, part in parts.items():
         stats = part["stats"]
-        on_diagonal = stage.gather(part["history"], keys) * model.diagonal[items]
+        on_diagonal = stage.gather(part["history"], keys) * model.diagonal[items] if own_items else 0.0
         out -= weights[name] * stats.scale[rows] * (on_diagonal + stats.mean[rows])
     return out
 
