@@ -148,8 +148,8 @@ class Explanations(Sequence):
 
     def __getitem__(self, r: int) -> Explanation:
         return Explanation(self.interest[r], self.topic[r], self.layer[r], tuple(self.seed_item_ids[r]),
-                           tuple(self.seed_titles[r]),
-                           self.segment, self.interest_label[r], self.topic_level, self.topic_id[r], self.agrees[r])
+                           tuple(self.seed_titles[r]), self.segment, self.interest_label[r], self.topic_level,
+                           self.topic_id[r], self.agrees[r])
 
     def texts(self) -> list[str]:
         """Every explanation's :meth:`Explanation.describe`."""
@@ -570,8 +570,7 @@ def _assemble(recommender, terms: ItemTerms, state, users, items, layers, segmen
             grounds[key] = join_words(terms.term_names(key))
         return grounds[key]
 
-    n = len(users)
-    topic = [text(r) for r in range(n)]
+    topic = [text(r) for r in range(len(users))]
     return Explanations(
         interest=interests, topic=topic, layer=list(layers),
         seed_item_ids=[[] if not has else [a, b] if both else [a]
