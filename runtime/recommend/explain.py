@@ -239,8 +239,8 @@ class _Block:
         short = np.array([c == "short_term" for c in components] + [False])[recs]
         vectors = recommender.profiler_.item_vectors_
         # each recommendation against its user's members, [n_users * k, width] -> [m, k]
-        by_rec = np.repeat(padded, rec_items.shape[1], axis=0)
         n_users, k = rec_items.shape
+        by_rec = np.repeat(padded, k, axis=0)
         cosines = inner_products_by_index(vectors[rec_items.ravel()], vectors, by_rec).reshape(
             n_users, k, -1)[user, :, slot]
         contributions = cosines.astype(np.float64)
@@ -556,7 +556,8 @@ def _assemble(recommender, terms: ItemTerms, state, users, items, layers, segmen
     users, topics, ground, topical = users.tolist(), topics.tolist(), ground.tolist(), topical.tolist()
     named = sorted({(user, interest) for user, interest, has in zip(users, interests, explained) if has})
     indptr, members, member_indptr = state.interests.indptr, state.interests.members, state.interests.member_indptr
-    groups = [members[member_indptr[indptr[u] + i]:member_indptr[indptr[u] + i + 1]] for u, i in named]
+    interest_rows = [indptr[u] + i for u, i in named]
+    groups = [members[member_indptr[g]:member_indptr[g + 1]] for g in interest_rows]
     labels = dict(zip(named, interest_names(groups, profiler, terms)))
     grounds: dict[tuple, str] = {}
 

@@ -554,7 +554,8 @@ class TastemapRecommender(BaseEstimator):
                         segments: np.ndarray | None = None) -> list[list[Recommendation]]:
         """Recommendations for rows ``rows`` of ``state`` (see :meth:`_top`), one list per row."""
         top = self._top(rows, state, k, segment=segment, boost=boost, segments=segments)
-        return [[Recommendation(rank=p - a + 1, item_id=top.item_ids[p], title=top.titles[p], score=top.scores[p],
+        ranks = top.ranks.tolist()
+        return [[Recommendation(rank=ranks[p], item_id=top.item_ids[p], title=top.titles[p], score=top.scores[p],
                                 explanation=top.explanations[p]) for p in range(a, b)]
                 for a, b in zip(top.bounds[:-1], top.bounds[1:])]
 
