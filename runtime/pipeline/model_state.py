@@ -34,7 +34,7 @@ from tastemap.runtime.pipeline.model_io import (
     read_json,
     sparse_writers,
 )
-from tastemap.runtime.recommend.candidates import SEARCH_DIMS, build_item_index, index_bytes, index_kind, read_index
+from tastemap.runtime.recommend.candidates import build_item_index, collaborative_index, index_bytes, index_kind, read_index
 from tastemap.runtime.recommend.collaborative import LowRankEASE
 from tastemap.runtime.recommend.ground import SAVED_PHRASES, item_terms
 from tastemap.runtime.recommend.recommender import BlendWeights, TastemapRecommender
@@ -338,15 +338,17 @@ def restore_recommender(root: Path, manifest: dict) -> tuple[TastemapRecommender
         parts = {part: np.asarray(load_array(root / f"{COLLABORATIVE}.{part}.npy"))
                  for part in _collaborative_parts(fitted[COLLABORATIVE].get("sums", False))}
         recommender.collaborative_ = LowRankEASE(**parts, exact=fitted[COLLABORATIVE]["method"] == "ease-exact")
-        recommender.collaborative_index_ = _restore_index(root, COLLABORATIVE_INDEX, fitted[COLLABORATIVE]["index"],
-                                                          parts["right"][:, :SEARCH_DIMS])
+        recommender.collaborative_index_ = _restore_index(
+            root, COLLABORATIVE_INDEX, fitted[COLLABORATIVE]["index"],
+            lambda: collaborative_index(parts["right"], exact_limit=parts["right"].shape[0]))
         recommender.collaborative_ = recommender.collaborative_.padded(n_items)
     recommender.item_neighbours_ = np.asarray(load_array(root / ITEM_NEIGHBOURS))
     recommender.segment_popularity_ = None
     if segmenter is not None:
         popularity = np.asarray(load_array(root / "segment_popularity.npy"))
         recommender.segment_popularity_ = pad_columns(popularity, n_items)
-    recommender.index_ = _restore_index(root, ITEM_INDEX, fitted["item_index"], vectors)
+    recommender.index_ = _restore_index(root, ITEM_INDEX, fitted["item_index"],
+                                        lambda: build_item_index(vectors, exact_limit=len(vectors)))
     recommender.titles_ = titles.astype(str)
     recommender.item_ids_ = item_ids
     recommender.user_index_ = pd.Index(user_ids)
@@ -356,11 +358,9 @@ def restore_recommender(root: Path, manifest: dict) -> tuple[TastemapRecommender
     return recommender, categories
 
 
-def _restore_index(root: Path, name: str, kind: str, vectors: np.ndarray):
-    """A faiss index as saved: rebuilt from ``vectors`` when exact, read from ``name`` when IVF."""
-    if kind == "exact":
-        return build_item_index(vectors, exact_limit=len(vectors))
-    return read_index(load_array(root / name))
+def _restore_index(root: Path, name: str, kind: str, rebuild):
+    """A faiss index as saved: ``rebuild()`` when exact (flat), read from ``name`` when IVF."""
+    return rebuild() if kind == "exact" else read_index(load_array(root / name))
 
 
 def _restore_segmenter(root: Path, params: dict, fitted: dict, user_ids: np.ndarray, labels: np.ndarray) -> UserSegmenter:

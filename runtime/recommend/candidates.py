@@ -49,23 +49,44 @@ N_FAVOURITES = 100
 TINY = 1e-12
 
 
-def build_item_index(vectors: np.ndarray, *, exact_limit: int = EXACT_LIMIT, seed: int = 0):
-    """An inner-product faiss index over unit ``vectors`` ``[n_items, dim]``: flat (exact) up to
-    ``exact_limit`` items, IVF above (trained on a seeded sample)."""
+def build_item_index(vectors: np.ndarray, *, exact_limit: int = EXACT_LIMIT, seed: int = 0, half: bool = False):
+    """An inner-product faiss index over ``vectors`` ``[n_items, dim]``: flat (every item scored)
+    up to ``exact_limit`` items, IVF above (trained on a seeded sample). ``half``: the vectors
+    stored in float16 (faiss's scalar quantizer ``QT_fp16``, scores computed in float32): half the
+    memory that a search reads (see :func:`collaborative_index`)."""
     import faiss
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
+    half_storage = (faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
     if n <= exact_limit:
-        index = faiss.IndexFlatIP(dim)
+        index = faiss.IndexScalarQuantizer(dim, *half_storage) if half else faiss.IndexFlatIP(dim)
     else:
         n_lists = int(4 * np.sqrt(n))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, n_lists, faiss.METRIC_INNER_PRODUCT)
+        quantizer = faiss.IndexFlatIP(dim)
+        if half:
+            index = faiss.IndexIVFScalarQuantizer(quantizer, dim, n_lists, *half_storage)
+            index.by_residual = False  # float16 holds the vectors themselves closely enough
+        else:
+            index = faiss.IndexIVFFlat(quantizer, dim, n_lists, faiss.METRIC_INNER_PRODUCT)
         sample = np.random.default_rng(seed).choice(n, min(n, 64 * n_lists), replace=False)
         index.train(vectors[np.sort(sample)])
         index.nprobe = N_PROBE
     index.add(vectors)
     return index
+
+
+def collaborative_index(right: np.ndarray, *, seed: int = 0, exact_limit: int = EXACT_LIMIT):
+    """The index of the collaborative candidates: :func:`build_item_index` over the leading
+    :data:`SEARCH_DIMS` columns of the low-rank EASE factor ``right``, stored in float16. A
+    request's search reads its vectors from memory more than from the cache (the request reads
+    other arrays in between), so half the bytes is most of half the time. One query, 300
+    results, one thread, AMD EPYC (AVX-512), the cache flushed before each query as between
+    requests: 10k items, flat, 704 → 339 µs (a warm cache: 228 → 243 µs), recall@300 of the
+    float32 search 0.9998; 200k items, IVF, 430 → 349 µs (warm: 292 → 227 µs), recall@300 of
+    exact search 0.9933 → 0.9928. MovieLens leave-last-out: the same HR@10 / NDCG@10 (0.1262 /
+    0.0609) and top-10 share of the exhaustive top 10 (98.95%). The model stores half the bytes."""
+    return build_item_index(right[:, :SEARCH_DIMS], exact_limit=exact_limit, seed=seed, half=True)
 
 
 SINGLE_THREAD_QUERIES = 256
@@ -165,10 +186,10 @@ def nearest_items(index, vectors: np.ndarray, k: int, *, batch: int = 4096) -> n
 
 
 def index_kind(index) -> str:
-    """``"exact"`` (flat) or ``"ivf"``: what :func:`build_item_index` chose."""
+    """``"exact"`` (flat: every item scored) or ``"ivf"``: what :func:`build_item_index` chose."""
     import faiss
 
-    return "exact" if isinstance(index, faiss.IndexFlat) else "ivf"
+    return "exact" if isinstance(index, (faiss.IndexFlat, faiss.IndexScalarQuantizer)) else "ivf"
 
 
 def index_bytes(index) -> np.ndarray | None:
@@ -281,6 +302,19 @@ def csr_rows(matrix: sparse.csr_matrix, rows: np.ndarray) -> sparse.csr_matrix:
         out.has_sorted_indices = True
     else:
         out.sort_indices()
+    return out
+
+
+def stack_rows(matrices: list[sparse.csr_matrix]) -> sparse.csr_matrix:
+    """The rows of CSR ``matrices`` (as many columns each) one above the other, their arrays
+    concatenated (``sparse.vstack`` checks and converts more than a request's few rows need)."""
+    if len(matrices) == 1:
+        return matrices[0]
+    offsets = np.cumsum([0] + [m.nnz for m in matrices[:-1]])
+    indptr = np.concatenate([matrices[0].indptr[:1]] + [m.indptr[1:] + o for m, o in zip(matrices, offsets)])
+    out = sparse.csr_matrix((np.concatenate([m.data for m in matrices]), np.concatenate([m.indices for m in matrices]),
+                             indptr), shape=(indptr.size - 1, matrices[0].shape[1]), copy=False)
+    out.has_sorted_indices = all(m.has_sorted_indices for m in matrices)
     return out
 
 

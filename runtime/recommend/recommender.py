@@ -37,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -86,7 +86,7 @@ class BlendWeights:
             raise InputError("all blend weights are 0; give at least one component a positive weight")
 
     def as_dict(self) -> dict[str, float]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}  # not asdict: no deep copies per request
+        return {name: getattr(self, name) for name in COMPONENTS}  # not asdict or fields(): a request calls it often
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,8 +282,7 @@ class TastemapRecommender(BaseEstimator):
             self.collaborative_ = low_rank_ease(history, l2=self.l2, rank=self.rank, seed=self.seed)
         self.collaborative_index_ = None
         if self.collaborative_ is not None:
-            self.collaborative_index_ = stage.build_item_index(self.collaborative_.right[:, : stage.SEARCH_DIMS],
-                                                               seed=self.seed)
+            self.collaborative_index_ = stage.collaborative_index(self.collaborative_.right, seed=self.seed)
         profiles = self.profiler_.profiles_
         self.segmenter_, self.segment_popularity_ = None, None
         if train.n_users >= 3:

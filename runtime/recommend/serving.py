@@ -138,24 +138,26 @@ def _components(recommender, users: np.ndarray, state, rows_of: dict) -> dict:
 
 
 def _lowrank_components(recommender, n_rows: int, histories: dict) -> dict:
-    """The low-rank components (name -> the users' rows of its history) of ``n_rows`` users."""
+    """The low-rank components (name -> the users' rows of its history) of ``n_rows`` users,
+    computed for every component at once on their histories stacked."""
     model = recommender.collaborative_
-    factors = {name: model.user_factors(history) for name, history in histories.items()}
+    stacked = stage.stack_rows(list(histories.values()))
+    factors = model.user_factors(stacked)
     # one product with the Gram matrix of ``right`` for every component: it is read once
-    totals, squares = cached(recommender, "collaborative", model, _right_sums).sums(
-        np.concatenate(list(factors.values())))
+    totals, squares = cached(recommender, "collaborative", model, _right_sums).sums(factors)
+    # the zero diagonal: the user's own items score (u · right_j − x_j · diagonal_j), not u · right_j
+    rows = np.repeat(np.arange(stacked.shape[0]), np.diff(stacked.indptr))
+    plain = stage.pair_inner_products(factors, rows, model.right, stacked.indices)
+    on_diagonal = stacked.data * model.diagonal[stacked.indices]
+    own = plain - on_diagonal
+    stats = stage.Stats.from_sums(totals - np.bincount(rows, on_diagonal, minlength=stacked.shape[0]),
+                                  squares + np.bincount(rows, own**2 - plain**2, minlength=stacked.shape[0]),
+                                  model.n_items)
     out = {}
     for position, (name, history) in enumerate(histories.items()):
         part = slice(position * n_rows, (position + 1) * n_rows)
-        # the zero diagonal: the user's own items score (u · right_j − x_j · diagonal_j), not u · right_j
-        rows = np.repeat(np.arange(n_rows), np.diff(history.indptr))
-        plain = stage.pair_inner_products(factors[name], rows, model.right, history.indices)
-        on_diagonal = history.data * model.diagonal[history.indices]
-        own = plain - on_diagonal
-        total = totals[part] - np.bincount(rows, on_diagonal, minlength=n_rows)
-        square = squares[part] + np.bincount(rows, own**2 - plain**2, minlength=n_rows)
-        out[name] = {"kind": "lowrank", "factors": factors[name], "history": history,
-                     "stats": stage.Stats.from_sums(total, square, model.n_items)}
+        out[name] = {"kind": "lowrank", "factors": factors[part], "history": history,
+                     "stats": stage.Stats(mean=stats.mean[part], scale=stats.scale[part])}
     return out
 
 

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -159,6 +161,12 @@ def test_errors_are_clear(fitted):
         recommender.recommend_cold(item_ids=[500])
     with pytest.raises(InputError, match="blend weights must be >= 0; got {'interests': -1}"):
         BlendWeights(interests=-1)
+
+
+def test_blend_weights_as_dict_names_every_component_in_order():
+    weights = BlendWeights(long_term=0.1, short_term=0.2, interests=0.3, category=0.4, literal=0.5)
+    assert weights.as_dict() == {"long_term": 0.1, "short_term": 0.2, "interests": 0.3, "category": 0.4, "literal": 0.5}
+    assert list(weights.as_dict()) == [f.name for f in dataclasses.fields(BlendWeights)]
 
 
 def test_multi_interest_only_needs_no_ease(fitted):
