@@ -126,6 +126,24 @@ def test_ivf_index_above_the_exact_limit_finds_the_nearest_items():
     np.testing.assert_array_equal(stage.nearest_items(restored, vectors[:50], 10), found[:50])
 
 
+@pytest.mark.parametrize("exact_limit", [5000, 1000])
+def test_collaborative_index_in_half_precision_finds_what_float32_finds(exact_limit):
+    rng = np.random.default_rng(1)
+    right = (rng.standard_normal((4000, 300)) * np.linspace(1.0, 0.1, 300)).astype(np.float32)
+    queries = right[:100] @ rng.standard_normal((300, 300)).astype(np.float32) * 0.1
+    index = stage.collaborative_index(right, exact_limit=exact_limit)
+    assert index.d == stage.SEARCH_DIMS and index.ntotal == 4000
+    assert stage.index_kind(index) == ("exact" if exact_limit == 5000 else "ivf")
+    reference = stage.build_item_index(right[:, : stage.SEARCH_DIMS], exact_limit=exact_limit)
+    truth = stage.search(reference, queries[:, : stage.SEARCH_DIMS], 50)
+    found = stage.search(index, queries[:, : stage.SEARCH_DIMS], 50)
+    recall = np.mean([len(set(a) & set(b)) / 50 for a, b in zip(truth, found)])
+    assert recall >= 0.98
+    if exact_limit == 1000:  # an IVF index is saved as faiss serialises it
+        restored = stage.read_index(stage.index_bytes(index))
+        np.testing.assert_array_equal(stage.search(restored, queries[:, : stage.SEARCH_DIMS], 50), found)
+
+
 def test_top_per_row_breaks_ties_by_the_lower_item():
     rows = np.array([0, 0, 0, 1, 1])
     items = np.array([5, 2, 9, 4, 1])
