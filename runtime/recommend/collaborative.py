@@ -49,6 +49,7 @@ import numpy as np
 from scipy import sparse
 
 from tastemap.errors import InputError
+from tastemap.runtime.recommend.candidates import Rows
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +96,9 @@ class LowRankEASE:
         return self.right * self.keep[:, None] * self.shrink
 
     def user_factors(self, history) -> np.ndarray:
-        """``history · left`` ``[n_users, rank]`` float64 of (weighted) histories ``[n_users, n_items]``."""
-        if not (sparse.issparse(history) and history.format == "csr"):  # a request's rows are CSR already
+        """``history · left`` ``[n_users, rank]`` float64 of (weighted) histories ``[n_users, n_items]``
+        (any matrix, or a request's :class:`~tastemap.runtime.recommend.candidates.Rows`)."""
+        if not (isinstance(history, Rows) or (sparse.issparse(history) and history.format == "csr")):
             history = sparse.csr_matrix(history)
         scaled = sparse.csr_matrix((history.data * self.keep[history.indices], history.indices, history.indptr),
                                    shape=history.shape)

@@ -63,7 +63,7 @@ import numpy as np
 from tastemap.runtime.interests.labels import display_title, is_medoid_label, quoted_title
 from tastemap.runtime.interests.profiles import shared_topic
 from tastemap.runtime.recommend.ground import ItemTerms, SharedTerms, item_terms, join_words
-from tastemap.runtime.recommend.candidates import csr_rows, gather, inner_products_by_index
+from tastemap.runtime.recommend.candidates import Rows, gather, inner_products_by_index
 
 CANDIDATE_SHARE = 0.5
 LEADING = 5
@@ -323,7 +323,7 @@ def _row_values(matrix, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """Entries ``(rows[i], columns[i])`` of a CSR matrix with sorted indices, 0 where it stores none."""
     keys = np.asarray(rows, np.int64) * matrix.shape[1] + columns
     order = np.argsort(keys, kind="stable")
-    picked = csr_rows(matrix, np.unique(rows))
+    picked = Rows.of(matrix, np.unique(rows))
     local = np.searchsorted(np.unique(rows), rows)
     out = np.empty(keys.size)
     out[order] = gather(picked, (local * matrix.shape[1] + columns)[order])
@@ -597,7 +597,7 @@ def interest_names(groups: list[np.ndarray], profiler, terms: ItemTerms | None =
     terms = terms if terms is not None else item_terms(profiler)
     groups = [np.asarray(g, np.int64) for g in groups]
     sizes = np.array([g.size for g in groups], np.int64)
-    rows = csr_rows(terms.items, np.concatenate([np.zeros(0, np.int64), *groups]))
+    rows = Rows.of(terms.items, np.concatenate([np.zeros(0, np.int64), *groups]))
     entry_group = np.repeat(np.repeat(np.arange(sizes.size), sizes), np.diff(rows.indptr))
     keys, held = np.unique(entry_group * terms.n_nodes + rows.indices, return_counts=True)
     group, node = keys // max(terms.n_nodes, 1), keys % max(terms.n_nodes, 1)

@@ -373,7 +373,7 @@ class TastemapRecommender(BaseEstimator):
         return total
 
     def _interest_priorities(self, users: np.ndarray, state: _UserState,
-                             recency: sparse.csr_matrix | None = None) -> sparse.csr_matrix:
+                             recency: stage.Rows | None = None) -> sparse.csr_matrix:
         """D'Hondt slot priorities, CSR ``[len(users), n_items]``: ``share / (rank + 1)`` of each
         unseen candidate in its interest's list, the best over interests (``recency``: the
         users' rows of ``state.recency`` when already taken)."""
@@ -387,7 +387,7 @@ class TastemapRecommender(BaseEstimator):
         picked = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(rows.size)
         n_items = shape[1]
         if recency is None:  # the users' rows, sorted: looked up by key below
-            recency = stage.csr_rows(state.recency, users)
+            recency = stage.Rows.of(state.recency, users)
         candidates = self._candidates(interests.medoid[picked], self._latest_members(rows, picked, recency, interests))
         seen = stage.gather(recency, (rows[:, None] * n_items + np.maximum(candidates, 0)).ravel()
                             ).reshape(candidates.shape) > 0
@@ -398,7 +398,7 @@ class TastemapRecommender(BaseEstimator):
                                  priority[found], shape)
 
     @staticmethod
-    def _latest_members(rows: np.ndarray, picked: np.ndarray, recency: sparse.csr_matrix,
+    def _latest_members(rows: np.ndarray, picked: np.ndarray, recency: stage.Rows,
                         interests: UserInterests) -> np.ndarray:
         """The member with the largest recency weight of each interest ``picked`` (of the user
         whose row of ``recency`` is ``rows``, aligned); ties go to the more central member."""

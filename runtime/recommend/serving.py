@@ -67,7 +67,7 @@ def score_candidates(recommender, users: np.ndarray, state, *, segments: np.ndar
     users = np.asarray(users, np.int64)
     n_items, n_rows = recommender.item_ids_.size, users.size
     weights = recommender.weights_.as_dict()
-    rows_of = {"history": stage.csr_rows(state.history, users), "recency": stage.csr_rows(state.recency, users)}
+    rows_of = {"history": stage.Rows.of(state.history, users), "recency": stage.Rows.of(state.recency, users)}
     components = _components(recommender, users, state, rows_of)
     key_sets = [_collaborative_candidates(recommender, components, weights)]
     key_sets += [stage.keys_of(part["raw"]) for part in components.values() if part["kind"] == "sparse"]
@@ -141,7 +141,7 @@ def _lowrank_components(recommender, n_rows: int, histories: dict) -> dict:
     """The low-rank components (name -> the users' rows of its history) of ``n_rows`` users,
     computed for every component at once on their histories stacked."""
     model = recommender.collaborative_
-    stacked = stage.stack_rows(list(histories.values()))
+    stacked = stage.Rows.stack(list(histories.values()))
     factors = model.user_factors(stacked)
     # one product with the Gram matrix of ``right`` for every component: it is read once
     totals, squares = cached(recommender, "collaborative", model, _right_sums).sums(factors)
