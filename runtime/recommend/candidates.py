@@ -350,8 +350,8 @@ def row_keys(matrix: sparse.csr_matrix, rows: np.ndarray) -> np.ndarray:
 
 
 def gather(matrix: sparse.csr_matrix | Rows, keys: np.ndarray) -> np.ndarray:
-    """The entries of ``matrix`` (sorted indices) at sorted ``keys`` (see :func:`keys_of`), 0
-    where it stores none."""
+    """The entries of ``matrix`` (sorted indices) at ``keys`` (see :func:`keys_of`; any order),
+    0 where it stores none."""
     own = keys_of(matrix)
     at = np.minimum(np.searchsorted(own, keys), max(own.size - 1, 0))
     found = own[at] == keys if own.size else np.zeros(keys.size, bool)
@@ -384,11 +384,10 @@ def top_per_row(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, k: int)
 def max_per_key(rows: np.ndarray, items: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> sparse.csr_matrix:
     """CSR ``[n_rows, n_items]`` holding, for each (row, item) pair given, the largest value."""
     keys = rows.astype(np.int64) * shape[1] + items
-    order = np.lexsort((-values, keys))
+    order = np.argsort(keys, kind="stable")  # one sort, then each key's maximum (not a lexsort's two)
     keys, values = keys[order], values[order]
-    first = np.ones(keys.size, bool)
-    first[1:] = keys[1:] != keys[:-1]
-    keys, values = keys[first], values[first]
+    first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if keys.size else np.zeros(0, np.int64)
+    keys, values = keys[first], np.maximum.reduceat(values, first) if keys.size else values
     indptr = np.searchsorted(keys, np.arange(shape[0] + 1, dtype=np.int64) * shape[1])
     out = sparse.csr_matrix((values.astype(np.float32), keys % shape[1], indptr), shape=shape)
     out.has_sorted_indices = True  # the keys are sorted

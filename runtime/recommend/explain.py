@@ -320,14 +320,9 @@ def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 def _row_values(matrix, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """Entries ``(rows[i], columns[i])`` of a CSR matrix with sorted indices, 0 where it stores none."""
-    keys = np.asarray(rows, np.int64) * matrix.shape[1] + columns
-    order = np.argsort(keys, kind="stable")
-    picked = Rows.of(matrix, np.unique(rows))
-    local = np.searchsorted(np.unique(rows), rows)
-    out = np.empty(keys.size)
-    out[order] = gather(picked, (local * matrix.shape[1] + columns)[order])
-    return out
+    """Entries ``(rows[i], columns[i])`` float64 of a CSR matrix, 0 where it stores none."""
+    picked, local = np.unique(rows, return_inverse=True)
+    return gather(Rows.of(matrix, picked), local.astype(np.int64) * matrix.shape[1] + columns).astype(np.float64)
 
 
 def _explanation(recommender, terms: ItemTerms, item: int, owner, members, contribution, strength, layer: str,
