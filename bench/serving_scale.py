@@ -19,7 +19,8 @@ third also applies the overlay of updated users to the fitted rows at once, repo
 are not interleaved: an update right after a rewrite of every user's rows reads the model from
 a cold cache, 2x slower at 200k items, which a server meets once in 1,024 updates),
 the folder size, and the recall@10 of the item index and of the collaborative index against
-exact search (1.0 when the index is exact). Threads: the process's (2 on the reference machine).
+exact float32 search (1.0 for the flat item index; the collaborative index stores float16,
+so near-ties may swap). Threads: the process's (2 on the reference machine).
 Each stage, request and batch also reports its CPU time (every thread's): on a shared machine it
 moves less with the load than the wall time.
 """

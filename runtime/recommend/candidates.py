@@ -186,7 +186,8 @@ def nearest_items(index, vectors: np.ndarray, k: int, *, batch: int = 4096) -> n
 
 
 def index_kind(index) -> str:
-    """``"exact"`` (flat: every item scored) or ``"ivf"``: what :func:`build_item_index` chose."""
+    """``"exact"`` (flat: every item scored, float16 in :func:`collaborative_index`) or ``"ivf"``:
+    what :func:`build_item_index` chose (the fitted model records it)."""
     import faiss
 
     return "exact" if isinstance(index, (faiss.IndexFlat, faiss.IndexScalarQuantizer)) else "ivf"
