@@ -259,8 +259,8 @@ class TastemapModel:
         parts = list(log.parts)
         if log.n_saved < log.n_events or not parts:
             name = model_state.EVENT_PART.format(len(parts))
-            table = log.table(self.user_ids, self.item_ids, slice(log.n_saved, None))
-            writers[name] = model_state.table_writer(table)
+            frame = log.frame(self.user_ids, self.item_ids, slice(log.n_saved, None))
+            writers[name] = lambda path: frame.to_parquet(path, index=False)
             parts.append(name)
         return parts, writers
 

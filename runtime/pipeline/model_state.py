@@ -146,50 +146,25 @@ class EventLog:
         self._tail_size = 0
         self._tail_by_user: dict[int, list[np.ndarray]] = {}
 
-    def table(self, user_ids: np.ndarray, item_ids: np.ndarray, rows: slice = slice(None)) -> pa.Table:
-        """The events (or a slice) as ``user_id, item_id, timestamp, weight`` with the caller's
-        ids, dictionary-encoded: the part's distinct ids once and an int32 position per event,
-        as Parquet stores them. 15M events of 300k users and 200k items, against the pandas
-        columns of the caller's ids written before: saving took 92 MiB above the log instead of
-        523 MiB with integer ids (128 MiB and 3.3 s instead of 999 MiB and 13 s with string ids),
-        and reading string ids back 1.2–2.1 s instead of 21–24 s (2 cores, AMD EPYC)."""
-        return pa.table({"user_id": _encoded(self.users[rows], user_ids), "item_id": _encoded(self.items[rows], item_ids),
-                         "timestamp": self.timestamps[rows], "weight": self.weights[rows]})
+    def frame(self, user_ids: np.ndarray, item_ids: np.ndarray, rows: slice = slice(None)) -> pd.DataFrame:
+        """The events (or a slice) as ``user_id, item_id, timestamp, weight`` with the caller's ids."""
+        return pd.DataFrame({"user_id": np.asarray(user_ids)[self.users[rows]],
+                             "item_id": np.asarray(item_ids)[self.items[rows]],
+                             "timestamp": self.timestamps[rows], "weight": self.weights[rows]})
 
     @classmethod
     def read(cls, root: Path, parts: list[str], user_ids: pd.Index, item_ids: pd.Index) -> "EventLog":
-        tables = [pq.read_table(root / part, columns=["user_id", "item_id", "timestamp", "weight"]) for part in parts]
-        users = np.concatenate([_decoded(t["user_id"], user_ids) for t in tables] or [np.zeros(0, np.int64)])
-        items = np.concatenate([_decoded(t["item_id"], item_ids) for t in tables] or [np.zeros(0, np.int64)])
+        frames = [pq.read_table(root / part).to_pandas() for part in parts]
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            {"user_id": [], "item_id": [], "timestamp": [], "weight": []})
+        users = user_ids.get_indexer(frame["user_id"].to_numpy())
+        items = item_ids.get_indexer(frame["item_id"].to_numpy())
         if (users < 0).any() or (items < 0).any():
             raise FittedModelError(f"{root}: the stored events name users or items the model does not hold; "
                                    "the directory is inconsistent, fit the model again")
-        timestamps, weights = ([t[name].to_numpy() for t in tables] for name in ("timestamp", "weight"))
-        return cls(users=users, items=items, timestamps=np.concatenate(timestamps or [np.zeros(0, np.int64)]),
-                   weights=np.concatenate(weights or [np.zeros(0, np.float32)]), parts=list(parts), n_saved=users.size)
-
-
-def _encoded(rows: np.ndarray, ids: np.ndarray) -> pa.DictionaryArray:
-    """``ids[rows]`` as a dictionary array over the distinct ids among them."""
-    present = np.flatnonzero(np.bincount(rows, minlength=len(ids)))
-    position = np.zeros(len(ids), np.int32)
-    position[present] = np.arange(present.size, dtype=np.int32)
-    return pa.DictionaryArray.from_arrays(position[rows], pa.array(np.asarray(ids)[present]))
-
-
-def _decoded(column: pa.ChunkedArray, index: pd.Index) -> np.ndarray:
-    """Each id's position in ``index`` (-1 where absent) int64, through the column's dictionary:
-    the distinct ids are looked up, not every event's (Parquet hands back each batch of rows with
-    the same dictionary; parts written before the ids were dictionary-encoded are encoded here)."""
-    if not pa.types.is_dictionary(column.type):
-        column = pa.chunked_array([column.combine_chunks().dictionary_encode()])
-    out, dictionary, positions = [np.zeros(0, np.int64)], None, None
-    for chunk in column.chunks:
-        if dictionary is None or not chunk.dictionary.equals(dictionary):
-            dictionary = chunk.dictionary
-            positions = index.get_indexer(dictionary.to_numpy(zero_copy_only=False))
-        out.append(positions[chunk.indices.to_numpy(zero_copy_only=False)])
-    return np.concatenate(out).astype(np.int64)
+        return cls(users=users.astype(np.int64), items=items.astype(np.int64),
+                   timestamps=frame["timestamp"].to_numpy(np.int64), weights=frame["weight"].to_numpy(np.float32),
+                   parts=list(parts), n_saved=len(frame))
 
 
 def state_files(recommender: TastemapRecommender, categories: list, *, scratch: Path) -> tuple[dict, dict]:
@@ -208,7 +183,7 @@ def state_files(recommender: TastemapRecommender, categories: list, *, scratch: 
     profiles, state = profiler.profiles_, recommender.state_
     tree = profiler.topic_tree_
     writers = {
-        "items.parquet": table_writer(pa.table({
+        "items.parquet": _table_writer(pa.table({
             "item_id": pa.array(recommender.item_ids_),
             "title": strings(profiler.item_titles_),
             "text": pa.array(list(profiler.item_texts_), pa.string()),
@@ -220,7 +195,7 @@ def state_files(recommender: TastemapRecommender, categories: list, *, scratch: 
         "topic_tree.json": json_writer({"levels": [
             {"parents": level.parents, "sizes": level.sizes, "keywords": level.keywords, "medoids": level.medoids}
             for level in tree.levels]}),
-        "users.parquet": table_writer(pa.table({
+        "users.parquet": _table_writer(pa.table({
             "user_id": pa.array(np.asarray(recommender.user_index_)),
             "n_events": pa.array(profiles.n_events.astype(np.int64)),
             "last_seen": pa.array(profiles.last_seen.astype(np.int64)),
@@ -437,7 +412,7 @@ def scratch_folder() -> Path:
     return Path(tempfile.mkdtemp(prefix="tastemap-model-"))
 
 
-def table_writer(table: pa.Table):
+def _table_writer(table: pa.Table):
     return lambda path: pq.write_table(table, path)
 
 

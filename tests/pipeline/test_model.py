@@ -289,38 +289,6 @@ def test_updated_model_round_trips_and_keeps_unchanged_files(saved, planted, tmp
     assert sorted(p.name for p in (copy / "versions").iterdir()) == ["00000001", "00000002"]  # the previous kept
 
 
-@pytest.mark.parametrize("ids", ["int", "str"])
-def test_event_parts_round_trip_through_dictionary_encoded_ids_and_older_plain_parts_still_read(ids, tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from tastemap.runtime.pipeline.model_state import EventLog
-
-    rng = np.random.default_rng(0)
-    user_ids, item_ids = np.arange(50) + 1000, np.arange(30) + 7
-    if ids == "str":
-        user_ids, item_ids = user_ids.astype(str).astype(object), np.array([f"item {i}" for i in item_ids], dtype=object)
-    log = EventLog(users=rng.integers(0, 40, 500), items=rng.integers(0, 30, 500), timestamps=np.arange(500),
-                   weights=rng.random(500))
-    pq.write_table(log.table(user_ids, item_ids), tmp_path / "new.parquet")
-    stored = pq.read_table(tmp_path / "new.parquet")
-    if ids == "str":  # Parquet hands string ids back as a dictionary (integer ids as plain integers)
-        assert pa.types.is_dictionary(stored.schema.field("user_id").type)
-        assert len(stored["user_id"].chunks[0].dictionary) == 40  # the part's users only
-    np.testing.assert_array_equal(stored["user_id"].to_numpy(), user_ids[log.users])
-    np.testing.assert_array_equal(stored["item_id"].to_numpy(), item_ids[log.items])
-    # a part written before the encoding: plain id columns, in two row groups
-    pq.write_table(pa.table({"user_id": user_ids[log.users], "item_id": item_ids[log.items],
-                             "timestamp": log.timestamps, "weight": log.weights}), tmp_path / "old.parquet",
-                   row_group_size=300)
-    for parts in (["new.parquet"], ["old.parquet"], ["old.parquet", "new.parquet"]):
-        again = EventLog.read(tmp_path, parts, pd.Index(user_ids), pd.Index(item_ids))
-        for name in EventLog.COLUMNS:
-            np.testing.assert_array_equal(getattr(again, name), np.tile(getattr(log, name), len(parts)))
-    with pytest.raises(FittedModelError, match="name users or items the model does not hold"):
-        EventLog.read(tmp_path, ["new.parquet"], pd.Index(user_ids[:10]), pd.Index(item_ids))
-
-
 def test_an_interrupted_update_leaves_the_previous_model(saved, planted, tmp_path, monkeypatch):
     _, path = saved
     copy = copy_model(path, tmp_path)
