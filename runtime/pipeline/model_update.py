@@ -32,11 +32,11 @@ from tastemap.runtime.interests.layers import category_levels
 from tastemap.runtime.interests.profiles import UserProfiles
 from tastemap.runtime.io.interactions import Interactions
 from tastemap.runtime.pipeline.model_state import EventLog, pad_columns, resize
-from tastemap.runtime.recommend.candidates import nearest_items
+from tastemap.runtime.recommend.candidates import nearest_items, row_positions
 from tastemap.runtime.recommend.recommender import TastemapRecommender, recency_matrix
 from tastemap.runtime.recommend.serving import popularity_changed
 from tastemap.runtime.recommend.user_rows import (assign, concat_interests, concat_profiles, take_interests,
-                                                 row_positions, take_profiles, take_rows, writable)
+                                                 take_profiles, take_rows, writable)
 
 logger = logging.getLogger(__name__)
 

@@ -282,21 +282,27 @@ def sorted_unique(keys: np.ndarray) -> np.ndarray:
     return keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if keys.size else keys
 
 
-def _row_entries(matrix: sparse.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(indptr, positions)`` of rows ``rows`` of a CSR ``matrix``: where each row's entries start
-    among the picked ones, and where the picked entries are in ``matrix.data`` and ``matrix.indices``."""
+def _row_entries(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(indptr, positions)`` of rows ``rows`` of a CSR layout ``indptr``: where each row's
+    entries start among the picked ones, and where the picked entries are in the matrix's arrays."""
     rows = np.asarray(rows, np.int64)
-    starts = matrix.indptr[rows]
-    counts = matrix.indptr[rows + 1] - starts
-    indptr = np.zeros(rows.size + 1, np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    return indptr, np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1])
+    starts = indptr[rows]
+    counts = indptr[rows + 1] - starts
+    picked = np.zeros(rows.size + 1, np.int64)
+    np.cumsum(counts, out=picked[1:])
+    return picked, np.repeat(starts - picked[:-1], counts) + np.arange(picked[-1])
+
+
+def row_positions(indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``arange(indptr[r], indptr[r + 1])`` for every ``r`` in ``rows``, concatenated (int64):
+    where those rows of a CSR layout keep their entries."""
+    return _row_entries(indptr, rows)[1]
 
 
 def csr_rows(matrix: sparse.csr_matrix, rows: np.ndarray) -> sparse.csr_matrix:
     """Rows ``rows`` of ``matrix`` (CSR with sorted indices), in that order: the slices of its
     arrays, without SciPy's indexing machinery (a request takes a few rows of several matrices)."""
-    indptr, positions = _row_entries(matrix, rows)
+    indptr, positions = _row_entries(matrix.indptr, rows)
     out = sparse.csr_matrix((matrix.data[positions], matrix.indices[positions], indptr),
                             shape=(indptr.size - 1, matrix.shape[1]), copy=False)
     if matrix.has_sorted_indices:  # checked once on the whole matrix, then kept by SciPy
@@ -324,7 +330,7 @@ class Rows:
         if not matrix.has_sorted_indices:  # checked once on the whole matrix, then kept by SciPy
             picked = csr_rows(matrix, rows)
             return cls(picked.data, picked.indices, picked.indptr, picked.shape)
-        indptr, positions = _row_entries(matrix, rows)
+        indptr, positions = _row_entries(matrix.indptr, rows)
         return cls(matrix.data[positions], matrix.indices[positions], indptr, (indptr.size - 1, matrix.shape[1]))
 
     @classmethod
@@ -340,14 +346,6 @@ def keys_of(matrix: sparse.csr_matrix | Rows) -> np.ndarray:
     """``row * n_columns + column`` of every stored entry (sorted when the indices are)."""
     rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
     return rows * matrix.shape[1] + matrix.indices
-
-
-def row_keys(matrix: sparse.csr_matrix, rows: np.ndarray) -> np.ndarray:
-    """``keys_of(csr_rows(matrix, rows))`` for a ``matrix`` with sorted indices, without building
-    the rows as a SciPy matrix (its constructor's checks cost more than the keys at a request's size)."""
-    indptr, positions = _row_entries(matrix, rows)
-    local = np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
-    return local * matrix.shape[1] + matrix.indices[positions]
 
 
 def gather(matrix: sparse.csr_matrix | Rows, keys: np.ndarray) -> np.ndarray:

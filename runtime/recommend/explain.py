@@ -63,7 +63,7 @@ import numpy as np
 from tastemap.runtime.interests.labels import display_title, is_medoid_label, quoted_title
 from tastemap.runtime.interests.profiles import shared_topic
 from tastemap.runtime.recommend.ground import ItemTerms, SharedTerms, item_terms, join_words
-from tastemap.runtime.recommend.candidates import Rows, gather, inner_products_by_index
+from tastemap.runtime.recommend.candidates import Rows, gather, inner_products_by_index, row_positions
 
 CANDIDATE_SHARE = 0.5
 LEADING = 5
@@ -220,9 +220,9 @@ class _Block:
         counts = interests.indptr[users + 1] - interests.indptr[users]
         if not counts.sum():
             return None
-        ids = _ranges(interests.indptr[users], counts)  # the users' interests, in order
+        ids = row_positions(interests.indptr, users)  # the users' interests, in order
         sizes = interests.size[ids]
-        members = interests.members[_ranges(interests.member_indptr[ids], sizes)]
+        members = interests.members[row_positions(interests.member_indptr, ids)]
         interest = np.repeat(np.arange(ids.size), sizes)
         interest_user = np.repeat(np.arange(users.size), counts)
         user = interest_user[interest]
@@ -311,12 +311,6 @@ class _Block:
             rank = rank + offsets[recs]
         return {"rec": recs, "member": self.members[rows], "owner": self.owner[rows], "contribution": values,
                 "rank": rank}
-
-
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """``concatenate([arange(s, s + c) for s, c in zip(starts, counts)])``."""
-    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return np.repeat(np.asarray(starts, np.int64) - offsets, counts) + np.arange(int(np.sum(counts)))
 
 
 def _row_values(matrix, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import sparse
 
 from tastemap.runtime.interests.labels import is_medoid_label, is_nameable, phrase_matrix, stop_word_set
-from tastemap.runtime.recommend.candidates import row_keys
+from tastemap.runtime.recommend.candidates import Rows, keys_of
 
 MAX_SHARED = 3  # terms named at most; more would read as a list, not a reason
 COMMON_INFORMATION = 2.8  # nats: a ground this common (one category held by over 6% of items) is weak
@@ -195,7 +195,7 @@ def _common_entries(matrix: sparse.csr_matrix, rows: np.ndarray, others: np.ndar
     """(pair, column) of the columns rows ``rows[p]`` and ``others[p]`` of a binary CSR matrix
     (sorted indices) both hold, by pair then column."""
     n_columns = max(matrix.shape[1], 1)
-    mine, theirs = row_keys(matrix, rows), row_keys(matrix, others)
+    mine, theirs = keys_of(Rows.of(matrix, rows)), keys_of(Rows.of(matrix, others))
     both = mine[np.isin(mine, theirs, assume_unique=True)]
     return both // n_columns, both % n_columns
 

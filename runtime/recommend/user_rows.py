@@ -17,7 +17,7 @@ import numpy as np
 from scipy import sparse
 
 from tastemap.runtime.interests.profiles import UserInterests, UserProfiles
-from tastemap.runtime.recommend.candidates import csr_rows
+from tastemap.runtime.recommend.candidates import csr_rows, row_positions
 
 SETTLE_USERS = 1024
 """Users an overlay holds before the next update applies it to the fitted arrays."""
@@ -226,14 +226,3 @@ def take_profiles(profiles: UserProfiles, rows: np.ndarray) -> UserProfiles:
 def take_rows(matrix: sparse.csr_matrix, rows: np.ndarray) -> sparse.csr_matrix:
     """Rows ``rows`` of ``matrix`` (any sparse format), in that order, indices sorted."""
     return csr_rows(sparse.csr_matrix(matrix), rows)
-
-
-def row_positions(indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Concatenated ``arange(indptr[r], indptr[r + 1])`` for every ``r`` in ``rows``."""
-    starts, counts = indptr[rows], indptr[np.asarray(rows) + 1] - indptr[rows]
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    offsets = np.repeat(np.cumsum(counts) - counts, counts)
-    return (np.repeat(starts, counts) + np.arange(total) - offsets).astype(np.int64)
-
