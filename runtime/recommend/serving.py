@@ -69,7 +69,10 @@ def score_candidates(recommender, users: np.ndarray, state, *, segments: np.ndar
     weights = recommender.weights_.as_dict()
     rows_of = {"history": stage.Rows.of(state.history, users), "recency": stage.Rows.of(state.recency, users)}
     components = _components(recommender, users, state, rows_of)
-    key_sets = [_collaborative_candidates(recommender, components, weights)]
+    lowrank = {name: part for name, part in components.items() if part["kind"] == "lowrank"}
+    # the user's collaborative query, Σ_c w_c scale_c f_c: the candidates' search and their sum
+    query = sum(weights[name] * part["stats"].scale[:, None] * part["factors"] for name, part in lowrank.items())
+    key_sets = [_collaborative_candidates(recommender, query) if lowrank else np.zeros(0, np.int64)]
     key_sets += [stage.keys_of(part["raw"]) for part in components.values() if part["kind"] == "sparse"]
     favourites = favourite_items(recommender, segments if boost is None else boost[1], n_rows)
     key_sets.append((np.arange(n_rows, dtype=np.int64)[:, None] * n_items + favourites).ravel())
@@ -85,10 +88,9 @@ def score_candidates(recommender, users: np.ndarray, state, *, segments: np.ndar
         popularity, stats = segment_popularity(recommender)
         segment = boost[1][rows]
         values[SEGMENT] = boost[0] * (popularity[segment, items] - stats.mean[segment]) * stats.scale[segment]
-    lowrank = {name: part for name, part in components.items() if part["kind"] == "lowrank"}
     scores = sum(values.values(), np.zeros(keys.size))
     if lowrank:
-        scores += _lowrank_sum(recommender.collaborative_, lowrank, weights, keys, rows, items,
+        scores += _lowrank_sum(recommender.collaborative_, lowrank, weights, query, keys, rows, items,
                                own_items=keep_seen or force is not None)
 
     def values_at(positions: np.ndarray) -> dict:
@@ -177,13 +179,12 @@ def _raw_values(part: dict, keys: np.ndarray, rows: np.ndarray, items: np.ndarra
     return stage.row_values(part["users"], part["items"], rows, items)
 
 
-def _lowrank_sum(model, parts: dict, weights: dict, keys: np.ndarray, rows: np.ndarray, items: np.ndarray, *,
-                 own_items: bool) -> np.ndarray:
+def _lowrank_sum(model, parts: dict, weights: dict, query: np.ndarray, keys: np.ndarray, rows: np.ndarray,
+                 items: np.ndarray, *, own_items: bool) -> np.ndarray:
     """The sum of the weighted standardised low-rank components at the candidate pairs: one
-    inner product per pair with the user's query ``Σ_c w_c scale_c f_c`` (the components share
+    inner product per pair with the users' ``query`` ``Σ_c w_c scale_c f_c`` (the components share
     ``right``), less the means and, where the pairs may hold the users' own items
     (``own_items``), the zero diagonal on them."""
-    query = sum(weights[name] * part["stats"].scale[:, None] * part["factors"] for name, part in parts.items())
     out = stage.pair_inner_products(np.asarray(query, np.float32), rows, model.right, items)
     for name, part in parts.items():
         stats = part["stats"]
@@ -200,14 +201,10 @@ def _lowrank_values(model, part: dict, weight: float, keys: np.ndarray, rows: np
     return weight * (raw - part["stats"].mean[rows]) * part["stats"].scale[rows]
 
 
-def _collaborative_candidates(recommender, components: dict, weights: dict) -> np.ndarray:
-    """Keys of the ``n_candidates`` best items of the weighted, standardised sum of the
-    collaborative components (one inner-product search per user over the leading columns of
-    ``right``, see :data:`~tastemap.runtime.recommend.candidates.SEARCH_DIMS`)."""
-    parts = [(name, part) for name, part in components.items() if part["kind"] == "lowrank"]
-    if not parts:
-        return np.zeros(0, np.int64)
-    query = sum(weights[name] * part["stats"].scale[:, None] * part["factors"] for name, part in parts)
+def _collaborative_candidates(recommender, query: np.ndarray) -> np.ndarray:
+    """Keys of the ``n_candidates`` best items of the users' collaborative ``query`` (the weighted,
+    standardised sum of the low-rank components): one inner-product search per user over the
+    leading columns of ``right`` (see :data:`~tastemap.runtime.recommend.candidates.SEARCH_DIMS`)."""
     index = recommender.collaborative_index_
     k = min(recommender.n_candidates, index.ntotal)
     if query.shape[0] >= stage.SINGLE_THREAD_QUERIES and stage.index_kind(index) == "exact":
