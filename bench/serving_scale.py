@@ -54,10 +54,14 @@ def run_size(n_items: int, users_per_item: float, events_per_user: int, dim: int
         data = make_synthetic(n_users=n_users, n_items=n_items, n_events=n_users * events_per_user,
                               n_topics=100, dim=dim, seed=seed)
         interactions, _ = align_events(data.events, data.catalog)
+        catalog, item_vectors = data.catalog, data.item_vectors
+        del data  # the generated events: the fit reads the aligned ones, as a user's process would
+    n_events = int(interactions.n_events)
     folder = Path(tempfile.mkdtemp(prefix="tastemap-scale-"))
     try:
         with meter.stage("fit"):
-            model = TastemapModel.fit(interactions, data.catalog, data.item_vectors, seed=seed)
+            model = TastemapModel.fit(interactions, catalog, item_vectors, seed=seed)
+            del interactions, catalog, item_vectors  # what the model keeps of them, it holds
         with meter.stage("save"):
             model.save(folder / "model")
         del model
@@ -101,7 +105,7 @@ def run_size(n_items: int, users_per_item: float, events_per_user: int, dim: int
     meter.close()
     collaborative = model.recommender.collaborative_
     return {
-        "n_items": n_items, "n_users": n_users, "n_events": int(interactions.n_events), "dim": dim,
+        "n_items": n_items, "n_users": n_users, "n_events": n_events, "dim": dim,
         "stages": meter.results,
         "fit_seconds": meter.results["fit"]["seconds"],
         "peak_rss_mib": meter.peak_mib(),

@@ -259,8 +259,7 @@ class TastemapModel:
         parts = list(log.parts)
         if log.n_saved < log.n_events or not parts:
             name = model_state.EVENT_PART.format(len(parts))
-            frame = log.frame(self.user_ids, self.item_ids, slice(log.n_saved, None))
-            writers[name] = lambda path: frame.to_parquet(path, index=False)
+            writers[name] = log.parquet_writer(self.user_ids, self.item_ids, log.n_saved)
             parts.append(name)
         return parts, writers
 

@@ -34,7 +34,7 @@ from tastemap.runtime.pipeline.model_io import (
     read_json,
     sparse_writers,
 )
-from tastemap.runtime.recommend.candidates import build_item_index, collaborative_index, index_bytes, index_kind, read_index
+from tastemap.runtime.recommend.candidates import build_item_index, collaborative_index, index_kind, index_writer, read_index
 from tastemap.runtime.recommend.collaborative import LowRankEASE
 from tastemap.runtime.recommend.ground import SAVED_PHRASES, item_terms
 from tastemap.runtime.recommend.recommender import BlendWeights, TastemapRecommender
@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 INTEREST_FIELDS = ("indptr", "medoid", "importance", "share", "size", "topic", "member_indptr", "members")
 MIXTURE_FIELDS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 EVENT_PART = "events/part-{:05d}.parquet"
+EVENT_ROW_GROUP = 1 << 22
+"""Events per row group of an event part: what a save holds of the log at a time."""
 HOLDOUT = "holdout.parquet"
 USER_FILES = ("users.parquet", "profiles.parquet", "segments.parquet", "user_segments.parquet",
               "segment_popularity.npy")
@@ -146,11 +148,22 @@ class EventLog:
         self._tail_size = 0
         self._tail_by_user: dict[int, list[np.ndarray]] = {}
 
-    def frame(self, user_ids: np.ndarray, item_ids: np.ndarray, rows: slice = slice(None)) -> pd.DataFrame:
-        """The events (or a slice) as ``user_id, item_id, timestamp, weight`` with the caller's ids."""
-        return pd.DataFrame({"user_id": np.asarray(user_ids)[self.users[rows]],
-                             "item_id": np.asarray(item_ids)[self.items[rows]],
-                             "timestamp": self.timestamps[rows], "weight": self.weights[rows]})
+    def parquet_writer(self, user_ids: np.ndarray, item_ids: np.ndarray, start: int = 0):
+        """A writer of the events from ``start`` on as Parquet ``user_id, item_id, timestamp,
+        weight`` with the caller's ids, a row group at a time (the log is not copied whole)."""
+        user_ids, item_ids = np.asarray(user_ids), np.asarray(item_ids)
+
+        def write(path: Path) -> None:
+            schema = _event_schema(user_ids, item_ids)
+            with pq.ParquetWriter(path, schema) as writer:
+                for first in range(start, max(self.n_events, start + 1), EVENT_ROW_GROUP):
+                    rows = slice(first, first + EVENT_ROW_GROUP)
+                    writer.write_table(pa.table({"user_id": user_ids[self.users[rows]],
+                                                 "item_id": item_ids[self.items[rows]],
+                                                 "timestamp": self.timestamps[rows], "weight": self.weights[rows]},
+                                                schema=schema))
+
+        return write
 
     @classmethod
     def read(cls, root: Path, parts: list[str], user_ids: pd.Index, item_ids: pd.Index) -> "EventLog":
@@ -226,9 +239,8 @@ def state_files(recommender: TastemapRecommender, categories: list, *, scratch: 
         for part in _collaborative_parts(recommender.collaborative_.right_gram is not None):
             writers[f"{COLLABORATIVE}.{part}.npy"] = array_writer(getattr(recommender.collaborative_, part))
     for name, index in ((ITEM_INDEX, recommender.index_), (COLLABORATIVE_INDEX, recommender.collaborative_index_)):
-        serialised = index_bytes(index) if index is not None else None
-        if serialised is not None:
-            writers[name] = array_writer(serialised)
+        if (writer := index_writer(index)) is not None:
+            writers[name] = writer
     write_profiles(profiler, scratch, profiles, jsonl=False)
     writers["profiles.parquet"] = _move_writer(scratch / "profiles.parquet")
     writers["topics.json"] = _move_writer(scratch / "topics.json")
@@ -410,6 +422,11 @@ def resize(matrix: sparse.csr_matrix, n_columns: int) -> sparse.csr_matrix:
 
 def scratch_folder() -> Path:
     return Path(tempfile.mkdtemp(prefix="tastemap-model-"))
+
+
+def _event_schema(user_ids: np.ndarray, item_ids: np.ndarray) -> pa.Schema:
+    return pa.schema([("user_id", pa.array(user_ids[:1]).type), ("item_id", pa.array(item_ids[:1]).type),
+                      ("timestamp", pa.int64()), ("weight", pa.float32())])
 
 
 def _table_writer(table: pa.Table):

@@ -193,12 +193,29 @@ def index_kind(index) -> str:
     return "exact" if isinstance(index, (faiss.IndexFlat, faiss.IndexScalarQuantizer)) else "ivf"
 
 
-def index_bytes(index) -> np.ndarray | None:
-    """An IVF index serialised (uint8, faiss's own format; stored as ``.npy``); None for a flat
-    index, which is rebuilt from the vectors at load."""
+def index_writer(index):
+    """A writer of an IVF index as a ``.npy`` of its bytes (uint8, faiss's own format), streamed
+    to the file so that the index is never held twice in memory; None for a flat index, which is
+    rebuilt from the vectors at load."""
     import faiss
+    from numpy.lib import format as npy
 
-    return None if index_kind(index) == "exact" else faiss.serialize_index(index)
+    if index is None or index_kind(index) == "exact":
+        return None
+
+    def write(path) -> None:
+        size = 0
+
+        def count(chunk: bytes) -> None:
+            nonlocal size
+            size += len(chunk)
+
+        faiss.write_index(index, faiss.PyCallbackIOWriter(count))  # the size first: the header holds it
+        with open(path, "wb") as handle:
+            npy.write_array_header_1_0(handle, {"descr": "|u1", "fortran_order": False, "shape": (size,)})
+            faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write))
+
+    return write
 
 
 def read_index(data: np.ndarray):

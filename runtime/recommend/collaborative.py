@@ -42,12 +42,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 from scipy import sparse
 
+from tastemap.cpu import usable_cores
 from tastemap.errors import InputError
 from tastemap.runtime.recommend.candidates import Rows
 
@@ -57,6 +59,8 @@ N_POWER_ITERATIONS = 4
 """Power iterations of the randomised eigendecomposition."""
 OVERSAMPLE = 16
 """Extra random directions of the randomised eigendecomposition (Halko et al., 2011)."""
+GRAM_COLUMNS = 64
+"""Columns of the range finder's block per task of :func:`gram_product`."""
 
 
 @dataclass(frozen=True)
@@ -145,8 +149,31 @@ def low_rank_ease(user_items: sparse.spmatrix, *, l2: float = 500.0, rank: int =
     if active.size <= rank:
         squares, vectors = np.linalg.eigh((sub.T @ sub).toarray().astype(np.float64))
     else:
-        squares, vectors = randomized_eigh(lambda q: sub.T @ (sub @ q), active.size, rank, seed=seed)
+        squares, vectors = randomized_eigh(gram_product(sub), active.size, rank, seed=seed)
     return from_eigen(squares, vectors, active, binary.shape[1], l2=l2, exact=active.size <= rank)
+
+
+def gram_product(matrix: sparse.csr_matrix, *, threads: int | None = None):
+    """``Q ↦ XᵀX·Q`` for the sparse ``X`` ``[n_users, n]`` and float32 ``Q`` ``[n, w]``, a block of
+    :data:`GRAM_COLUMNS` columns of ``Q`` per task on ``threads`` threads (default: one per core;
+    SciPy's sparse products release the GIL), written into a Fortran-ordered float32 array that
+    :func:`_orthonormal` factorises in place. Only a block's ``X·Q`` is held, not the whole
+    ``[n_users, w]``: 2 GB less at a million users."""
+    threads = threads or usable_cores()
+    transposed = matrix.T
+
+    def times(q: np.ndarray) -> np.ndarray:
+        out = np.empty(q.shape, np.float32, order="F")
+
+        def block(columns: slice) -> None:
+            out[:, columns] = transposed @ (matrix @ q[:, columns])
+
+        blocks = [slice(start, start + GRAM_COLUMNS) for start in range(0, q.shape[1], GRAM_COLUMNS)]
+        with ThreadPoolExecutor(min(threads, len(blocks))) as pool:
+            list(pool.map(block, blocks))
+        return out
+
+    return times
 
 
 def randomized_eigh(gram_times, n: int, rank: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -155,8 +182,9 @@ def randomized_eigh(gram_times, n: int, rank: int, *, seed: int = 0) -> tuple[np
     (``Q`` float32 ``[n, rank + OVERSAMPLE]``): a randomised range finder with power iterations
     (Halko, Martinsson & Tropp, 2011). One call of ``gram_times`` is one pass over the data, so
     the same routine runs on one machine or on Spark. The blocks are float32 and orthonormalised
-    in place: at a million items each ``[n, rank + 16]`` block takes 2.1 GB, and at most three
-    are alive (float64 and NumPy's QR held four of twice the size, 17 GB)."""
+    in place: at a million items each ``[n, rank + 16]`` block takes 2.1 GB, and at most two are
+    alive with :func:`gram_product`'s Fortran-ordered products (float64 and NumPy's QR held four
+    of twice the size, 17 GB)."""
     width = min(n, rank + OVERSAMPLE)
     basis = np.random.default_rng(seed).standard_normal((n, width), dtype=np.float32)
     for _ in range(N_POWER_ITERATIONS + 1):
@@ -180,13 +208,18 @@ def _orthonormal(block: np.ndarray) -> np.ndarray:
 
 
 def from_eigen(squares: np.ndarray, vectors: np.ndarray, active: np.ndarray, n_items: int, *, l2: float,
-               exact: bool, block: int = 65_536) -> LowRankEASE:
+               exact: bool, block: int = 16_384) -> LowRankEASE:
     """:class:`LowRankEASE` from eigenpairs ``(squares [r], vectors [len(active), r])`` of the
     Gram matrix of the ``active`` items (the rest get no weight), a block of items at a time
-    (no temporary as large as ``vectors``), with the sums of ``right`` that serving needs."""
+    (no temporary as large as ``vectors``), with the sums of ``right`` that serving needs.
+    When every item is active, ``right`` is written over float32 ``vectors`` (each block is read
+    before it is written): at a million items a second ``[n, rank]`` array would take 2 GB."""
     shrink = np.maximum(squares, 0.0) / (np.maximum(squares, 0.0) + l2)
     rank = vectors.shape[1]
-    out = LowRankEASE(right=np.zeros((n_items, rank), np.float32), diagonal=np.zeros(n_items, np.float32),
+    in_place = (active.size == n_items and vectors.dtype == np.float32 and vectors.flags.c_contiguous
+                and vectors.flags.writeable)
+    right = vectors if in_place else np.zeros((n_items, rank), np.float32)
+    out = LowRankEASE(right=right, diagonal=np.zeros(n_items, np.float32),
                       shrink=shrink.astype(np.float32), exact=exact, right_total=np.zeros(rank),
                       right_gram=np.zeros((rank, rank)))
     for start in range(0, active.size, block):

@@ -8,6 +8,8 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -287,6 +289,28 @@ def test_updated_model_round_trips_and_keeps_unchanged_files(saved, planted, tmp
     assert again.segment_of(1097) == model.segment_of(1097)
     assert not list(tmp_path.glob(".copy.*"))  # nothing beside the directory
     assert sorted(p.name for p in (copy / "versions").iterdir()) == ["00000001", "00000002"]  # the previous kept
+
+
+def test_event_parts_are_written_a_row_group_at_a_time(tmp_path, monkeypatch):
+    from tastemap.runtime.pipeline import model_state
+
+    monkeypatch.setattr(model_state, "EVENT_ROW_GROUP", 4)
+    user_ids, item_ids = np.array(["ann", "bo", "cy"], dtype=object), np.array([10, 20])
+    log = model_state.EventLog(users=[0, 1, 2, 0, 1, 2, 0, 1, 2, 0], items=[0, 1] * 5,
+                               timestamps=np.arange(10) + 100, weights=np.linspace(1, 2, 10))
+    log.append([2, 1], [1, 0], [200, 201], [0.5, 0.25])  # a tail, read through the columns
+    log.parquet_writer(user_ids, item_ids, start=3)(tmp_path / "part.parquet")
+    table = pq.read_table(tmp_path / "part.parquet")
+    assert table.schema.types == [pa.string(), pa.int64(), pa.int64(), pa.float32()]
+    assert pq.ParquetFile(tmp_path / "part.parquet").metadata.num_row_groups == 3  # 9 events, 4 a group
+    assert table.column("user_id").to_pylist() == ["ann", "bo", "cy", "ann", "bo", "cy", "ann", "cy", "bo"]
+    assert table.column("item_id").to_pylist() == [20, 10, 20, 10, 20, 10, 20, 20, 10]
+    assert table.column("timestamp").to_pylist() == [103, 104, 105, 106, 107, 108, 109, 200, 201]
+    read = model_state.EventLog.read(tmp_path, ["part.parquet"], pd.Index(user_ids), pd.Index(item_ids))
+    np.testing.assert_array_equal(read.users, log.users[3:])
+    np.testing.assert_array_equal(read.weights, log.weights[3:])
+    log.parquet_writer(user_ids, item_ids, start=log.n_events)(tmp_path / "empty.parquet")
+    assert pq.read_table(tmp_path / "empty.parquet").num_rows == 0
 
 
 def test_an_interrupted_update_leaves_the_previous_model(saved, planted, tmp_path, monkeypatch):

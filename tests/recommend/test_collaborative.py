@@ -9,7 +9,7 @@ from tastemap.errors import InputError
 from tastemap.runtime.io.events import align_events
 from tastemap.runtime.recommend import candidates as stage
 from tastemap.runtime.recommend.baselines import ease_weights
-from tastemap.runtime.recommend.collaborative import low_rank_ease, randomized_eigh
+from tastemap.runtime.recommend.collaborative import from_eigen, gram_product, low_rank_ease, randomized_eigh
 from tastemap.runtime.recommend.recommender import BlendWeights, standardise
 
 
@@ -55,6 +55,30 @@ def test_the_sums_of_right_are_summed_at_fit_and_kept_for_new_items(planted):
     np.testing.assert_allclose(model.right_gram, reference.gram, rtol=1e-12, atol=1e-12)
     padded = model.padded(model.n_items + 5)
     assert padded.right_gram is model.right_gram and padded.n_items == 125
+
+
+def test_weights_written_over_the_eigenvectors_equal_those_written_apart():
+    rng = np.random.default_rng(2)
+    squares, vectors = np.linspace(50, 1, 8), rng.standard_normal((40, 8)).astype(np.float32)
+    apart = vectors.copy()
+    apart.flags.writeable = False  # read-only: the weights go to an array of their own
+    reference = from_eigen(squares, apart, np.arange(40), 40, l2=5.0, exact=False, block=7)
+    over = from_eigen(squares, vectors, np.arange(40), 40, l2=5.0, exact=False, block=7)
+    assert over.right is vectors and reference.right is not apart
+    np.testing.assert_array_equal(over.right, reference.right)
+    np.testing.assert_array_equal(over.right_gram, reference.right_gram)
+    leverage = np.minimum((apart.astype(np.float64) ** 2) @ (squares / (squares + 5.0)), 1.0 - 1e-9)
+    np.testing.assert_allclose(over.right, apart / (1.0 - leverage)[:, None], rtol=1e-6)
+    np.testing.assert_allclose(over.diagonal, leverage / (1.0 - leverage), rtol=1e-6)
+
+
+def test_gram_product_in_column_blocks_equals_the_whole_product():
+    rng = np.random.default_rng(3)
+    matrix = sparse.random(300, 90, density=0.05, format="csr", dtype=np.float32, random_state=3)
+    q = rng.standard_normal((90, 150), dtype=np.float32)  # three blocks of 64 columns, the last short
+    product = gram_product(matrix, threads=2)(q)
+    assert product.dtype == np.float32 and product.flags.f_contiguous  # factorised in place next
+    np.testing.assert_allclose(product, matrix.T @ (matrix @ q), rtol=1e-5, atol=1e-5)
 
 
 def test_randomized_eigh_finds_the_leading_eigenpairs():
@@ -110,7 +134,18 @@ def test_stats_from_sums_equal_dense_standardisation():
     assert constant.scale[0] == 0.0  # a constant row standardises to 0, as dense scoring does
 
 
-def test_ivf_index_above_the_exact_limit_finds_the_nearest_items():
+def saved_and_read(index, folder):
+    """The index written by its writer and read back, after checking that the file holds
+    exactly faiss's serialisation."""
+    import faiss
+
+    stage.index_writer(index)(folder / "index.npy")
+    data = np.load(folder / "index.npy", allow_pickle=False)
+    np.testing.assert_array_equal(data, faiss.serialize_index(index))
+    return stage.read_index(data)
+
+
+def test_ivf_index_above_the_exact_limit_finds_the_nearest_items(tmp_path):
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((20, 16))
     vectors = centres[rng.integers(0, 20, 4000)] + 0.3 * rng.standard_normal((4000, 16))
@@ -122,12 +157,13 @@ def test_ivf_index_above_the_exact_limit_finds_the_nearest_items():
     found = stage.nearest_items(approximate, vectors[:200], 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)])
     assert recall >= 0.9
-    restored = stage.read_index(stage.index_bytes(approximate))
+    assert stage.index_writer(exact) is None  # a flat index is rebuilt from the vectors
+    restored = saved_and_read(approximate, tmp_path)
     np.testing.assert_array_equal(stage.nearest_items(restored, vectors[:50], 10), found[:50])
 
 
 @pytest.mark.parametrize("exact_limit", [5000, 1000])
-def test_collaborative_index_in_half_precision_finds_what_float32_finds(exact_limit):
+def test_collaborative_index_in_half_precision_finds_what_float32_finds(exact_limit, tmp_path):
     rng = np.random.default_rng(1)
     right = (rng.standard_normal((4000, 300)) * np.linspace(1.0, 0.1, 300)).astype(np.float32)
     queries = right[:100] @ rng.standard_normal((300, 300)).astype(np.float32) * 0.1
@@ -140,7 +176,7 @@ def test_collaborative_index_in_half_precision_finds_what_float32_finds(exact_li
     recall = np.mean([len(set(a) & set(b)) / 50 for a, b in zip(truth, found)])
     assert recall >= 0.98
     if exact_limit == 1000:  # an IVF index is saved as faiss serialises it
-        restored = stage.read_index(stage.index_bytes(index))
+        restored = saved_and_read(index, tmp_path)
         np.testing.assert_array_equal(stage.search(restored, queries[:, : stage.SEARCH_DIMS], 50), found)
 
 
