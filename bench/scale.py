@@ -23,14 +23,15 @@ import threading
 import time
 from pathlib import Path
 
-from tastemap.bench.measure import cpu_seconds, rss_mib
+from tastemap.bench.measure import cpu_seconds, rss_mib, sample_memory
 
 
 class StageMeter:
     """Wall time, CPU time (every thread's) and peak resident memory (MiB) per named stage, of
     this process and its worker processes (:func:`~tastemap.bench.measure.rss_mib`), sampled by a
-    background thread; each stage is also printed to stderr when it ends, so that a
-    long run that stops leaves its finished stages."""
+    background thread every ``interval`` seconds, less often where a sample is slow
+    (:func:`~tastemap.bench.measure.sample_memory`); each stage is also printed to stderr when it
+    ends, so that a long run that stops leaves its finished stages."""
 
     def __init__(self, interval: float = 0.02):
         self.interval = interval
@@ -66,8 +67,8 @@ class StageMeter:
         self._thread.join()
 
     def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._peak = max(self._peak, rss_mib())
+        for mib in sample_memory(self._stop, self.interval):
+            self._peak = max(self._peak, mib)
 
 
 def run_size(n_users: int, n_items: int, events_per_user: int, dim: int, seed: int) -> dict:

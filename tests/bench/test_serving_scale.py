@@ -54,3 +54,25 @@ def test_workers_count_in_the_memory_and_cpu_figures():
     finally:
         worker.terminate()
         worker.join()
+
+
+def test_a_slow_memory_sample_is_taken_less_often(monkeypatch):
+    """Sampling takes at most SAMPLER_DUTY of a core: a 10 ms sample every 1 ms would be ~30
+    samples in 0.3 s; waiting 20 times the sample's duration leaves at most 2."""
+    import threading
+    import time
+
+    from tastemap.bench import measure
+
+    def slow_rss() -> float:
+        time.sleep(0.01)
+        return 1.0
+
+    monkeypatch.setattr(measure, "rss_mib", slow_rss)
+    stop, samples = threading.Event(), []
+    sampler = threading.Thread(target=lambda: samples.extend(measure.sample_memory(stop, 0.001)))
+    sampler.start()
+    time.sleep(0.3)
+    stop.set()
+    sampler.join()
+    assert 1 <= len(samples) <= 2 and samples[0] == 1.0
