@@ -23,15 +23,16 @@ import threading
 import time
 from pathlib import Path
 
-from tastemap.bench.measure import cpu_seconds, rss_mib, sample_memory
+from tastemap.bench.measure import cpu_seconds, reset_peak, resident_peak_mib, rss_mib, sample_memory
 
 
 class StageMeter:
     """Wall time, CPU time (every thread's) and peak resident memory (MiB) per named stage, of
     this process and its worker processes (:func:`~tastemap.bench.measure.rss_mib`), sampled by a
     background thread every ``interval`` seconds, less often where a sample is slow
-    (:func:`~tastemap.bench.measure.sample_memory`); each stage is also printed to stderr when it
-    ends, so that a long run that stops leaves its finished stages."""
+    (:func:`~tastemap.bench.measure.sample_memory`), and at least this process's exact peak over
+    the stage (:func:`~tastemap.bench.measure.resident_peak_mib`); each stage is also printed to
+    stderr when it ends, so that a long run that stops leaves its finished stages."""
 
     def __init__(self, interval: float = 0.02):
         self.interval = interval
@@ -46,13 +47,15 @@ class StageMeter:
 
         class _Stage:
             def __enter__(self):
+                reset_peak()
                 meter._peak = rss_mib()
                 self.start, self.cpu = time.perf_counter(), cpu_seconds()
 
             def __exit__(self, *exc):
+                peak = max(meter._peak, rss_mib(), resident_peak_mib())  # the sampled sum, or this process's exact peak
                 meter.results[name] = {"seconds": round(time.perf_counter() - self.start, 2),
                                        "cpu_seconds": round(cpu_seconds() - self.cpu, 2),
-                                       "peak_rss_mib": round(max(meter._peak, rss_mib()), 1)}
+                                       "peak_rss_mib": round(peak, 1)}
                 print(f"{name}: {meter.results[name]}", file=sys.stderr, flush=True)
 
         return _Stage()

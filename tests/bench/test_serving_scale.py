@@ -76,3 +76,27 @@ def test_a_slow_memory_sample_is_taken_less_often(monkeypatch):
     stop.set()
     sampler.join()
     assert 1 <= len(samples) <= 2 and samples[0] == 1.0
+
+
+def test_a_stage_reports_a_peak_the_sampler_did_not_see():
+    """A 400 MB array held for less than the sampling interval is still in the stage's peak
+    (the kernel's high-water mark of this process, restarted at each stage)."""
+    import os
+
+    import numpy as np
+    import pytest
+
+    from tastemap.bench.scale import StageMeter
+
+    if not os.path.exists("/proc/self/clear_refs"):
+        pytest.skip("this kernel's procfs cannot restart a process's resident peak")
+    meter = StageMeter(interval=60.0)
+    with meter.stage("before"):
+        pass
+    with meter.stage("spike"):
+        np.ones(400 * 2**20 // 8).sum()
+    with meter.stage("after"):
+        pass
+    meter.close()
+    spike, after = meter.results["spike"]["peak_rss_mib"], meter.results["after"]["peak_rss_mib"]
+    assert spike > meter.results["before"]["peak_rss_mib"] + 350 and after < spike - 350
