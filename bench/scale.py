@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import signal
 import subprocess
 import sys
@@ -61,9 +60,10 @@ class StageMeter:
         return _Stage()
 
     def peak_mib(self) -> float:
-        """The peak over every stage, and over this process's whole life (workers included)."""
-        return round(max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
-                         + [stage["peak_rss_mib"] for stage in self.results.values()]), 1)
+        """The peak over every stage (workers included) and over this process's life since the
+        last stage began: :func:`~tastemap.bench.measure.reset_peak` restarts the kernel's peak,
+        its lifetime one included, at each stage."""
+        return round(max([resident_peak_mib()] + [stage["peak_rss_mib"] for stage in self.results.values()]), 1)
 
     def close(self) -> None:
         self._stop.set()
