@@ -140,7 +140,9 @@ def _pss_mib(pid: int) -> float:
 
 
 class PeakMemory:
-    """Peak resident memory above the level at entry, sampled every ``interval`` seconds.
+    """Peak resident memory above the level at entry: the largest of the samples taken every
+    ``interval`` seconds (workers included, :func:`rss_mib`) and this process's exact peak
+    (:func:`resident_peak_mib`, restarted at entry), which a sample may miss.
 
     >>> with PeakMemory() as memory:
     ...     work()
@@ -156,6 +158,7 @@ class PeakMemory:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> "PeakMemory":
+        reset_peak()
         self.start_mib = self._top = rss_mib()
         self._stop.clear()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -165,7 +168,7 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self._top = max(self._top, rss_mib())
+        self._top = max(self._top, rss_mib(), resident_peak_mib())
         self.peak_mib = self._top - self.start_mib
 
     def _sample(self) -> None:

@@ -23,6 +23,7 @@ recall against the exact index is measured by ``python -m tastemap.bench.serving
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import sparse
@@ -273,13 +274,21 @@ class Bilinear:
             total += part.sum(axis=0)
         return cls(total=total, gram=gram, n_items=features.shape[0])
 
+    @cached_property
+    def gram32(self) -> np.ndarray:
+        """A dense ``gram`` in float32, for :meth:`sums`."""
+        return np.asarray(self.gram, np.float32)
+
     def sums(self, users) -> tuple[np.ndarray, np.ndarray]:
-        """Row sums and sums of squares ``[n_rows]`` of ``users @ Fᵀ`` (``users`` ``[n_rows, d]``)."""
+        """Row sums and sums of squares ``[n_rows]`` of ``users @ Fᵀ`` (``users`` ``[n_rows, d]``).
+        A dense ``users · gram`` is a float32 product, summed against ``users`` in float64: a
+        request reads half the bytes, 3x faster (rank 512), and the scale it gives a user's
+        low-rank scores moved by at most 6e-7 of itself on the generator (10k and 200k items)."""
         if sparse.issparse(users):
             users = sparse.csr_matrix(users, dtype=np.float64)
             return users @ self.total, np.asarray((users @ self.gram).multiply(users).sum(axis=1)).ravel()
         users = np.asarray(users, np.float64)
-        return users @ self.total, np.einsum("ij,ij->i", users @ self.gram, users)
+        return users @ self.total, np.einsum("ij,ij->i", users.astype(np.float32) @ self.gram32, users)
 
     def stats(self, users) -> Stats:
         """:class:`Stats` of the rows ``users @ Fᵀ``."""
@@ -341,6 +350,18 @@ class Rows:
     indptr: np.ndarray
     shape: tuple[int, int]
 
+    @cached_property
+    def keys(self) -> np.ndarray:
+        """:func:`keys_of` these rows, kept (a request looks entries up in the same rows several times)."""
+        rows = np.arange(self.shape[0], dtype=np.int64).repeat(self.indptr[1:] - self.indptr[:-1])
+        return rows * self.shape[1] + self.indices
+
+    def toarray(self) -> np.ndarray:
+        """The rows as a dense array ``shape``."""
+        out = np.zeros(self.shape, self.data.dtype)
+        out.flat[self.keys] = self.data
+        return out
+
     @classmethod
     def of(cls, matrix: sparse.csr_matrix, rows: np.ndarray) -> "Rows":
         """Rows ``rows`` of ``matrix`` (CSR), in that order."""
@@ -361,6 +382,8 @@ class Rows:
 
 def keys_of(matrix: sparse.csr_matrix | Rows) -> np.ndarray:
     """``row * n_columns + column`` of every stored entry (sorted when the indices are)."""
+    if isinstance(matrix, Rows):
+        return matrix.keys
     rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
     return rows * matrix.shape[1] + matrix.indices
 
@@ -369,9 +392,16 @@ def gather(matrix: sparse.csr_matrix | Rows, keys: np.ndarray) -> np.ndarray:
     """The entries of ``matrix`` (sorted indices) at ``keys`` (see :func:`keys_of`; any order),
     0 where it stores none."""
     own = keys_of(matrix)
-    at = np.minimum(np.searchsorted(own, keys), max(own.size - 1, 0))
-    found = own[at] == keys if own.size else np.zeros(keys.size, bool)
+    at, found = find_sorted(own, keys)
     return np.where(found, matrix.data[at] if own.size else 0.0, 0.0)
+
+
+def find_sorted(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(at, found)``: where each of ``keys`` is in ``sorted_keys`` (ascending) and whether it is
+    there. A request's lookups are small: a binary search each is 2.5–4.5x faster than
+    ``np.isin``'s sort of both (800 keys in 100, 60 in 60)."""
+    at = np.minimum(np.searchsorted(sorted_keys, keys), max(sorted_keys.size - 1, 0))
+    return at, sorted_keys[at] == keys if sorted_keys.size else np.zeros(np.shape(keys), bool)
 
 
 def top_per_row(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
@@ -397,14 +427,13 @@ def top_per_row(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, k: int)
     return order[rank < k]
 
 
-def max_per_key(rows: np.ndarray, items: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> sparse.csr_matrix:
-    """CSR ``[n_rows, n_items]`` holding, for each (row, item) pair given, the largest value."""
+def max_per_key(rows: np.ndarray, items: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> Rows:
+    """:class:`Rows` ``[n_rows, n_items]`` holding, for each (row, item) pair given, the largest value
+    (not a SciPy matrix: its constructor's checks took 80 µs of a request)."""
     keys = rows.astype(np.int64) * shape[1] + items
     order = np.argsort(keys, kind="stable")  # one sort, then each key's maximum (not a lexsort's two)
     keys, values = keys[order], values[order]
     first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if keys.size else np.zeros(0, np.int64)
     keys, values = keys[first], np.maximum.reduceat(values, first) if keys.size else values
     indptr = np.searchsorted(keys, np.arange(shape[0] + 1, dtype=np.int64) * shape[1])
-    out = sparse.csr_matrix((values.astype(np.float32), keys % shape[1], indptr), shape=shape)
-    out.has_sorted_indices = True  # the keys are sorted
-    return out
+    return Rows(values.astype(np.float32), keys % shape[1], indptr, shape)

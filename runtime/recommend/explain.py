@@ -214,7 +214,7 @@ class _Block:
     @classmethod
     def of(cls, recommender, state, users: np.ndarray, recs: np.ndarray, items: np.ndarray,
            components: list[str]) -> "_Block | None":
-        """The block of user rows ``users`` (each with an interest) whose recommendations are
+        """The block of distinct user rows ``users`` (each with an interest) whose recommendations are
         ``recs`` (positions into ``items`` and ``components``, -1 padding); None without interests."""
         interests = state.interests
         counts = interests.indptr[users + 1] - interests.indptr[users]
@@ -252,7 +252,8 @@ class _Block:
             weights = inner_products_by_index(scaled, model.right, by_rec).reshape(n_users, k, -1)[user, :, slot] \
                 * model.keep[members][:, None]
             weights = np.where(members[:, None] == rec_items[user], 0.0, weights)
-            recency = _row_values(state.recency, users[user], members)  # the members' recency weights
+            # the members' recency weights (``users`` are distinct, ``user`` indexes them)
+            recency = gather(Rows.of(state.recency, users), user * state.recency.shape[1] + members).astype(np.float64)
             weights = weights * np.where(short[user], recency[:, None], 1.0)
             contributions = np.where(kinds[user], weights, contributions)
             summed = np.add.reduceat(np.maximum(weights, 0.0), interest_start, axis=0)
@@ -311,12 +312,6 @@ class _Block:
             rank = rank + offsets[recs]
         return {"rec": recs, "member": self.members[rows], "owner": self.owner[rows], "contribution": values,
                 "rank": rank}
-
-
-def _row_values(matrix, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """Entries ``(rows[i], columns[i])`` float64 of a CSR matrix, 0 where it stores none."""
-    picked, local = np.unique(rows, return_inverse=True)
-    return gather(Rows.of(matrix, picked), local.astype(np.int64) * matrix.shape[1] + columns).astype(np.float64)
 
 
 def _explanation(recommender, terms: ItemTerms, item: int, owner, members, contribution, strength, layer: str,

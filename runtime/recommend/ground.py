@@ -22,7 +22,7 @@ import numpy as np
 from scipy import sparse
 
 from tastemap.runtime.interests.labels import is_medoid_label, is_nameable, phrase_matrix, stop_word_set
-from tastemap.runtime.recommend.candidates import Rows, keys_of
+from tastemap.runtime.recommend.candidates import Rows, find_sorted, keys_of
 
 MAX_SHARED = 3  # terms named at most; more would read as a list, not a reason
 COMMON_INFORMATION = 2.8  # nats: a ground this common (one category held by over 6% of items) is weak
@@ -196,7 +196,7 @@ def _common_entries(matrix: sparse.csr_matrix, rows: np.ndarray, others: np.ndar
     (sorted indices) both hold, by pair then column."""
     n_columns = max(matrix.shape[1], 1)
     mine, theirs = keys_of(Rows.of(matrix, rows)), keys_of(Rows.of(matrix, others))
-    both = mine[np.isin(mine, theirs, assume_unique=True)]
+    both = mine[find_sorted(theirs, mine)[1]]
     return both // n_columns, both % n_columns
 
 

@@ -154,7 +154,9 @@ class TastemapRecommender(BaseEstimator):
     recency_half_life : float, default=5.0
         Half-life of the short-term recency weight, in items (> 0).
     n_candidates : int, default=300
-        Collaborative candidates searched per user.
+        Collaborative candidates searched per user (MovieLens leave-last-out: 300, 200, 150 and
+        100 give HR@10 0.1262, 0.1246, 0.1246, 0.1213 and NDCG@10 0.0609, 0.0605, 0.0607, 0.0592,
+        the two-stage top 10 holding 98.9%, 97.7%, 96.1%, 93.1% of the exhaustive one).
     interest_candidates : int, default=100
         Nearest items kept per item for the interests' candidates (MovieLens leave-last-out:
         300, 100 and 50 give HR@10 0.1246 and NDCG@10 0.0606, 0.0605, 0.0605, the two-stage top 10
@@ -359,7 +361,8 @@ class TastemapRecommender(BaseEstimator):
                 "category": lambda: state.categories[users] @ self.profiler_.category_levels_[-1].items.T,
                 "literal": lambda: state.literal[users] @ self.profiler_.item_vectors_.T,
             }[name]()
-            out[name] = standardise(np.asarray(raw.todense() if sparse.issparse(raw) else raw, dtype=np.float32))
+            dense = raw.toarray() if isinstance(raw, stage.Rows) else raw.todense() if sparse.issparse(raw) else raw
+            out[name] = standardise(np.asarray(dense, dtype=np.float32))
         return out
 
     def _blend(self, components: dict[str, np.ndarray], weights: BlendWeights | None = None) -> np.ndarray:
@@ -373,8 +376,8 @@ class TastemapRecommender(BaseEstimator):
         return total
 
     def _interest_priorities(self, users: np.ndarray, state: _UserState,
-                             recency: stage.Rows | None = None) -> sparse.csr_matrix:
-        """D'Hondt slot priorities, CSR ``[len(users), n_items]``: ``share / (rank + 1)`` of each
+                             recency: stage.Rows | None = None) -> stage.Rows:
+        """D'Hondt slot priorities, rows ``[len(users), n_items]``: ``share / (rank + 1)`` of each
         unseen candidate in its interest's list, the best over interests (``recency``: the
         users' rows of ``state.recency`` when already taken)."""
         interests = state.interests
@@ -382,7 +385,7 @@ class TastemapRecommender(BaseEstimator):
         starts, ends = interests.indptr[users], interests.indptr[users + 1]
         rows = np.repeat(np.arange(len(users)), ends - starts)
         if rows.size == 0:
-            return sparse.csr_matrix(shape, dtype=np.float32)
+            return stage.Rows(np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(len(users) + 1, np.int64), shape)
         counts = ends - starts
         picked = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(rows.size)
         n_items = shape[1]

@@ -78,7 +78,7 @@ def score_candidates(recommender, users: np.ndarray, state, *, segments: np.ndar
     key_sets.append((np.arange(n_rows, dtype=np.int64)[:, None] * n_items + favourites).ravel())
     keys = stage.sorted_unique(np.concatenate(key_sets))
     if not keep_seen:
-        keys = keys[~np.isin(keys, stage.keys_of(rows_of["history"]), assume_unique=True)]
+        keys = keys[~stage.find_sorted(stage.keys_of(rows_of["history"]), keys)[1]]
     if force is not None:
         keys = np.union1d(keys, np.arange(n_rows, dtype=np.int64) * n_items + np.asarray(force, np.int64))
     rows, items = keys // n_items, keys % n_items

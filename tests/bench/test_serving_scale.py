@@ -100,3 +100,21 @@ def test_a_stage_reports_a_peak_the_sampler_did_not_see():
     meter.close()
     spike, after = meter.results["spike"]["peak_rss_mib"], meter.results["after"]["peak_rss_mib"]
     assert spike > meter.results["before"]["peak_rss_mib"] + 350 and after < spike - 350
+
+
+def test_peak_memory_reports_a_peak_its_sampler_did_not_see():
+    """As a stage: a 400 MB array held for less than the sampling interval is in the block's peak."""
+    import os
+
+    import numpy as np
+    import pytest
+
+    from tastemap.bench.measure import PeakMemory
+
+    if not os.path.exists("/proc/self/clear_refs"):
+        pytest.skip("this kernel's procfs cannot restart a process's resident peak")
+    with PeakMemory(interval=60.0) as spike:
+        np.ones(400 * 2**20 // 8).sum()
+    with PeakMemory(interval=60.0) as quiet:
+        pass
+    assert spike.peak_mib > 350 and quiet.peak_mib < 50

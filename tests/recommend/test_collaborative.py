@@ -210,8 +210,22 @@ def test_max_per_key_keeps_the_largest_value_of_each_pair():
     expected = np.zeros((5, 40))
     np.maximum.at(expected, (rows, items), values)
     out = stage.max_per_key(rows, items, values, (5, 40))
-    assert out.has_sorted_indices and out.nnz == np.count_nonzero(expected)
+    assert out.data.size == np.count_nonzero(expected) and (np.diff(out.keys) > 0).all()
     np.testing.assert_allclose(out.toarray(), expected.astype(np.float32))
+
+def test_rows_of_a_matrix_hold_its_entries_and_find_them_by_key():
+    matrix = sparse.random(30, 50, density=0.1, random_state=1, format="csr", dtype=np.float32)
+    picked = np.array([7, 2, 2, 29, 0])
+    rows = stage.Rows.of(matrix, picked)
+    np.testing.assert_array_equal(rows.toarray(), matrix[picked].toarray())
+    keys = np.array([rows.keys[3], 0, rows.keys[0], 5 * 50 - 1, rows.keys[-1]])
+    at, found = stage.find_sorted(rows.keys, keys)
+    np.testing.assert_array_equal(found, np.isin(keys, rows.keys))
+    np.testing.assert_array_equal(rows.keys[at[found]], keys[found])
+    np.testing.assert_array_equal(stage.gather(rows, keys), rows.toarray().ravel()[keys])
+    empty = stage.find_sorted(np.zeros(0, np.int64), keys)[1]
+    assert empty.shape == (5,) and not empty.any()
+
 
 @pytest.mark.parametrize("k", [1, 3, 10])
 def test_top_per_row_equals_a_stable_sort_of_every_entry(k):
