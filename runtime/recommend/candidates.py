@@ -160,6 +160,8 @@ def inner_products_by_index(queries: np.ndarray, vectors: np.ndarray, ids: np.nd
 def pair_inner_products(queries: np.ndarray, rows: np.ndarray, vectors: np.ndarray, items: np.ndarray) -> np.ndarray:
     """``queries[rows[j]] · vectors[items[j]]`` float64 ``[m]`` for pairs sorted by ``rows``
     (:func:`inner_products_by_index`, each row's items padded to the longest row's)."""
+    if queries.shape[0] == 1:  # a request: its pairs are one row of ids
+        return inner_products_by_index(queries, vectors, items[None, :])[0].astype(np.float64)
     starts = np.searchsorted(rows, np.arange(queries.shape[0] + 1))
     places = np.arange(rows.size) - starts[rows]
     ids = np.full((queries.shape[0], int(np.diff(starts).max(initial=0))), -1, np.int64)
@@ -312,6 +314,9 @@ def _row_entries(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.n
     """``(indptr, positions)`` of rows ``rows`` of a CSR layout ``indptr``: where each row's
     entries start among the picked ones, and where the picked entries are in the matrix's arrays."""
     rows = np.asarray(rows, np.int64)
+    if rows.size == 1:  # a request's row
+        start, end = int(indptr[rows.flat[0]]), int(indptr[rows.flat[0] + 1])
+        return np.array([0, end - start], np.int64), np.arange(start, end, dtype=np.int64)
     starts = indptr[rows]
     counts = indptr[rows + 1] - starts
     picked = np.zeros(rows.size + 1, np.int64)
@@ -369,6 +374,10 @@ class Rows:
             picked = csr_rows(matrix, rows)
             return cls(picked.data, picked.indices, picked.indptr, picked.shape)
         indptr, positions = _row_entries(matrix.indptr, rows)
+        if indptr.size == 2:  # one row (a request's): views of the arrays, not copies
+            start = int(matrix.indptr[np.ravel(rows)[0]])
+            entries = slice(start, start + int(indptr[1]))
+            return cls(matrix.data[entries], matrix.indices[entries], indptr, (1, matrix.shape[1]))
         return cls(matrix.data[positions], matrix.indices[positions], indptr, (indptr.size - 1, matrix.shape[1]))
 
     @classmethod
