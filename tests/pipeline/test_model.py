@@ -308,7 +308,13 @@ def test_event_parts_are_written_a_row_group_at_a_time(tmp_path, monkeypatch):
     assert table.column("timestamp").to_pylist() == [103, 104, 105, 106, 107, 108, 109, 200, 201]
     read = model_state.EventLog.read(tmp_path, ["part.parquet"], pd.Index(user_ids), pd.Index(item_ids))
     np.testing.assert_array_equal(read.users, log.users[3:])
+    np.testing.assert_array_equal(read.items, log.items[3:])
+    np.testing.assert_array_equal(read.timestamps, log.timestamps[3:])
     np.testing.assert_array_equal(read.weights, log.weights[3:])
+    assert read.weights.dtype == np.float32 and read.n_saved == 9
+    for users, items in ((pd.Index(["ann", "bo"]), pd.Index(item_ids)), (pd.Index(user_ids), pd.Index(["10", "20"]))):
+        with pytest.raises(FittedModelError, match="the stored events name users or items the model does not hold"):
+            model_state.EventLog.read(tmp_path, ["part.parquet"], users, items)
     log.parquet_writer(user_ids, item_ids, start=log.n_events)(tmp_path / "empty.parquet")
     assert pq.read_table(tmp_path / "empty.parquet").num_rows == 0
 
