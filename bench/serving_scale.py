@@ -1,6 +1,7 @@
 """Scale benchmark of the whole path: fit, save, load, serve and update a synthetic catalogue.
 
     python -m tastemap.bench.serving_scale --items 10000,200000 --out serving_scale.json
+    python -m tastemap.bench.serving_scale --serve model/   # a saved model's serving only
 
 Each size runs in its own process, so that its peak memory is its own. Users are 1.5 times the
 items and each has 50 events on average (200k items: 300k users, 15M events); item vectors are
@@ -23,6 +24,11 @@ exact float32 search (1.0 for the flat item index; the collaborative index store
 so near-ties may swap). Threads: the process's (2 on the reference machine).
 Each stage, request and batch also reports its CPU time (every thread's): on a shared machine it
 moves less with the load than the wall time.
+
+``--serve FOLDER`` only serves a saved model: p50 / p99 of ``--requests`` requests after
+``--warmup``, and a batch of ``--batch`` users on one thread. Two checkouts run in turn on the same
+folder (``PYTHONPATH=<checkout> python -m tastemap.bench.serving_scale --serve FOLDER``, alternating,
+as these machines' speed drifts within the hour) compare their serving side by side.
 """
 
 from __future__ import annotations
@@ -70,21 +76,8 @@ def run_size(n_items: int, users_per_item: float, events_per_user: int, dim: int
         folder_mib = sum(p.stat().st_size for p in (folder / "model").rglob("*") if p.is_file()) / 2**20
         rng = np.random.default_rng(seed)
         users = rng.choice(model.user_ids, warmup + requests + batch + updates, replace=False)
-        first = []
-        for user in users[:warmup]:
-            start = time.perf_counter()
-            model.recommend(user, k=10)
-            first.append(time.perf_counter() - start)
+        first, latency, cpu, batch_seconds, batch_cpu = _serve(model, users, warmup, requests, batch)
         users = users[warmup:]
-        latency, cpu = [], []
-        for user in users[:requests]:
-            start, start_cpu = time.perf_counter(), time.process_time()
-            model.recommend(user, k=10)
-            latency.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
-        start, start_cpu = time.perf_counter(), time.process_time()
-        model.recommend_batch(users[requests : requests + batch], k=10)
-        batch_seconds, batch_cpu = time.perf_counter() - start, time.process_time() - start_cpu
         update_seconds = {"first": [], "overlay": [], "applied": []}
         items = rng.choice(model.item_ids, updates)
         third = updates // 3
@@ -123,6 +116,40 @@ def run_size(n_items: int, users_per_item: float, events_per_user: int, dim: int
         "index_recall_at_10": recall,
         "collaborative": None if collaborative is None else {"rank": collaborative.rank, "exact": collaborative.exact},
     }
+
+
+def _serve(model, users: np.ndarray, warmup: int, requests: int, batch: int, n_jobs: int | None = None):
+    """Time ``warmup`` requests, then ``requests`` more (wall and CPU seconds each), then one
+    ``recommend_batch`` of the next ``batch`` users on ``n_jobs`` threads (None: one per core)."""
+    first = []
+    for user in users[:warmup]:
+        start = time.perf_counter()
+        model.recommend(user, k=10)
+        first.append(time.perf_counter() - start)
+    users = users[warmup:]
+    latency, cpu = [], []
+    for user in users[:requests]:
+        start, start_cpu = time.perf_counter(), time.process_time()
+        model.recommend(user, k=10)
+        latency.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    model.recommend_batch(users[requests : requests + batch], k=10, n_jobs=n_jobs)
+    return first, latency, cpu, time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def serve_saved(folder: Path, requests: int, warmup: int, batch: int, seed: int) -> dict:
+    """Request and one-thread batch figures of a saved model: run by two checkouts in turn
+    (``PYTHONPATH``) on the same folder, it compares their serving side by side."""
+    from tastemap.runtime.pipeline.model import TastemapModel
+
+    model = TastemapModel.load(folder, verify=False)
+    users = np.random.default_rng(seed).choice(model.user_ids, min(model.n_users, warmup + requests + batch),
+                                               replace=False)
+    _, latency, cpu, batch_seconds, _ = _serve(model, users, warmup, requests, batch, n_jobs=1)
+    return {"model": str(folder), "recommend_ms": {"p50": _ms(latency, 50), "p99": _ms(latency, 99)},
+            "recommend_cpu_ms_p50": _ms(cpu, 50),
+            "batch_one_thread_users_per_s": round((users.size - warmup - requests) / batch_seconds, 1)}
 
 
 def _ms(seconds: list[float], percentile: float) -> float:
@@ -172,8 +199,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--updates", type=int, default=150, help="Updates, in thirds: first, timed, applied at once.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="JSON file for the figures.")
+    parser.add_argument("--serve", type=Path, metavar="FOLDER",
+                        help="Only time requests and a one-thread batch on this saved model (no fit).")
     parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve:
+        from tastemap.errors import TastemapError
+
+        try:
+            print(json.dumps(serve_saved(args.serve, args.requests, args.warmup, args.batch, args.seed)))
+        except TastemapError as exc:  # a folder that is not a fitted model: one line, exit code 2
+            parser.exit(2, f"error: {exc}\n")
+        return
     sizes = args.items
     options = [args.users_per_item, args.events_per_user, args.dim, args.requests, args.warmup, args.batch,
                args.updates, args.seed]

@@ -118,3 +118,30 @@ def test_peak_memory_reports_a_peak_its_sampler_did_not_see():
     with PeakMemory(interval=60.0) as quiet:
         pass
     assert spike.peak_mib > 350 and quiet.peak_mib < 50
+
+
+def test_serving_a_saved_model_reports_requests_and_a_one_thread_batch(tmp_path):
+    from tastemap.bench.serving_scale import serve_saved
+    from tastemap.runtime.io.events import align_events
+    from tastemap.runtime.io.synthetic import make_synthetic
+    from tastemap.runtime.pipeline.model import TastemapModel
+
+    data = make_synthetic(n_users=300, n_items=200, n_events=6_000, n_topics=10, dim=32, seed=0)
+    interactions, _ = align_events(data.events, data.catalog)
+    TastemapModel.fit(interactions, data.catalog, data.item_vectors, seed=0).save(tmp_path / "model")
+    result = serve_saved(tmp_path / "model", requests=20, warmup=5, batch=40, seed=0)
+    assert list(result) == ["model", "recommend_ms", "recommend_cpu_ms_p50", "batch_one_thread_users_per_s"]
+    assert 0 < result["recommend_ms"]["p50"] <= result["recommend_ms"]["p99"]
+    assert result["recommend_cpu_ms_p50"] > 0 and result["batch_one_thread_users_per_s"] > 0
+
+
+def test_serving_a_folder_that_is_not_a_model_exits_2_naming_it(tmp_path, capsys):
+    import pytest
+
+    from tastemap.bench.serving_scale import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--serve", str(tmp_path / "nothing")])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (f"error: fitted model {tmp_path / 'nothing'} does not exist; "
+                                       f"create it with `tastemap fit --out {tmp_path / 'nothing'}`\n")
