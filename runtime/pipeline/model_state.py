@@ -184,8 +184,8 @@ class EventLog:
 
 def _rows_of(ids: pa.ChunkedArray, index: pd.Index) -> np.ndarray | None:
     """The row in ``index`` of each of ``ids``, int64, looked up in Arrow's hash table (string ids
-    never become Python objects); None when one of them is not there. 15M events at 200k items:
-    the log read in 1.0 s, against 2.3 s through pandas."""
+    never become Python objects); None when one of them is not there. Through pandas, the first
+    update after a load at 200k items (15M events) took 1.5x as long."""
     if len(ids) == 0:
         return np.zeros(0, np.int64)
     try:

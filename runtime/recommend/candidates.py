@@ -373,11 +373,12 @@ class Rows:
         if not matrix.has_sorted_indices:  # checked once on the whole matrix, then kept by SciPy
             picked = csr_rows(matrix, rows)
             return cls(picked.data, picked.indices, picked.indptr, picked.shape)
+        if np.size(rows) == 1:  # one row (a request's): views of the arrays, not copies
+            row = int(np.ravel(rows)[0])
+            start, end = int(matrix.indptr[row]), int(matrix.indptr[row + 1])
+            return cls(matrix.data[start:end], matrix.indices[start:end], np.array([0, end - start], np.int64),
+                       (1, matrix.shape[1]))
         indptr, positions = _row_entries(matrix.indptr, rows)
-        if indptr.size == 2:  # one row (a request's): views of the arrays, not copies
-            start = int(matrix.indptr[np.ravel(rows)[0]])
-            entries = slice(start, start + int(indptr[1]))
-            return cls(matrix.data[entries], matrix.indices[entries], indptr, (1, matrix.shape[1]))
         return cls(matrix.data[positions], matrix.indices[positions], indptr, (indptr.size - 1, matrix.shape[1]))
 
     @classmethod

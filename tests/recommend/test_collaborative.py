@@ -218,6 +218,9 @@ def test_rows_of_a_matrix_hold_its_entries_and_find_them_by_key():
     picked = np.array([7, 2, 2, 29, 0])
     rows = stage.Rows.of(matrix, picked)
     np.testing.assert_array_equal(rows.toarray(), matrix[picked].toarray())
+    one = stage.Rows.of(matrix, np.array([7]))  # a request's row: views of the matrix's arrays
+    np.testing.assert_array_equal(one.toarray(), matrix[[7]].toarray())
+    assert one.shape == (1, 50) and np.shares_memory(one.data, matrix.data)
     keys = np.array([rows.keys[3], 0, rows.keys[0], 5 * 50 - 1, rows.keys[-1]])
     at, found = stage.find_sorted(rows.keys, keys)
     np.testing.assert_array_equal(found, np.isin(keys, rows.keys))
