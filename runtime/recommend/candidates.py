@@ -314,9 +314,6 @@ def _row_entries(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.n
     """``(indptr, positions)`` of rows ``rows`` of a CSR layout ``indptr``: where each row's
     entries start among the picked ones, and where the picked entries are in the matrix's arrays."""
     rows = np.asarray(rows, np.int64)
-    if rows.size == 1:  # a request's row
-        start, end = int(indptr[rows.flat[0]]), int(indptr[rows.flat[0] + 1])
-        return np.array([0, end - start], np.int64), np.arange(start, end, dtype=np.int64)
     starts = indptr[rows]
     counts = indptr[rows + 1] - starts
     picked = np.zeros(rows.size + 1, np.int64)
@@ -358,8 +355,7 @@ class Rows:
     @cached_property
     def keys(self) -> np.ndarray:
         """:func:`keys_of` these rows, kept (a request looks entries up in the same rows several times)."""
-        rows = np.arange(self.shape[0], dtype=np.int64).repeat(self.indptr[1:] - self.indptr[:-1])
-        return rows * self.shape[1] + self.indices
+        return _entry_keys(self)
 
     def toarray(self) -> np.ndarray:
         """The rows as a dense array ``shape``."""
@@ -392,8 +388,10 @@ class Rows:
 
 def keys_of(matrix: sparse.csr_matrix | Rows) -> np.ndarray:
     """``row * n_columns + column`` of every stored entry (sorted when the indices are)."""
-    if isinstance(matrix, Rows):
-        return matrix.keys
+    return matrix.keys if isinstance(matrix, Rows) else _entry_keys(matrix)
+
+
+def _entry_keys(matrix: sparse.csr_matrix | Rows) -> np.ndarray:
     rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
     return rows * matrix.shape[1] + matrix.indices
 
